@@ -1,0 +1,3 @@
+"""CLI subcommand groups; each module exposes add_parser(subparsers)."""
+
+from __future__ import annotations

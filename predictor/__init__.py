@@ -1,0 +1,3 @@
+"""Latency predictors learned from profiles, with honest accuracy reports."""
+
+from __future__ import annotations
