@@ -1,0 +1,109 @@
+"""`hwnas profile`: time sampled architectures on a target, one stored row per measurement.
+
+Safe to interrupt (every row is committed as it is measured) and to rerun: the same
+command continues to --samples without measuring an architecture twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from targets.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="measure sampled architectures on a target into a profile store (resumable)",
+        description=(
+            "Sample architectures of a space, export and time them on a target, and store "
+            "one row per measurement in an SQLite store. Rerun the same command to continue "
+            "to --samples; several profilers may share one store."
+        ),
+    )
+    p.add_argument("--space", required=True, help="search space name (hwnas space list)")
+    p.add_argument("--target", required=True, help="target name or .toml file (hwnas targets list)")
+    p.add_argument("--samples", required=True, type=int, help="architectures the store should hold")
+    p.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the candidate stream")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster address (HEAD:6379) for --executor ray")
+    p.add_argument(
+        "--group-size", type=int, default=8, help="candidates timed together (interleaved)"
+    )
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="export the next group while this one is timed (off: it disturbs CPU timing)",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="measure again architectures that failed"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_profile)
+
+
+def space_source(space_name: str) -> Any:
+    """The candidate source of a named space (hwnas supplies it; imported late)."""
+    from hwnas.profile_source import SpaceCandidates
+
+    return SpaceCandidates(space_name)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from profiling.runner import run_profile
+    from profiling.store import ProfileStore
+    from targets.registry import load_target
+
+    if args.samples < 0:
+        raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if args.address and args.executor != "ray":
+        raise UserError("--address needs --executor ray")
+    spec = load_target(args.target)
+    source = space_source(args.space)
+    with ProfileStore(args.db) as store:
+        summary = run_profile(
+            source,
+            spec,
+            store,
+            args.samples,
+            seed=args.seed,
+            executor=args.executor,
+            address=args.address,
+            group_size=args.group_size,
+            progress=not args.no_progress and not args.json,
+            overlap=args.overlap,
+            retry_failed=args.retry_failed,
+        )
+    data = summary.to_dict()
+    data["db"] = str(args.db)
+    data["space"] = source.space_name
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(
+        f"profiled {summary.written} architectures of space {source.space_name} on "
+        f"{spec.name} ({summary.ok} ok, {summary.failed} failed) in {summary.wall_s:.1f} s: "
+        f"{summary.archs_per_minute:.1f} per minute"
+    )
+    print(
+        f"store {args.db} holds {summary.done_after} of {summary.requested} architectures "
+        f"for this target (fingerprint {summary.fingerprint_key[:12]})"
+    )
+    if summary.wall_s > 0 and summary.written:
+        split = ", ".join(
+            f"{k} {v / summary.wall_s:.0%}" for k, v in summary.phases.items() if v > 0
+        )
+        print(f"wall time: {split}")
+    if summary.kept_as_repeat:
+        print(
+            f"{summary.kept_as_repeat} architectures were measured by another profiler at the "
+            "same time; kept as 'repeat' rows"
+        )
+    if summary.exhausted and summary.done_after < summary.requested:
+        print(f"the space yields no new architectures: stopped at {summary.done_after}")
+    return 0

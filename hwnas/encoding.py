@@ -1,0 +1,228 @@
+"""Architecture encoding: one fixed-length vector layout per space config.
+
+The same layout serves a discrete architecture (one-hot) and the relaxed supernet
+(probabilities), which is what makes the latency predictor a differentiable function of the
+search's parameters. Blocks, in order (names from `encoding_layout`):
+
+* per cell (normal cells of stages 0..2, then reductions 0..1), per node i, per candidate
+  input j < 2 + i, per op of CELL_OPS: `edge(j) * op(j, o)`. Discrete: 1 for the node's two
+  chosen (input, op) pairs, else 0. Relaxed: `edge = min(1, 2 * softmax(beta))` (two edges
+  per node in expectation) times `op = softmax(alpha)`.
+* per stage: `depth.d` for each depth choice: one-hot / softmax.
+* per stage, per cell slot k < max depth, per state in the slot's window, per stage op:
+  `exists(k) * edge * op`; `exists(k) = P(depth > k)` (0 or 1 when discrete).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.space import (
+    CELL_OPS,
+    NUM_CELL_INPUTS,
+    NUM_STAGES,
+    STAGE_OPS,
+    Architecture,
+    Genotype,
+    SpaceConfig,
+    Stage,
+)
+
+EDGES_PER_NODE = 2
+
+
+def _cell_names(prefix: str, space: SpaceConfig) -> list[str]:
+    return [
+        f"{prefix}.node{i}.in{j}.{op}"
+        for i in range(space.nodes)
+        for j in range(NUM_CELL_INPUTS + i)
+        for op in CELL_OPS
+    ]
+
+
+def encoding_layout(space: SpaceConfig) -> list[str]:
+    """One name per entry of the encoding vector (stored with profiles and predictors)."""
+    names: list[str] = []
+    for s in range(NUM_STAGES):
+        names += _cell_names(f"stage{s}.cell", space)
+    for r in range(NUM_STAGES - 1):
+        names += _cell_names(f"reduction{r}.cell", space)
+    for s in range(NUM_STAGES):
+        names += [f"stage{s}.depth.{d}" for d in space.depth_choices]
+        for k in range(space.max_depth):
+            names += [
+                f"stage{s}.conn{k}.in{j}.{op}" for j in space.window_of(k) for op in STAGE_OPS
+            ]
+    return names
+
+
+def encoding_size(space: SpaceConfig) -> int:
+    return len(encoding_layout(space))
+
+
+def _encode_genotype(g: Genotype, space: SpaceConfig) -> list[float]:
+    out: list[float] = []
+    for i, node in enumerate(g):
+        block = np.zeros((NUM_CELL_INPUTS + i, len(CELL_OPS)))
+        for op, j in node:
+            block[j, CELL_OPS.index(op)] = 1.0
+        out += block.ravel().tolist()
+    assert len(g) == space.nodes
+    return out
+
+
+def _encode_stage(stage: Stage, space: SpaceConfig) -> list[float]:
+    out = [1.0 if d == stage.depth else 0.0 for d in space.depth_choices]
+    for k in range(space.max_depth):
+        window = space.window_of(k)
+        block = np.zeros((len(window), len(STAGE_OPS)))
+        if k < stage.depth:
+            for op, j in stage.connections[k]:
+                block[j - window.start, STAGE_OPS.index(op)] = 1.0
+        out += block.ravel().tolist()
+    return out
+
+
+def encode(arch: Architecture) -> np.ndarray:
+    """The one-hot encoding of a discrete architecture (float32, length encoding_size)."""
+    space = arch.space
+    values: list[float] = []
+    for stage in arch.stages:
+        values += _encode_genotype(stage.cell, space)
+    for g in arch.reductions:
+        values += _encode_genotype(g, space)
+    for stage in arch.stages:
+        values += _encode_stage(stage, space)
+    return np.asarray(values, dtype=np.float32)
+
+
+def _edge_weights(beta: torch.Tensor) -> torch.Tensor:
+    """Soft selection of EDGES_PER_NODE inputs: sums to 2 (when it can), each at most 1."""
+    return torch.clamp(EDGES_PER_NODE * torch.softmax(beta, dim=-1), max=1.0)
+
+
+class ArchParameters(nn.Module):
+    """The relaxed architecture: logits for every choice of the hierarchical space.
+
+    cells 0..2 are the stages' normal cells, 3..4 the reductions. For each cell and node i:
+    `alpha` [2 + i, len(CELL_OPS)] (op logits per input edge) and `beta` [2 + i] (which inputs).
+    For each stage: `depth` [len(depth_choices)]; per slot k: `conn_alpha` [window, len(STAGE_OPS)]
+    and `conn_beta` [window].
+    """
+
+    def __init__(self, space: SpaceConfig, init_scale: float = 1e-3, generator: torch.Generator | None = None):
+        super().__init__()
+        self.space = space
+
+        def p(*shape: int) -> nn.Parameter:
+            return nn.Parameter(init_scale * torch.randn(*shape, generator=generator))
+
+        n_cells = NUM_STAGES + NUM_STAGES - 1
+        self.alpha = nn.ParameterList(
+            p(NUM_CELL_INPUTS + i, len(CELL_OPS)) for _ in range(n_cells) for i in range(space.nodes)
+        )
+        self.beta = nn.ParameterList(
+            p(NUM_CELL_INPUTS + i) for _ in range(n_cells) for i in range(space.nodes)
+        )
+        self.depth = nn.ParameterList(p(len(space.depth_choices)) for _ in range(NUM_STAGES))
+        self.conn_alpha = nn.ParameterList(
+            p(len(space.window_of(k)), len(STAGE_OPS))
+            for _ in range(NUM_STAGES)
+            for k in range(space.max_depth)
+        )
+        self.conn_beta = nn.ParameterList(
+            p(len(space.window_of(k))) for _ in range(NUM_STAGES) for k in range(space.max_depth)
+        )
+
+    def _node(self, cell: int, i: int) -> int:
+        return cell * self.space.nodes + i
+
+    def _slot(self, stage: int, k: int) -> int:
+        return stage * self.space.max_depth + k
+
+    def depth_probs(self, stage: int) -> torch.Tensor:
+        return torch.softmax(self.depth[stage], dim=-1)
+
+    def exists_probs(self, stage: int) -> torch.Tensor:
+        """P(depth > k) for each cell slot k: the chance that cell k of the stage exists."""
+        probs = self.depth_probs(stage)
+        choices = torch.tensor(self.space.depth_choices, device=probs.device)
+        ks = torch.arange(self.space.max_depth, device=probs.device)
+        return ((choices[None, :] > ks[:, None]).to(probs.dtype) * probs[None, :]).sum(-1)
+
+    def encode(self) -> torch.Tensor:
+        """The relaxed encoding (same layout as `encode(arch)`), differentiable in every logit."""
+        parts: list[torch.Tensor] = []
+        n_cells = NUM_STAGES + NUM_STAGES - 1
+        for c in range(n_cells):
+            for i in range(self.space.nodes):
+                n = self._node(c, i)
+                w = _edge_weights(self.beta[n])[:, None] * torch.softmax(self.alpha[n], dim=-1)
+                parts.append(w.reshape(-1))
+        for s in range(NUM_STAGES):
+            parts.append(self.depth_probs(s))
+            exists = self.exists_probs(s)
+            for k in range(self.space.max_depth):
+                n = self._slot(s, k)
+                w = _edge_weights(self.conn_beta[n])[:, None] * torch.softmax(self.conn_alpha[n], dim=-1)
+                parts.append(exists[k] * w.reshape(-1))
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def derive(self) -> Architecture:
+        """The discrete architecture: per node the top-2 inputs by edge weight, each with its
+        most likely op; per stage the most likely depth and, per cell, its top-2 inputs."""
+        space = self.space
+
+        def genotype(c: int) -> Genotype:
+            nodes = []
+            for i in range(space.nodes):
+                n = self._node(c, i)
+                score = torch.softmax(self.beta[n], -1)
+                top = sorted(torch.topk(score, EDGES_PER_NODE).indices.tolist())
+                nodes.append(tuple((CELL_OPS[int(self.alpha[n][j].argmax())], j) for j in top))
+            return tuple(nodes)  # type: ignore[return-value]
+
+        stages = []
+        for s in range(NUM_STAGES):
+            depth = space.depth_choices[int(self.depth[s].argmax())]
+            conns = []
+            for k in range(depth):
+                n = self._slot(s, k)
+                start = space.window_of(k).start
+                top = sorted(torch.topk(torch.softmax(self.conn_beta[n], -1), EDGES_PER_NODE).indices.tolist())
+                conns.append(tuple((STAGE_OPS[int(self.conn_alpha[n][j].argmax())], start + j) for j in top))
+            stages.append(Stage(cell=genotype(s), depth=depth, connections=tuple(conns)))  # type: ignore[arg-type]
+        reductions = tuple(genotype(NUM_STAGES + r) for r in range(NUM_STAGES - 1))
+        return Architecture(space=space, stages=tuple(stages), reductions=reductions)
+
+    @torch.no_grad()
+    def set_from(self, arch: Architecture, strength: float = 10.0) -> ArchParameters:
+        """Put logit `strength` on the architecture's choices (0 elsewhere): a relaxed form
+        whose argmax is `arch`, for tests and for warm-starting a search."""
+        if arch.space != self.space:
+            raise ValueError("architecture belongs to another space")
+        for prm in self.parameters():
+            prm.zero_()
+
+        def put(c: int, g: Genotype) -> None:
+            for i, node in enumerate(g):
+                n = self._node(c, i)
+                for op, j in node:
+                    self.alpha[n][j, CELL_OPS.index(op)] = strength
+                    self.beta[n][j] = strength
+
+        for s, stage in enumerate(arch.stages):
+            put(s, stage.cell)
+            self.depth[s][self.space.depth_choices.index(stage.depth)] = strength
+            for k, conn in enumerate(stage.connections):
+                n = self._slot(s, k)
+                start = self.space.window_of(k).start
+                for op, j in conn:
+                    self.conn_alpha[n][j - start, STAGE_OPS.index(op)] = strength
+                    self.conn_beta[n][j - start] = strength
+        for r, g in enumerate(arch.reductions):
+            put(NUM_STAGES + r, g)
+        return self

@@ -1,0 +1,29 @@
+"""Shared fixtures: paths, the shared data folder, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One intra-op thread: the suite's networks are small, and on a busy 2-core host torch's
+# thread pool oversubscribes (a 30 ms forward pass took 4 s with 2 threads under load).
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HWNAS_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `hwnas ...` in-process; returns (exit code, stdout, stderr)."""
+    from hwnas.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.encoding import ArchParameters, encode, encoding_layout, encoding_size
+from hwnas.space import get_space, sample_architectures
+
+
+@pytest.mark.parametrize("name", ["tiny", "digits", "cifar"])
+def test_layout_is_fixed_per_space(name):
+    space = get_space(name)
+    layout = encoding_layout(space)
+    assert len(layout) == len(set(layout)) == encoding_size(space)
+    for arch in sample_architectures(space, 0, 10):
+        e = encode(arch)
+        assert e.shape == (len(layout),) and e.dtype == np.float32
+        assert set(np.unique(e)) <= {0.0, 1.0}
+        # two edges per node of 5 cells, one depth per stage, two connections per cell
+        cells = sum(s.depth for s in arch.stages)
+        assert e.sum() == 5 * space.nodes * 2 + 3 + 2 * cells
+
+
+def test_one_hot_and_argmax_of_relaxed_form_agree():
+    space = get_space("tiny")
+    for arch in sample_architectures(space, 5, 25):
+        params = ArchParameters(space).set_from(arch, strength=12.0)
+        assert params.derive() == arch
+        relaxed = params.encode().detach().numpy()
+        assert np.abs(relaxed - encode(arch)).max() < 1e-3
+        assert np.array_equal(encode(params.derive()), encode(arch))
+
+
+def test_relaxed_encoding_is_differentiable_and_in_range():
+    space = get_space("tiny")
+    params = ArchParameters(space, init_scale=1.0, generator=torch.Generator().manual_seed(0))
+    enc = params.encode()
+    assert enc.shape == (encoding_size(space),)
+    assert float(enc.min()) >= 0.0 and float(enc.max()) <= 1.0
+    weights = torch.linspace(0, 1, enc.numel())
+    (enc * weights).sum().backward()
+    for group in (params.alpha, params.beta, params.depth, params.conn_alpha, params.conn_beta):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in group)
+    derived = params.derive()
+    assert derived.space == space  # a valid architecture of the space
