@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_arch_sample_validate_show_export(cli, tmp_path):
 def test_bad_architecture_file_one_line_exit_2(cli, tmp_path):
     code, out, _ = cli("arch", "sample", "--space", "tiny", "-n", "1", "--out", tmp_path, "--json")
     path = json.loads(out)[0]["path"]
-    data = json.loads(open(path).read())
+    data = json.loads(Path(path).read_text())
     data["stages"][0]["cell"][0][0][0] = "conv_9x9"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
