@@ -74,7 +74,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from targets.backends.base import ModelArtifact, Runner
     from targets.registry import create_backend, load_target
     from targets.timing import (
+        REFERENCE_NAME,
         Protocol,
+        RunnerFailed,
         check_reference_drift,
         compile_reference,
         fingerprint_key,
@@ -103,7 +105,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 runners[str(i)] = backend.compile(artifact)
             if protocol.reference:
                 reference = compile_reference(backend, spec)
-            results = measure_runners(runners, protocol, reference)
+            try:
+                results = measure_runners(runners, protocol, reference)
+            except RunnerFailed as exc:
+                which = (
+                    "the reference network"
+                    if exc.name == REFERENCE_NAME
+                    else str(models[int(exc.name)][0])
+                )
+                raise UserError(
+                    f"{which}: failed while running on target {spec.name}: {exc.error}"
+                ) from None
             if reference is not None:
                 results = check_reference_drift(
                     results, key, protocol, spec.options.get("cache_dir")

@@ -1,0 +1,62 @@
+"""The backend interface every target runtime implements (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from targets.spec import TargetSpec
+
+GPU_EXTRA = "pip install 'hwnas[gpu]'"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A network to run: its ONNX file, and for eager torch a way to build the module."""
+
+    onnx_path: Path
+    build_torch: Callable[[], torch.nn.Module] | None = None  # torch (eager) backend only
+
+
+class Runner(ABC):
+    """A compiled model with its fixed input; `run` is what the timing protocol times."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """One synchronous forward pass on the fixed input (returns after the device is done)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most runners free on GC
+        """Release sessions, engines and device buffers."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """Compiles models for one TargetSpec and describes the platform (fingerprint)."""
+
+    name: str = ""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def check_available(self) -> None:
+        """Raise RuntimeMissing (one line naming the pip extra) when the runtime is absent."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able description of everything that can change a latency on this target."""
+
+    @abstractmethod
+    def compile(self, model: ModelArtifact) -> Runner:
+        """Load/build the model for this target; UserError if the file is not a usable model."""

@@ -1,0 +1,145 @@
+"""Eager PyTorch backend: the baseline a user without an inference runtime would see.
+
+It needs the model as a torch module (ModelArtifact.build_torch); the ONNX file only
+supplies the input shapes, so both backends time the same workload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from targets.backends.base import GPU_EXTRA, Backend, ModelArtifact, Runner
+from targets.errors import RuntimeMissing, UserError
+from targets.fingerprint import base_fingerprint, gpu_description
+
+if TYPE_CHECKING:
+    import torch
+
+# ONNX TensorProto element types -> torch dtype names
+_ONNX_TO_TORCH = {
+    1: "float32",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+    7: "int64",
+    6: "int32",
+    5: "int16",
+    3: "int8",
+    2: "uint8",
+    9: "bool",
+}
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeMissing(f"torch is not installed ({exc}); pip install torch") from None
+    return torch
+
+
+def onnx_input_specs(path: Path, batch_size: int) -> list[tuple[str, tuple[int, ...], int]]:
+    """(name, static shape, ONNX elem type) of the graph's real inputs (not initializers)."""
+    import onnx
+
+    from targets.backends.onnxruntime import static_input_shape
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise UserError(f"{path}: not a readable ONNX model ({exc})") from None
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        ttype = inp.type.tensor_type
+        dims: list[Any] = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in ttype.shape.dim
+        ]
+        shape = static_input_shape(inp.name, dims, batch_size, str(path))
+        specs.append((inp.name, shape, ttype.elem_type))
+    return specs
+
+
+class _TorchRunner(Runner):
+    def __init__(self, module: torch.nn.Module, inputs: list[torch.Tensor], sync: bool) -> None:
+        self._module = module
+        self._inputs = inputs
+        self._sync = sync
+
+    def run(self) -> None:
+        torch = _import_torch()
+        with torch.inference_mode():
+            self._module(*self._inputs)
+        if self._sync:
+            torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self._module = None  # type: ignore[assignment]
+        self._inputs = []
+
+
+class TorchEagerBackend(Backend):
+    """torch.nn.Module in inference_mode, `threads` intra-op threads, CPU or CUDA."""
+
+    name = "torch"
+
+    def check_available(self) -> None:
+        torch = _import_torch()
+        if self.spec.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeMissing(
+                f"target '{self.spec.name}' needs CUDA but torch {torch.__version__} sees no "
+                f"CUDA device; install a CUDA build of torch and {GPU_EXTRA}"
+            )
+
+    def fingerprint(self) -> dict[str, Any]:
+        torch = _import_torch()
+        fp = base_fingerprint(self.spec)
+        fp["runtime"] = {"torch": torch.__version__}
+        if self.spec.device.startswith("cuda"):
+            fp.update(gpu_description(self.spec.device))
+            fp["runtime"]["cudnn"] = torch.backends.cudnn.version()
+        return fp
+
+    def compile(self, model: ModelArtifact) -> Runner:
+        torch = _import_torch()
+        path = Path(model.onnx_path)
+        if model.build_torch is None:
+            raise UserError(
+                f"target '{self.spec.name}' (eager torch) needs the network as a torch module, "
+                f"not only its ONNX file {path}; measure an architecture JSON instead, or use "
+                "an ONNX Runtime target such as ort-cpu"
+            )
+        specs = onnx_input_specs(path, self.spec.batch_size)
+        if self.spec.threads > 0:
+            torch.set_num_threads(self.spec.threads)
+        else:
+            from targets.fingerprint import available_cores
+
+            torch.set_num_threads(available_cores())
+        device = torch.device(self.spec.device)
+        module = model.build_torch().eval().to(device)
+        half = self.spec.precision == "fp16"
+        if half:
+            module = module.half()
+        gen = torch.Generator().manual_seed(int(self.spec.option("input_seed")))
+        inputs = []
+        for _name, shape, elem in specs:
+            dtype = getattr(torch, _ONNX_TO_TORCH.get(elem, "float32"))
+            if dtype.is_floating_point:
+                t = torch.randn(shape, generator=gen, dtype=torch.float32).to(dtype)
+                if half:
+                    t = t.half()
+            else:
+                t = torch.randint(0, 10, shape, generator=gen).to(dtype)
+            inputs.append(t.to(device))
+        if self.spec.option("channels_last"):
+            module = module.to(memory_format=torch.channels_last)
+            inputs = [
+                t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                for t in inputs
+            ]
+        return _TorchRunner(module, inputs, sync=device.type == "cuda")

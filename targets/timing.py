@@ -1,0 +1,404 @@
+"""The measurement protocol for noisy, shared hosts (DESIGN.md, "Measuring latency honestly").
+
+Warm up every runner; time them in interleaved rounds (every runner, and a fixed
+reference network, gets a turn in every round, in a rotating order) so drift of the
+host hits all of them alike; report a low order statistic of the per-run times (the
+minimum by default: on a busy host it reproduces across processes far better than the
+median or even p10, see docs/targets.md); stop adding rounds once the statistic agrees
+between even and odd rounds (split-half check), so a quiet host pays little and a noisy
+one gets more samples; flag as unstable what did not agree, and everything measured
+while the reference network ran slower than its best known figure on this fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from targets.backends.base import ModelArtifact, Runner
+from targets.errors import UserError
+from targets.fingerprint import fingerprint_key
+
+if TYPE_CHECKING:
+    from targets.backends.base import Backend
+    from targets.spec import TargetSpec
+
+__all__ = [
+    "Measurement",
+    "Protocol",
+    "RunnerFailed",
+    "check_reference_drift",
+    "fingerprint_key",
+    "measure_onnx",
+    "measure_runners",
+    "percentile",
+]
+
+REFERENCE_NAME = "__reference__"
+_STAT_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
+
+
+def _valid_statistic(stat: str) -> bool:
+    if stat in ("min", "median", "mean"):
+        return True
+    match = _STAT_RE.match(stat)
+    return bool(match) and 0.0 <= float(match.group(1)) <= 100.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to time. Defaults tuned on a shared, noisy 2-core host for ~1-3 ms CPU networks
+    in groups of ~8 (see docs/targets.md): ~0.1 s per network on a quiet host, more
+    rounds (up to `rounds`) only while the host is too noisy for the halves to agree."""
+
+    warmup: int = 5  # untimed runs per runner before the first round (arenas, caches)
+    min_rounds: int = 6  # interleaved rounds always done (capped at `rounds`)
+    rounds: int = 20  # at most this many rounds (stop early once every runner is stable)
+    runs_per_round: int = 8  # timed runs per runner per round
+    round_warmup: int = 1  # untimed run(s) at the start of each turn (caches after a switch)
+    statistic: str = "min"  # "pNN", "min", "median" or "mean" of the per-run times
+    tolerance: float = 0.02  # even-round vs odd-round statistic must agree within this
+    reference: bool = True  # time the fixed reference network in the same rounds
+    max_spread: float | None = None  # also unstable if (p90 - p10) / median exceeds this
+    drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its best
+
+    def __post_init__(self) -> None:
+        self._validate("protocol")
+
+    def _validate(self, where: str) -> None:
+        for name in ("warmup", "round_warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UserError(f"{where}: key '{name}' must be an integer >= 0, got {value!r}")
+        for name in ("min_rounds", "rounds", "runs_per_round"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{where}: key '{name}' must be an integer >= 1, got {value!r}")
+        if not isinstance(self.statistic, str) or not _valid_statistic(self.statistic):
+            raise UserError(
+                f"{where}: key 'statistic' is {self.statistic!r}; use \"min\", a percentile "
+                '"pNN" (0 <= NN <= 100, e.g. "p10"), "median" or "mean"'
+            )
+        if not isinstance(self.reference, bool):
+            raise UserError(f"{where}: key 'reference' must be true or false")
+        for name in ("tolerance", "max_spread", "drift_tolerance"):
+            value = getattr(self, name)
+            if name != "tolerance" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise UserError(f"{where}: key '{name}' must be a number > 0, got {value!r}")
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any], where: str = "protocol") -> Protocol:
+        """Defaults with `overrides` (a target's [protocol] table) applied and validated."""
+        known = [f.name for f in fields(cls)]
+        for key in overrides:
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise UserError(
+                    f"{where}: unknown key 'protocol.{key}'{hint}; allowed: {', '.join(known)}"
+                )
+        try:
+            proto = cls.__new__(cls)
+            for f in fields(cls):
+                object.__setattr__(proto, f.name, overrides.get(f.name, f.default))
+            proto._validate(where)
+        except UserError as exc:
+            raise UserError(str(exc).replace("key '", "key 'protocol.", 1)) from None
+        return proto
+
+    @classmethod
+    def for_target(cls, spec: TargetSpec) -> Protocol:
+        """The protocol a target asks for (its [protocol] overrides on the defaults)."""
+        return cls.from_overrides(spec.protocol, where=spec.source or spec.name)
+
+    def with_(self, **changes: Any) -> Protocol:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One network's timing under a protocol; all times in milliseconds."""
+
+    latency_ms: float  # the protocol's statistic (a low percentile by default)
+    statistic: str  # e.g. "p10"
+    median_ms: float
+    p10_ms: float
+    min_ms: float
+    spread: float  # (p90 - p10) / median over all timed runs
+    repetitions: int  # timed runs in total
+    rounds: int
+    reference_ms: float | None  # reference network's same statistic in the same rounds
+    stable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunnerFailed(RuntimeError):
+    """A runner raised while being timed; `name` says which (the others were not timed)."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(f"runner {name!r} failed: {type(error).__name__}: {error}")
+        self.name = name
+        self.error = error
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of already sorted values."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    pos = (len(sorted_values) - 1) * (q / 100.0)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def _statistic(sorted_ms: Sequence[float], stat: str) -> float:
+    if stat == "min":
+        return sorted_ms[0]
+    if stat == "median":
+        return percentile(sorted_ms, 50.0)
+    if stat == "mean":
+        return math.fsum(sorted_ms) / len(sorted_ms)
+    match = _STAT_RE.match(stat)
+    assert match is not None  # validated by Protocol
+    return percentile(sorted_ms, float(match.group(1)))
+
+
+def _halves_agree(even: list[int], odd: list[int], protocol: Protocol) -> bool:
+    """Split-half check: the statistic of the even rounds and of the odd rounds (both
+    spread over the same stretch of time) agree within `tolerance`, i.e. a second
+    measurement would most likely give the same figure."""
+    if not even or not odd:
+        return True
+    a = _statistic(sorted(even), protocol.statistic)
+    b = _statistic(sorted(odd), protocol.statistic)
+    if a <= 0 or b <= 0:
+        return a == b
+    return abs(a / b - 1.0) <= protocol.tolerance
+
+
+class _Samples:
+    """Per-runner timings, kept by round parity for the split-half check."""
+
+    __slots__ = ("even", "odd")
+
+    def __init__(self) -> None:
+        self.even: list[int] = []
+        self.odd: list[int] = []
+
+    def agree(self, protocol: Protocol) -> bool:
+        if self.odd:
+            return _halves_agree(self.even, self.odd, protocol)
+        # a single round: split its runs instead
+        return _halves_agree(self.even[0::2], self.even[1::2], protocol)
+
+    def summarise(self, protocol: Protocol, rounds: int, reference_ms: float | None) -> Measurement:
+        ms = sorted(t / 1e6 for t in self.even + self.odd)
+        median = percentile(ms, 50.0)
+        p10 = percentile(ms, 10.0)
+        p90 = percentile(ms, 90.0)
+        spread = (p90 - p10) / median if median > 0 else 0.0
+        stable = self.agree(protocol)
+        if protocol.max_spread is not None and spread > protocol.max_spread:
+            stable = False
+        return Measurement(
+            latency_ms=_statistic(ms, protocol.statistic),
+            statistic=protocol.statistic,
+            median_ms=median,
+            p10_ms=p10,
+            min_ms=ms[0],
+            spread=spread,
+            repetitions=len(ms),
+            rounds=rounds,
+            reference_ms=reference_ms,
+            stable=stable,
+        )
+
+
+def _call(name: str, runner: Runner) -> None:
+    try:
+        runner.run()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the runner's name
+        raise RunnerFailed(name, exc) from exc
+
+
+def measure_runners(
+    runners: Mapping[str, Runner],
+    protocol: Protocol | None = None,
+    reference: Runner | None = None,
+) -> dict[str, Measurement]:
+    """Time every runner (and `reference`) with `protocol`, interleaved; one Measurement each.
+
+    After `min_rounds`, rounds stop as soon as every runner's statistic agrees between
+    even and odd rounds (so a quiet host pays little and a noisy one gets more samples),
+    or at `rounds`. All runners always get the same number of rounds and runs. The
+    garbage collector is paused while timing (as `timeit` does) so a collection
+    triggered by one runner is not charged to another. A runner that raises stops the
+    measurement with RunnerFailed naming it: the caller can drop it and re-measure.
+    """
+    protocol = protocol or Protocol()
+    if not runners:
+        return {}
+    if reference is not None and REFERENCE_NAME in runners:
+        raise ValueError(f"runner name {REFERENCE_NAME!r} is reserved for the reference")
+    entries: list[tuple[str, Runner]] = list(runners.items())
+    if reference is not None:
+        entries.append((REFERENCE_NAME, reference))
+    samples = {name: _Samples() for name, _ in entries}
+    clock = time.perf_counter_ns
+    n = len(entries)
+    done = 0
+    min_rounds = min(protocol.min_rounds, protocol.rounds)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name, runner in entries:
+            for _ in range(protocol.warmup):
+                _call(name, runner)
+        while done < protocol.rounds:
+            # Rotate the order so no runner always follows the same one (cache effects)
+            # or always sits at the same point of a round.
+            for k in range(n):
+                name, runner = entries[(done + k) % n]
+                for _ in range(protocol.round_warmup):
+                    _call(name, runner)
+                s = samples[name]
+                bucket = s.even if done % 2 == 0 else s.odd
+                run = runner.run
+                for _ in range(protocol.runs_per_round):
+                    t0 = clock()
+                    try:
+                        run()
+                    except Exception as exc:  # noqa: BLE001
+                        raise RunnerFailed(name, exc) from exc
+                    bucket.append(clock() - t0)
+            done += 1
+            if done >= min_rounds and all(s.agree(protocol) for s in samples.values()):
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    ref_ms: float | None = None
+    if reference is not None:
+        ref_ms = samples[REFERENCE_NAME].summarise(protocol, done, None).latency_ms
+    return {name: samples[name].summarise(protocol, done, ref_ms) for name in runners}
+
+
+def _baseline_path(directory: str | Path | None = None) -> Path:
+    from targets.cache import cache_dir
+
+    return cache_dir(directory) / "reference-baselines.json"
+
+
+def check_reference_drift(
+    results: Mapping[str, Measurement],
+    fp_key: str,
+    protocol: Protocol | None = None,
+    directory: str | Path | None = None,
+) -> dict[str, Measurement]:
+    """Mark every result unstable when the host ran slow throughout the measurement.
+
+    The split-half check cannot see a slowdown that lasts the whole measurement (a
+    neighbour saturating the memory bus for seconds). The reference network can: its
+    figure is recorded per fingerprint (best seen so far, in the cache directory), and a
+    measurement whose reference ran more than `drift_tolerance` above that best is not
+    trusted. Call this after `measure_runners` with the target's fingerprint key.
+    """
+    import json
+
+    from targets.cache import atomic_write_bytes
+    from targets.reference import REFERENCE_VERSION
+
+    protocol = protocol or Protocol()
+    out = dict(results)
+    ref = next((m.reference_ms for m in out.values() if m.reference_ms is not None), None)
+    if protocol.drift_tolerance is None or ref is None or ref <= 0:
+        return out
+    path = _baseline_path(directory)
+    key = f"{fp_key}:{protocol.statistic}:ref-v{REFERENCE_VERSION}"
+    try:
+        store = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not isinstance(store, dict):
+            store = {}
+    except (OSError, ValueError):
+        store = {}  # a corrupt file only loses the baseline, never a measurement
+    best = store.get(key)
+    if not isinstance(best, (int, float)) or best <= 0:
+        best = None
+    if best is None or ref < best:
+        store[key] = ref
+        # a read-only cache only disables drift detection, never a measurement
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(path, json.dumps(store, indent=1, sort_keys=True).encode())
+    if best is not None and ref > best * (1.0 + protocol.drift_tolerance):
+        out = {k: replace(m, stable=False) for k, m in out.items()}
+    return out
+
+
+def _check_onnx_path(path: Path) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give the path of an ONNX model (.onnx)")
+    if path.suffix.lower() != ".onnx":
+        raise UserError(f"{path}: not an ONNX file (expected a .onnx file)")
+    return path
+
+
+def compile_reference(backend: Backend, spec: TargetSpec) -> Runner:
+    """The reference network compiled for `spec` (same backend, same batch size)."""
+    from targets.reference import build_reference_torch, reference_onnx_path
+
+    cache = spec.options.get("cache_dir") if spec.backend != "torch" else None
+    path = reference_onnx_path(spec.batch_size, cache)
+    return backend.compile(ModelArtifact(path, build_torch=build_reference_torch))
+
+
+def measure_onnx(
+    paths: Sequence[Path | str],
+    spec: TargetSpec,
+    protocol: Protocol | None = None,
+) -> list[Measurement]:
+    """Compile each ONNX file for `spec` and time them together (one protocol run)."""
+    from targets.registry import create_backend
+
+    protocol = protocol or Protocol.for_target(spec)
+    checked = [_check_onnx_path(Path(p)) for p in paths]
+    backend = create_backend(spec)
+    runners: dict[str, Runner] = {}
+    reference: Runner | None = None
+    try:
+        for i, path in enumerate(checked):
+            runners[str(i)] = backend.compile(ModelArtifact(path))
+        if protocol.reference:
+            reference = compile_reference(backend, spec)
+        results = measure_runners(runners, protocol, reference)
+        if reference is not None:
+            results = check_reference_drift(
+                results,
+                fingerprint_key(backend.fingerprint()),
+                protocol,
+                spec.options.get("cache_dir"),
+            )
+    finally:
+        for runner in runners.values():
+            runner.close()
+        if reference is not None:
+            reference.close()
+    return [results[str(i)] for i in range(len(checked))]
