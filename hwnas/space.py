@@ -175,7 +175,7 @@ def tiny() -> SpaceConfig:
         in_channels=3,
         input_size=32,
         num_classes=10,
-        channels=8,
+        channels=10,
         depth_choices=(1, 2, 3),
         window=3,
         description="CPU-sized default for demos, tests and CI (3x32x32, ~1-3 ms on 1 ORT thread)",
