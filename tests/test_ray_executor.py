@@ -1,0 +1,99 @@
+"""The Ray executor against a local Ray instance started here (one 'device': target:debug)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from profiling.ray_executor import import_ray
+from profiling.runner import run_profile
+from profiling.store import ProfileStore
+from profiling.synthetic import SyntheticCandidates
+from targets.errors import UserError
+from targets.registry import load_target
+from targets.timing import Protocol
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'hwnas[ray]')")
+
+
+def _fast() -> Protocol:
+    want = {"warmup": 1, "min_rounds": 2, "rounds": 2, "runs_per_round": 3, "round_warmup": 0}
+    known = {f.name for f in fields(Protocol)}
+    return Protocol.from_overrides({k: v for k, v in want.items() if k in known})
+
+
+def test_missing_ray_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UserError, match=r"pip install 'hwnas\[ray\]'"):
+        import_ray()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'hwnas[ray]')")
+    ray.init(
+        num_cpus=2,
+        resources={"target:debug": 1},
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@needs_ray
+@pytest.mark.slow
+def test_ray_profile_streams_rows_into_the_store(local_ray, tmp_path: Path) -> None:
+    spec = load_target("debug")
+    src = SyntheticCandidates(fail_every=5)
+    db = tmp_path / "p.db"
+    with ProfileStore(db) as st:
+        s = run_profile(
+            src, spec, st, 7, executor="ray", group_size=3, progress=False, protocol=_fast()
+        )
+        assert (s.executor, s.written, s.done_after) == ("ray", 7, 7)
+        assert s.failed == 1 and s.device_s["timing"] > 0
+        rows = list(st.rows())
+        assert len(rows) == 7 and len({r["arch_hash"] for r in rows}) == 7
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert all(r["latency_ms"] > 0 and r["reference_ms"] > 0 for r in ok)
+        assert all(r["host"] and r["pid"] for r in rows)
+        (failed,) = [r for r in rows if r["status"] == "failed"]
+        assert failed["error"].startswith("export failed")
+        # rerun (local executor, same fingerprint) continues to N without duplicates
+        more = run_profile(src, spec, st, 9, progress=False, protocol=_fast())
+        assert more.done_before == 7 and more.written == 2
+        assert st.integrity_check() == "ok"
+
+
+@needs_ray
+@pytest.mark.slow
+def test_ray_without_a_device_for_the_target(local_ray, tmp_path: Path) -> None:
+    spec = replace(load_target("debug"), name="debug-nodevice")
+    with ProfileStore(tmp_path / "p.db") as st, pytest.raises(UserError) as err:
+        run_profile(SyntheticCandidates(), spec, st, 2, executor="ray", progress=False)
+    assert "target:debug-nodevice" in str(err.value) and "ray start" in str(err.value)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_cli_profile_with_ray(local_ray, cli, tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    code, out, err = cli(
+        "profile", "--space", "tiny", "--target", "debug", "--samples", "2", "--db", db,
+        "--executor", "ray", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["executor"] == "ray" and summary["done_after"] == 2
+    with ProfileStore(db) as st:
+        assert st.count_rows(kind="profile", status="ok") == 2
