@@ -44,9 +44,16 @@ def main() -> None:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(net, (torch.randn(1, *space.input_shape),), str(Path(tmp) / f"t{i}.onnx"), dynamo=False)
+                torch.onnx.export(
+                    net,
+                    (torch.randn(1, *space.input_shape),),
+                    str(Path(tmp) / f"t{i}.onnx"),
+                    dynamo=False,
+                )
             times["torchscript"].append(time.perf_counter() - t0)
-    print(f"space {space.name}, {args.n} architectures, seed {args.seed}, torch threads {args.threads}")
+    print(
+        f"space {space.name}, {args.n} architectures, seed {args.seed}, torch threads {args.threads}"
+    )
     print("| step | median s | min s | max s |")
     print("|---|---|---|---|")
     for k, v in times.items():
