@@ -1,3 +1,40 @@
-"""Latency predictors learned from profiles, with honest accuracy reports."""
+"""Latency predictors learned from profiles, with honest accuracy reports.
+
+Public API (the search and the CLI code against these):
+
+- `load_dataset(db, target, ...) -> Dataset`: ok profile rows of one target and fingerprint,
+  split train/val/test by architecture hash.
+- `fit_predictor(ds, ...) -> FitResult`: the MLP and the sklearn baselines, scored on test.
+- `LatencyPredictor`: `model(encoding [..., D]) -> latency ms [...]`, differentiable.
+- `save_predictor(path, model, header)`, `load_predictor(path) -> LatencyPredictor`
+  (`torch.load(weights_only=True)`), `check_space(model, space_key)`.
+- `evaluate(model, ds, split)`, `render_report(report)`, `relaxation_gap(model, relaxed, derived)`.
+"""
 
 from __future__ import annotations
+
+from predictor.dataset import Dataset, load_dataset
+from predictor.evaluate import FitResult, evaluate, fit_predictor, render_report
+from predictor.features import FeatureLayout, build_feature_layout
+from predictor.io import build_header, check_space, load_predictor, save_predictor
+from predictor.model import LatencyPredictor, MLPConfig
+from predictor.relax import categorical_blocks_check, relaxation_gap
+
+__all__ = [
+    "Dataset",
+    "FeatureLayout",
+    "FitResult",
+    "LatencyPredictor",
+    "MLPConfig",
+    "build_feature_layout",
+    "build_header",
+    "categorical_blocks_check",
+    "check_space",
+    "evaluate",
+    "fit_predictor",
+    "load_dataset",
+    "load_predictor",
+    "relaxation_gap",
+    "render_report",
+    "save_predictor",
+]

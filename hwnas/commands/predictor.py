@@ -1,0 +1,218 @@
+"""`hwnas predictor fit|eval|predict`: learn latency from a profile store, score it, use it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from targets.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predictor", help="fit, evaluate and apply latency predictors")
+    s = p.add_subparsers(dest="predictor_command", metavar="ACTION", required=True)
+
+    fit = s.add_parser(
+        "fit",
+        help="fit the MLP and the sklearn baselines on a profile store; print held-out metrics",
+    )
+    fit.add_argument("--db", required=True, type=Path, help="profile store (SQLite)")
+    fit.add_argument(
+        "--target", required=True, help="target name (or .toml file) whose profiles to use"
+    )
+    fit.add_argument("--space", help="space name or key (default: the store's only space)")
+    fit.add_argument("--out", required=True, type=Path, help="predictor file to write")
+    fit.add_argument(
+        "--fingerprint", help="fingerprint key (prefix) to use when the store has several"
+    )
+    fit.add_argument(
+        "--allow-mixed", action="store_true", help="pool profiles of several fingerprints"
+    )
+    fit.add_argument(
+        "--max-train",
+        type=int,
+        help="use at most this many architectures for training + validation (default: all)",
+    )
+    fit.add_argument(
+        "--features", choices=("counts", "raw"), default="counts", help="MLP input features"
+    )
+    fit.add_argument("--members", type=int, default=4, help="MLP ensemble members")
+    fit.add_argument("--max-epochs", type=int, default=300)
+    fit.add_argument(
+        "--time-budget",
+        type=float,
+        help="stop MLP training after this many seconds (default: early stopping only; "
+        "a budget that cuts in makes the result depend on the machine's speed)",
+    )
+    fit.add_argument("--no-baselines", action="store_true", help="fit the MLP only")
+    fit.add_argument("--val-frac", type=float, default=0.15)
+    fit.add_argument("--test-frac", type=float, default=0.15)
+    fit.add_argument("--seed", type=int, default=0, help="split and training seed")
+    fit.add_argument("--json", action="store_true", help="print the report as JSON")
+    fit.set_defaults(func=_fit)
+
+    ev = s.add_parser("eval", help="score a predictor file on a profile store")
+    ev.add_argument("file", type=Path, help="predictor file")
+    ev.add_argument("--db", required=True, type=Path, help="profile store (SQLite)")
+    ev.add_argument(
+        "--split",
+        choices=("test", "val", "train", "all"),
+        default="test",
+        help="architectures to score (test: never trained on; all: for another store)",
+    )
+    ev.add_argument(
+        "--allow-mixed", action="store_true", help="score on other fingerprints of the target too"
+    )
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_eval)
+
+    pr = s.add_parser("predict", help="predicted latency of architecture JSON files")
+    pr.add_argument("file", type=Path, help="predictor file")
+    pr.add_argument("archs", nargs="+", type=Path, metavar="ARCH.json")
+    pr.add_argument("--json", action="store_true", help="a list of {path, hash, latency_ms}")
+    pr.set_defaults(func=_predict)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON without NaN (undefined rank correlations become null)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from predictor import (
+        MLPConfig,
+        build_header,
+        fit_predictor,
+        load_dataset,
+        render_report,
+        save_predictor,
+    )
+    from predictor.baselines import BASELINES
+
+    if args.members < 1 or args.max_epochs < 1:
+        raise UserError("--members and --max-epochs must be at least 1")
+    ds = load_dataset(
+        args.db,
+        args.target,
+        space=args.space,
+        fingerprint=args.fingerprint,
+        allow_mixed=args.allow_mixed,
+        seed=args.seed,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+    )
+    cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
+    result = fit_predictor(
+        ds,
+        cfg=cfg,
+        features=args.features,
+        baselines=() if args.no_baselines else BASELINES,
+        seed=args.seed,
+        max_train=args.max_train,
+        time_budget_s=args.time_budget,
+    )
+    header = build_header(result.model, ds, result.report)
+    save_predictor(args.out, result.model, header)
+    if args.json:
+        print(json.dumps(_clean({**result.report, "out": str(args.out)}), indent=2))
+    else:
+        print(render_report(result.report))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from predictor import evaluate, load_dataset, load_predictor, render_report
+    from predictor.dataset import read_meta
+
+    model = load_predictor(args.file)
+    h = model.header
+    meta = read_meta(args.db)
+    store_key = meta.get("space_key")
+    if store_key and store_key != h.get("space_key"):
+        cfg = meta.get("space_config") if isinstance(meta.get("space_config"), dict) else {}
+        name = meta.get("space_name") or cfg.get("name") or "?"
+        raise UserError(
+            f"profile store {args.db} holds space '{name}' "
+            f"({str(store_key)[:12]}); the predictor was fitted on space '{h.get('space_name')}' "
+            f"({str(h.get('space_key'))[:12]})"
+        )
+    split = h.get("split", {})
+    fp = (
+        None
+        if args.allow_mixed or str(h.get("fingerprint_key", "")).startswith("mixed:")
+        else h.get("fingerprint_key")
+    )
+    try:
+        ds = load_dataset(
+            args.db,
+            h["target_name"],
+            space=h.get("space_key"),
+            fingerprint=fp,
+            allow_mixed=True,
+            seed=int(split.get("seed", 0)),
+            val_frac=float(split.get("val_frac", 0.15)),
+            test_frac=float(split.get("test_frac", 0.15)),
+            min_samples=1,
+        )
+    except UserError as exc:
+        if fp is not None and "fingerprint" in str(exc):
+            raise UserError(
+                f"profile store {args.db} has no profiles with the predictor's fingerprint {str(fp)[:12]} for "
+                f"target '{h['target_name']}'; pass --allow-mixed to score it on other fingerprints ({exc})"
+            ) from None
+        raise
+    report = evaluate(model, ds, args.split)
+    if args.json:
+        print(json.dumps(_clean(report), indent=2))
+    else:
+        print(render_report(report))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from predictor import check_space, load_predictor
+
+    try:
+        from hwnas.encoding import encode
+    except ImportError:  # older layout: encode lived in hwnas.space
+        from hwnas.space import encode  # type: ignore[attr-defined,no-redef]
+    from hwnas.space import load_architecture
+
+    model = load_predictor(args.file)
+    rows = []
+    encs = []
+    for path in args.archs:
+        arch = load_architecture(path)
+        check_space(model, arch.space.key, what=f"{path} (space '{arch.space.name}')")
+        enc = np.asarray(encode(arch), dtype=np.float32)
+        if enc.shape[-1] != model.dim:
+            raise UserError(
+                f"{path}: encoding has {enc.shape[-1]} entries, the predictor expects {model.dim}"
+            )
+        encs.append(enc)
+        rows.append({"path": str(path), "hash": arch.hash})
+    latency = model.predict_ms(np.stack(encs))
+    for row, ms in zip(rows, latency, strict=True):
+        row["latency_ms"] = float(ms)
+        row["target_name"] = model.header.get("target_name")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["path"]) for r in rows)
+        target = model.header.get("target_name")
+        print(f"{'architecture'.ljust(width)}  {'hash':12}  predicted ms ({target})")
+        for r in rows:
+            print(f"{r['path'].ljust(width)}  {r['hash'][:12]}  {r['latency_ms']:.4f}")
+    return 0

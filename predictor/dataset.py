@@ -1,0 +1,407 @@
+"""(encoding, latency) datasets read from a profile store, split by architecture hash.
+
+The store is read with plain `sqlite3` in read-only mode, so the predictor depends only
+on the schema in docs/architecture.md, never on profiling's code or a writer's lock.
+The split hashes each architecture hash with a seed: it is stable when the store grows
+(an architecture never moves from test to train), and every measurement of one
+architecture lands in one split, so repeated architectures cannot leak into the test set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets.errors import UserError
+
+MIN_SAMPLES = 50  # profiled architectures needed to fit anything at all
+MIN_EVAL = 5  # architectures needed in each of validation and test
+RECOMMENDED_SAMPLES = 1000
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    """One row per architecture: its encoding, latency (median of its ok profile rows) and spread."""
+
+    db: str
+    target_name: str
+    space_name: str
+    space_key: str
+    space_config: dict[str, Any]
+    encoding_layout: list[str]
+    fingerprint: dict[str, Any]
+    fingerprint_key: str
+    hashes: list[str]
+    X: np.ndarray  # [N, D] float32
+    latency_ms: np.ndarray  # [N]
+    n_measurements: np.ndarray  # [N] ok profile rows per architecture
+    spread: np.ndarray  # [N] median within-run spread (p90-p10)/median, nan if unknown
+    repeat_ms: np.ndarray  # [N] first ok repeat measurement, nan where none
+    split: np.ndarray  # [N] index into SPLITS
+    split_seed: int = 0
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def dim(self) -> int:
+        return int(self.X.shape[1])
+
+    def indices(self, name: str) -> np.ndarray:
+        """Row indices of split `name` ('train', 'val', 'test' or 'all')."""
+        if name == "all":
+            return np.arange(len(self))
+        return np.flatnonzero(self.split == SPLITS.index(name))
+
+    def subset(self, idx: np.ndarray) -> Dataset:
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(
+            self,
+            hashes=[self.hashes[i] for i in idx],
+            X=self.X[idx],
+            latency_ms=self.latency_ms[idx],
+            n_measurements=self.n_measurements[idx],
+            spread=self.spread[idx],
+            repeat_ms=self.repeat_ms[idx],
+            split=self.split[idx],
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {name: int((self.split == i).sum()) for i, name in enumerate(SPLITS)}
+
+
+def split_of(arch_hash: str, seed: int, val_frac: float, test_frac: float) -> int:
+    """0/1/2 for train/val/test, from a seeded hash of the architecture hash."""
+    digest = hashlib.sha256(f"hwnas-split:{seed}:{arch_hash}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < test_frac:
+        return 2
+    if u < test_frac + val_frac:
+        return 1
+    return 0
+
+
+def _parse_meta_value(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text  # a bare string (e.g. a space key written without JSON quotes)
+
+
+def _connect_ro(db: str | Path) -> sqlite3.Connection:
+    path = Path(db)
+    if not path.exists():
+        raise UserError(
+            f"profile store {path} does not exist; create one with `hwnas profile --db {path} ...`"
+        )
+    if path.is_dir():
+        raise UserError(f"profile store {path} is a directory, not an SQLite file")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a readable SQLite profile store ({exc})") from None
+    if "measurements" not in tables:
+        con.close()
+        raise UserError(
+            f"{path} has no `measurements` table: it is not a profile store (or an empty one); "
+            "create one with `hwnas profile`"
+        )
+    return con
+
+
+def read_meta(db: str | Path) -> dict[str, Any]:
+    """The store's meta table (space_key, space_config, encoding_layout, ...), values JSON-decoded."""
+    con = _connect_ro(db)
+    try:
+        try:
+            rows = con.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError:
+            rows = []
+    finally:
+        con.close()
+    return {k: _parse_meta_value(v) for k, v in rows}
+
+
+def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(
+            "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
+            " fingerprint_key, status, error, latency_ms, spread FROM measurements"
+            " WHERE kind IN ('profile', 'repeat') ORDER BY id"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(
+            f"cannot read measurements from {db}: {exc} (is the store from an older hwnas?)"
+        ) from None
+
+
+def _resolve_target_name(target: str) -> str:
+    """A target name, or the name inside a target TOML file."""
+    if target.endswith(".toml") and Path(target).is_file():
+        from targets.registry import load_target  # lazy: only needed for a path
+
+        return load_target(target).name
+    return target
+
+
+def load_dataset(
+    db: str | Path,
+    target: str,
+    *,
+    space: str | None = None,
+    fingerprint: str | None = None,
+    allow_mixed: bool = False,
+    seed: int = 0,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    min_samples: int = MIN_SAMPLES,
+) -> Dataset:
+    """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
+
+    `space` is a space name or (a prefix of) its key; `fingerprint` a (prefix of a)
+    fingerprint key chosen among several. Raises UserError with counts and a fix for an
+    empty, tiny, failed-only or mixed-fingerprint store.
+    """
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError(
+            f"split fractions val={val_frac}, test={test_frac} must be in (0, 1) and sum below 1"
+        )
+    dbp = Path(db)
+    target_name = _resolve_target_name(target)
+    con = _connect_ro(dbp)
+    try:
+        meta = {}
+        with contextlib.suppress(sqlite3.DatabaseError):
+            meta = {k: _parse_meta_value(v) for k, v in con.execute("SELECT key, value FROM meta")}
+        rows = _rows(con, dbp)
+    finally:
+        con.close()
+    if not rows:
+        raise UserError(
+            f"profile store {dbp} holds no profile measurements; fitting needs at least {min_samples} "
+            f"profiled architectures (~{RECOMMENDED_SAMPLES} for a useful predictor): "
+            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target_name} "
+            f"--samples {RECOMMENDED_SAMPLES} --db {dbp}`"
+        )
+
+    by_target = Counter(r["target_name"] for r in rows)
+    rows = [r for r in rows if r["target_name"] == target_name]
+    if not rows:
+        present = ", ".join(f"{t} ({n} rows)" for t, n in sorted(by_target.items()))
+        raise UserError(
+            f"profile store {dbp} has no measurements for target '{target_name}'; targets present: {present}"
+        )
+
+    space_key, space_config, layout = _resolve_space(meta, rows, space, dbp)
+    rows = [r for r in rows if (r["space_key"] or space_key) == space_key]
+
+    ok = [
+        r
+        for r in rows
+        if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
+    ]
+    prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok:
+        failed = [r for r in rows if r["status"] != "ok"]
+        first = next((r["error"] for r in failed if r["error"]), "no error recorded")
+        raise UserError(
+            f"profile store {dbp} has {len(rows)} rows for target '{target_name}' but no successful "
+            f"profile measurement ({len(failed)} failed; first error: {first}); fix the failure and "
+            f"re-run `hwnas profile`, fitting needs at least {min_samples} ok architectures"
+        )
+
+    fkeys = Counter(r["fingerprint_key"] for r in prof_ok)
+    if fingerprint is not None:
+        chosen = [k for k in fkeys if k and k.startswith(fingerprint)]
+        if len(chosen) != 1:
+            raise UserError(
+                f"fingerprint '{fingerprint}' matches {len(chosen)} of the store's fingerprints for "
+                f"target '{target_name}': {_describe_fingerprints(fkeys, prof_ok)}"
+            )
+        fkeys = Counter({chosen[0]: fkeys[chosen[0]]})
+    elif len(fkeys) > 1 and not allow_mixed:
+        raise UserError(
+            f"profile store {dbp} mixes {len(fkeys)} fingerprints for target '{target_name}' "
+            f"(different runtime, driver, CPU/GPU or settings): {_describe_fingerprints(fkeys, prof_ok)}; "
+            "pick one with --fingerprint KEY or pass --allow-mixed to pool them"
+        )
+    keep = set(fkeys)
+    ok = [r for r in ok if r["fingerprint_key"] in keep]
+    prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if len(keep) == 1:
+        fkey = next(iter(keep))
+        fp = _parse_meta_value(prof_ok[0]["fingerprint"]) or {}
+    else:
+        fkey = "mixed:" + hashlib.sha256(",".join(sorted(keep)).encode()).hexdigest()
+        fp = {"mixed": sorted(keep)}
+
+    # Aggregate per architecture.
+    enc: dict[str, list[float]] = {}
+    lat: dict[str, list[float]] = {}
+    spr: dict[str, list[float]] = {}
+    rep: dict[str, float] = {}
+    for r in prof_ok:
+        h = r["arch_hash"]
+        if h not in enc:
+            enc[h] = _parse_encoding(r["encoding"], r["id"], dbp)
+        lat.setdefault(h, []).append(float(r["latency_ms"]))
+        if r["spread"] is not None:
+            spr.setdefault(h, []).append(float(r["spread"]))
+    for r in ok:
+        if r["kind"] == "repeat" and r["arch_hash"] in enc and r["arch_hash"] not in rep:
+            rep[r["arch_hash"]] = float(r["latency_ms"])
+
+    hashes = sorted(enc)
+    n = len(hashes)
+    if n < min_samples:
+        raise UserError(
+            f"profile store {dbp} has {n} profiled architectures for target '{target_name}' "
+            f"(fingerprint {fkey[:12]}); fitting needs at least {min_samples} "
+            f"(~{RECOMMENDED_SAMPLES} for a useful predictor): "
+            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target_name} "
+            f"--samples {RECOMMENDED_SAMPLES} --db {dbp}` to add more"
+        )
+    dims = Counter(len(enc[h]) for h in hashes)
+    if len(dims) > 1:
+        raise UserError(
+            f"profile store {dbp} has encodings of several lengths {dict(dims)}: the store is corrupted"
+        )
+    dim = next(iter(dims))
+    if layout is None:
+        layout = [f"x{i}" for i in range(dim)]
+    if len(layout) != dim:
+        raise UserError(
+            f"profile store {dbp}: encodings have {dim} entries but the meta encoding_layout has {len(layout)}"
+        )
+
+    split = np.array([split_of(h, seed, val_frac, test_frac) for h in hashes], dtype=np.int64)
+    ds = Dataset(
+        db=str(dbp),
+        target_name=target_name,
+        space_name=str(space_config.get("name", prof_ok[0]["space_name"] or "")),
+        space_key=space_key,
+        space_config=space_config,
+        encoding_layout=list(layout),
+        fingerprint=fp,
+        fingerprint_key=fkey,
+        hashes=hashes,
+        X=np.asarray([enc[h] for h in hashes], dtype=np.float32),
+        latency_ms=np.asarray([float(np.median(lat[h])) for h in hashes]),
+        n_measurements=np.asarray([len(lat[h]) for h in hashes], dtype=np.int64),
+        spread=np.asarray([float(np.median(spr[h])) if h in spr else np.nan for h in hashes]),
+        repeat_ms=np.asarray([rep.get(h, np.nan) for h in hashes]),
+        split=split,
+        split_seed=seed,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        stats={
+            "rows": len(rows),
+            "ok_profile_rows": len(prof_ok),
+            "failed_rows": sum(1 for r in rows if r["status"] != "ok"),
+            "repeat_rows": sum(1 for r in ok if r["kind"] == "repeat"),
+            "fingerprints": len(keep),
+        },
+    )
+    return ds
+
+
+def check_splits(ds: Dataset, need: tuple[str, ...] = ("train", "val", "test")) -> None:
+    """UserError when a split is too small to train on or to report honestly."""
+    counts = ds.counts()
+    for name in need:
+        floor = MIN_EVAL if name != "train" else MIN_EVAL * 4
+        if counts[name] < floor:
+            raise UserError(
+                f"only {counts[name]} architectures fall in the {name} split of {len(ds)} "
+                f"(split {counts}); {floor} are needed: profile more architectures "
+                f"(~{RECOMMENDED_SAMPLES} recommended)"
+            )
+
+
+def _parse_encoding(text: str | None, row_id: int, db: Path) -> list[float]:
+    try:
+        vec = json.loads(text) if text is not None else None
+    except ValueError:
+        vec = None
+    if not isinstance(vec, list) or not vec or not all(isinstance(v, (int, float)) for v in vec):
+        raise UserError(
+            f"profile store {db}: row {row_id} has no valid encoding (a JSON list of numbers)"
+        )
+    return [float(v) for v in vec]
+
+
+def _describe_fingerprints(fkeys: Counter[str], rows: list[sqlite3.Row]) -> str:
+    first = {}
+    for r in rows:
+        first.setdefault(r["fingerprint_key"], r["fingerprint"])
+    parts = []
+    for k, n in fkeys.most_common():
+        fp = _parse_meta_value(first.get(k))
+        label = ""
+        if isinstance(fp, dict):
+            label = " ".join(str(fp[x]) for x in ("cpu", "gpu", "runtime") if x in fp)
+        parts.append(f"{(k or '?')[:12]} ({n} rows{', ' + label if label else ''})")
+    return "; ".join(parts)
+
+
+def _resolve_space(
+    meta: dict[str, Any], rows: list[sqlite3.Row], space: str | None, db: Path
+) -> tuple[str, dict[str, Any], list[str] | None]:
+    """The space key, config and layout the dataset is bound to; UserError if ambiguous or absent."""
+    meta_key = meta.get("space_key")
+    meta_cfg = meta.get("space_config") if isinstance(meta.get("space_config"), dict) else {}
+    layout = meta.get("encoding_layout") if isinstance(meta.get("encoding_layout"), list) else None
+    keys = Counter((r["space_key"] or meta_key) for r in rows)
+    names = {(r["space_key"] or meta_key): r["space_name"] for r in rows}
+    if space is not None:
+        match = [
+            k
+            for k in keys
+            if k
+            and (
+                k.startswith(space)
+                or names.get(k) == space
+                or (k == meta_key and meta_cfg.get("name") == space)
+            )
+        ]
+        if not match:
+            have = ", ".join(f"{names.get(k) or '?'} ({(k or '?')[:12]})" for k in keys)
+            raise UserError(
+                f"profile store {db} has no measurements of space '{space}'; it holds: {have}"
+            )
+        if len(match) > 1:
+            raise UserError(
+                f"space '{space}' matches several space keys in {db}: {', '.join(m[:12] for m in match)}"
+            )
+        key = match[0]
+    else:
+        if len(keys) > 1:
+            have = ", ".join(f"{names.get(k) or '?'} ({(k or '?')[:12]})" for k in keys)
+            raise UserError(
+                f"profile store {db} holds several spaces ({have}); choose one with --space"
+            )
+        key = next(iter(keys))
+    if not key:
+        raise UserError(
+            f"profile store {db} records no space key (meta table empty and rows without space_key)"
+        )
+    if meta_key and key != meta_key:
+        # Rows of a space the meta table does not describe: no config or layout to carry.
+        meta_cfg, layout = {"name": names.get(key) or ""}, None
+    return str(key), dict(meta_cfg), layout

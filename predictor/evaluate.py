@@ -1,0 +1,246 @@
+"""Fit a predictor and its baselines on one split, and score them honestly side by side.
+
+Honest means: every figure is on test architectures no model (nor any hyperparameter
+choice) has seen; the baselines get the same training and validation rows as the MLP;
+and next to the predictions stands the measurement's own repeatability, i.e. the same
+metrics for a second measurement of the same test architectures (another process, later),
+with the MLP scored on exactly those architectures too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from predictor.baselines import BASELINES, fit_baselines
+from predictor.dataset import MIN_EVAL, Dataset, check_splits
+from predictor.features import build_feature_layout
+from predictor.metrics import format_table, regression_metrics
+from predictor.model import LatencyPredictor, MLPConfig, train_mlp
+from targets.errors import UserError
+
+MLP_NAME = "mlp"
+REMEASURE = "re-measure"
+MLP_ON_REPEATS = "mlp (same archs)"
+REMEASURE_ALL = "re-measure (all splits)"
+
+
+@dataclass
+class FitResult:
+    """A fitted predictor and the report on it (JSON-able, also stored in the file header)."""
+
+    model: LatencyPredictor
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table(self) -> dict[str, dict[str, Any]]:
+        return table_rows(self.report)
+
+
+def budget_split(ds: Dataset, budget: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation rows; with `budget`, at most `budget` of them in total.
+
+    The budget counts every measured architecture the fit consumes (validation included),
+    split in the store's train:val proportion; smaller budgets take nested subsets.
+    """
+    tr, va = ds.indices("train"), ds.indices("val")
+    if budget is None:
+        return tr, va
+    if budget < 4 * MIN_EVAL + MIN_EVAL:
+        raise UserError(
+            f"a training budget of {budget} architectures is too small; use at least {5 * MIN_EVAL}"
+        )
+    share = len(va) / max(1, len(tr) + len(va))
+    n_va = max(MIN_EVAL, int(round(budget * share)))
+    n_tr = budget - n_va
+    if n_tr > len(tr) or n_va > len(va):
+        raise UserError(
+            f"a training budget of {budget} needs {n_tr} train and {n_va} validation architectures; "
+            f"the store has {len(tr)} and {len(va)}: profile more or lower --max-train"
+        )
+    return tr[:n_tr], va[:n_va]
+
+
+def fit_predictor(
+    ds: Dataset,
+    *,
+    cfg: MLPConfig | None = None,
+    features: str = "counts",
+    baselines: Sequence[str] = BASELINES,
+    seed: int = 0,
+    max_train: int | None = None,
+    time_budget_s: float | None = None,
+) -> FitResult:
+    """Fit the MLP (and baselines) on the train split, early-stop on val, score on test."""
+    check_splits(ds)
+    cfg = cfg or MLPConfig()
+    t0 = time.perf_counter()
+    tr, va = budget_split(ds, max_train)
+    te = ds.indices("test")
+    layout = build_feature_layout(ds.encoding_layout, features)
+    model, info = train_mlp(
+        ds.X[tr],
+        ds.latency_ms[tr],
+        ds.X[va],
+        ds.latency_ms[va],
+        layout,
+        cfg,
+        seed=seed,
+        time_budget_s=time_budget_s,
+    )
+    preds = {MLP_NAME: model.predict_ms(ds.X[te])}
+    fitted = fit_baselines(
+        ds.X[tr],
+        ds.latency_ms[tr],
+        ds.X[va],
+        ds.latency_ms[va],
+        features=layout,
+        seed=seed,
+        names=baselines,
+    )
+    for name, b in fitted.items():
+        preds[name] = b.predict_ms(ds.X[te])
+    report: dict[str, Any] = {
+        "dataset": dataset_summary(ds, n_train=len(tr), n_val=len(va), n_test=len(te)),
+        "split": "test",
+        "test": {name: regression_metrics(ds.latency_ms[te], p) for name, p in preds.items()},
+        "repeatability": repeatability(ds, te, preds[MLP_NAME]),
+        "mlp": {
+            "config": cfg.to_json(),
+            "features": layout.kind,
+            "n_features": layout.dim,
+            "training": info.to_json(),
+        },
+        "baselines": {
+            name: {"params": b.params, "seconds": round(b.seconds, 2)} for name, b in fitted.items()
+        },
+        "seconds": round(time.perf_counter() - t0, 2),
+        "seed": seed,
+    }
+    return FitResult(model=model, report=report)
+
+
+def evaluate(model: LatencyPredictor, ds: Dataset, split: str = "test") -> dict[str, Any]:
+    """Score a saved predictor on a split of a dataset (plus the repeatability floor)."""
+    idx = ds.indices(split)
+    if len(idx) < MIN_EVAL:
+        raise UserError(
+            f"only {len(idx)} architectures in the {split} split of {ds.db}; {MIN_EVAL} are needed to report "
+            "accuracy (use --split all for a store the predictor was not trained on)"
+        )
+    pred = model.predict_ms(ds.X[idx])
+    return {
+        "dataset": dataset_summary(ds, n_test=len(idx)),
+        "split": split,
+        "test": {MLP_NAME: regression_metrics(ds.latency_ms[idx], pred)},
+        "repeatability": repeatability(ds, idx, pred),
+    }
+
+
+def repeatability(ds: Dataset, idx: np.ndarray, mlp_pred: np.ndarray) -> dict[str, Any]:
+    """The same metrics for a re-measurement of the scored architectures, and the MLP on those."""
+    rep = ds.repeat_ms[idx]
+    have = ~np.isnan(rep)
+    spread = ds.spread[idx]
+    out: dict[str, Any] = {
+        "n": int(have.sum()),
+        "median_within_run_spread": None
+        if np.all(np.isnan(spread))
+        else float(np.nanmedian(spread)),
+    }
+    if have.sum() >= 3:
+        truth = ds.latency_ms[idx][have]
+        out[REMEASURE] = regression_metrics(truth, rep[have])
+        out[MLP_ON_REPEATS] = regression_metrics(truth, mlp_pred[have])
+    everywhere = ~np.isnan(ds.repeat_ms)
+    if everywhere.sum() >= 3 and everywhere.sum() > have.sum():
+        # Repeatability is a property of the measurement, not of the split: more rows, a firmer figure.
+        out[REMEASURE_ALL] = regression_metrics(ds.latency_ms[everywhere], ds.repeat_ms[everywhere])
+    if have.sum() < 3:
+        out["note"] = (
+            f"{int(have.sum())} of these architectures were measured again; re-measure some "
+            f"(`hwnas db repeat --db {ds.db} -n 200`) to see how close the predictor gets to the measurement's own "
+            "repeatability"
+        )
+    return out
+
+
+def dataset_summary(ds: Dataset, **counts: int) -> dict[str, Any]:
+    return {
+        "db": ds.db,
+        "target_name": ds.target_name,
+        "space_name": ds.space_name,
+        "space_key": ds.space_key,
+        "fingerprint_key": ds.fingerprint_key,
+        "architectures": len(ds),
+        "splits": ds.counts(),
+        **counts,
+        **ds.stats,
+    }
+
+
+def table_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rows = dict(report.get("test", {}))
+    rep = report.get("repeatability") or {}
+    if REMEASURE in rep:
+        rows[REMEASURE] = rep[REMEASURE]
+        rows[MLP_ON_REPEATS] = rep[MLP_ON_REPEATS]
+    if REMEASURE_ALL in rep:
+        rows[REMEASURE_ALL] = rep[REMEASURE_ALL]
+    return rows
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The metrics table with a few lines saying what it was computed on."""
+    d = report.get("dataset", {})
+    split = report.get("split", "test")
+    lines = [
+        f"target {d.get('target_name')} (fingerprint {str(d.get('fingerprint_key', ''))[:12]}), "
+        f"space {d.get('space_name')} ({str(d.get('space_key', ''))[:12]}), store {d.get('db')}",
+    ]
+    if "n_train" in d:
+        lines.append(
+            f"{d.get('architectures')} architectures: fitted on {d['n_train']} train + {d['n_val']} validation, "
+            f"scored on {d.get('n_test')} held-out {split} architectures"
+        )
+    else:
+        lines.append(f"scored on {d.get('n_test')} architectures of the {split} split")
+    lines.append("")
+    lines.append(format_table(table_rows(report)))
+    rep = report.get("repeatability") or {}
+    lines.append("")
+    if REMEASURE in rep:
+        r, m = rep[REMEASURE], rep[MLP_ON_REPEATS]
+        lines.append(
+            f"repeatability: {rep['n']} of these architectures measured again in another process: "
+            f"re-measurement MAPE {r['mape']:.2f} % ({r['within_10']:.1f} % within ±10 %); "
+            f"the MLP on the same architectures: MAPE {m['mape']:.2f} % ({m['within_10']:.1f} % within ±10 %)"
+        )
+        if r["mape"] > 0:
+            lines.append(f"the MLP's error is {m['mape'] / r['mape']:.2f}x the measurement's own")
+    elif "note" in rep:
+        lines.append("repeatability: " + rep["note"])
+    if REMEASURE_ALL in rep:
+        r = rep[REMEASURE_ALL]
+        lines.append(
+            f"all {r['n']} re-measured architectures of the store (any split): re-measurement MAPE "
+            f"{r['mape']:.2f} %, {r['within_10']:.1f} % within ±10 %, {r['within_5']:.1f} % within ±5 %"
+        )
+    spread = rep.get("median_within_run_spread")
+    if spread is not None and not (isinstance(spread, float) and math.isnan(spread)):
+        lines.append(
+            f"median within-run spread (p90-p10)/median of the timed runs: {100 * spread:.1f} %"
+        )
+    if "mlp" in report:
+        t = report["mlp"]["training"]
+        lines.append(
+            f"MLP: {report['mlp']['n_features']} {report['mlp']['features']} features, "
+            f"{report['mlp']['config']['members']} members, best epochs {t['best_epochs']}, {t['seconds']:.1f} s; "
+            f"fit with baselines {report.get('seconds', 0):.1f} s"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""The predictor file: weights plus a JSON header, loadable without unpickling code.
+
+`torch.save({"header": <JSON text>, "state_dict": {name: tensor}})`, read back with
+`torch.load(weights_only=True)`, which only rebuilds tensors and plain containers, so a
+hostile or foreign file cannot run code. The header carries everything needed to refuse
+a mismatch (space key, target fingerprint) and to rebuild the model (feature layout,
+MLP config); the buffers carry the normalisation, duplicated in the header for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from predictor.features import FeatureLayout
+from predictor.model import LatencyPredictor, MLPConfig
+from targets.errors import UserError
+
+FORMAT = "hwnas-latency-predictor"
+VERSION = 1
+
+
+def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The header of a predictor fitted on dataset `ds` (predictor.dataset.Dataset)."""
+    d = report.get("dataset", {})
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch_version": torch.__version__,
+        "target_name": ds.target_name,
+        "fingerprint": ds.fingerprint,
+        "fingerprint_key": ds.fingerprint_key,
+        "space_name": ds.space_name,
+        "space_key": ds.space_key,
+        "space_config": ds.space_config,
+        "encoding_layout": list(ds.encoding_layout),
+        "encoding_dim": model.dim,
+        "feature_layout": model.features.to_json(),
+        "normalisation": model.normalisation_json(),
+        "model": {"kind": "mlp-ensemble", "config": model.cfg.to_json()},
+        "split": {
+            "method": "sha256('hwnas-split:{seed}:{arch_hash}') -> uniform; test below test_frac, then val",
+            "seed": ds.split_seed,
+            "val_frac": ds.val_frac,
+            "test_frac": ds.test_frac,
+        },
+        "n_train": d.get("n_train"),
+        "n_val": d.get("n_val"),
+        "n_test": d.get("n_test"),
+        "source_db": ds.db,
+        "metrics": {
+            "split": report.get("split", "test"),
+            "test": report.get("test"),
+            "repeatability": report.get("repeatability"),
+        },
+        "training": report.get("mlp", {}).get("training"),
+        "baselines": report.get("baselines"),
+    }
+
+
+def save_predictor(
+    path: str | os.PathLike[str], model: LatencyPredictor, header: dict[str, Any]
+) -> Path:
+    """Write atomically (temp file in the same folder, then os.replace)."""
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {"header": json.dumps(header, sort_keys=True, allow_nan=True), "state_dict": state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a predictor is a shareable artefact
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    model.header = header
+    return out
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The header and the tensors of a predictor file; UserError for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(
+            f"predictor file {p} does not exist (create one with `hwnas predictor fit ... --out {p}`)"
+        )
+    try:
+        payload = torch.load(p, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        first = (
+            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        )
+        raise UserError(
+            f"{p} is not a readable hwnas predictor file (corrupted, truncated or another format): {first}"
+        ) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
+        raise UserError(
+            f"{p} is not an hwnas predictor file (no header); fit one with `hwnas predictor fit`"
+        )
+    try:
+        header = json.loads(payload["header"])
+    except ValueError:
+        raise UserError(f"{p}: the predictor header is not valid JSON (corrupted file)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise UserError(
+            f"{p} is not an hwnas latency predictor (format {fmt!r}, expected {FORMAT!r})"
+        )
+    version = header.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise UserError(
+            f"{p} has predictor format version {version!r}; this hwnas reads up to {VERSION}: upgrade hwnas"
+        )
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{p}: the predictor weights are missing or malformed (corrupted file)")
+    return header, state
+
+
+def load_predictor(path: str | os.PathLike[str]) -> LatencyPredictor:
+    """Rebuild a saved predictor (eval mode, CPU) with its header in `.header`.
+
+    Its weights are frozen (the search optimises the architecture, not the predictor);
+    gradients still flow through it to the encoding.
+    """
+    header, state = read_header(path)
+    try:
+        features = FeatureLayout.from_json(header["feature_layout"])
+        cfg = MLPConfig.from_json(header["model"]["config"])
+        model = LatencyPredictor(features, cfg)
+        model.load_state_dict(state, strict=True)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (
+            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        )
+        raise UserError(
+            f"{path}: the predictor header and weights do not fit together (corrupted file): {first}"
+        ) from None
+    if len(header.get("encoding_layout", [])) != model.dim:
+        raise UserError(
+            f"{path}: the header's encoding layout does not match the weights (corrupted file)"
+        )
+    model.header = header
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_space(model: LatencyPredictor, space_key: str, *, what: str = "the architecture") -> None:
+    """UserError unless `space_key` is the space the predictor was fitted on."""
+    h = model.header
+    if space_key != h.get("space_key"):
+        raise UserError(
+            f"{what} belongs to another space (key {space_key[:12]}) than the predictor, which was fitted on "
+            f"space '{h.get('space_name')}' (key {str(h.get('space_key'))[:12]}); fit a predictor on profiles "
+            "of that space (`hwnas profile --space ...` then `hwnas predictor fit`)"
+        )
