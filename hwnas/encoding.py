@@ -6,8 +6,8 @@ search's parameters. Blocks, in order (names from `encoding_layout`):
 
 * per cell (normal cells of stages 0..2, then reductions 0..1), per node i, per candidate
   input j < 2 + i, per op of CELL_OPS: `edge(j) * op(j, o)`. Discrete: 1 for the node's two
-  chosen (input, op) pairs, else 0. Relaxed: `edge = min(1, 2 * softmax(beta))` (two edges
-  per node in expectation) times `op = softmax(alpha)`.
+  chosen (input, op) pairs, else 0. Relaxed: `edge` = a soft choice of two inputs (weights
+  in [0, 1] summing to 2, see `_edge_weights`) times `op = softmax(alpha)`.
 * per stage: `depth.d` for each depth choice: one-hot / softmax.
 * per stage, per cell slot k < max depth, per state in the slot's window, per stage op:
   `exists(k) * edge * op`; `exists(k) = P(depth > k)` (0 or 1 when discrete).
@@ -99,8 +99,21 @@ def encode(arch: Architecture) -> np.ndarray:
 
 
 def _edge_weights(beta: torch.Tensor) -> torch.Tensor:
-    """Soft selection of EDGES_PER_NODE inputs: sums to 2 (when it can), each at most 1."""
-    return torch.clamp(EDGES_PER_NODE * torch.softmax(beta, dim=-1), max=1.0)
+    """Soft selection of EDGES_PER_NODE (= 2) inputs: each weight in [0, 1], summing to 2.
+
+    `2 * softmax` while no input holds more than half the mass; past that the top input is
+    fully selected (1) and the rest share the second edge in proportion to their
+    probabilities. So a sharpening `beta` never loses edge mass (a plain `min(1, 2p)` did:
+    about one edge per node instead of two), and a vertex gives the discrete one-hot.
+    """
+    p = torch.softmax(beta, dim=-1)
+    if p.shape[-1] <= EDGES_PER_NODE:
+        return torch.ones_like(p)
+    top, idx = p.max(dim=-1, keepdim=True)
+    # p_j / (1 - p_top), computed as a softmax without the top input (exact when p_top ~ 1)
+    rest = torch.softmax(beta.scatter(-1, idx, float("-inf")), dim=-1)
+    capped = rest.scatter(-1, idx, torch.ones_like(top))
+    return torch.where(EDGES_PER_NODE * top > 1.0, capped, EDGES_PER_NODE * p)
 
 
 class ArchParameters(nn.Module):

@@ -44,3 +44,21 @@ def test_relaxed_encoding_is_differentiable_and_in_range():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in group)
     derived = params.derive()
     assert derived.space == space  # a valid architecture of the space
+
+
+def test_relaxed_edge_mass_is_two_edges_per_node_at_any_sharpness():
+    """A sharpening beta must not lose edges: the latency term would under-count them."""
+    from hwnas.encoding import _edge_weights
+
+    gen = torch.Generator().manual_seed(1)
+    for n in (2, 3, 4, 5):
+        for scale in (0.0, 1.0, 3.0, 10.0, 30.0):
+            w = _edge_weights(scale * torch.randn(64, n, generator=gen))
+            assert torch.allclose(w.sum(-1), torch.full((64,), 2.0), atol=1e-5)
+            assert float(w.min()) >= 0.0 and float(w.max()) <= 1.0 + 1e-6
+    space = get_space("tiny")
+    params = ArchParameters(space, init_scale=10.0, generator=torch.Generator().manual_seed(2))
+    relaxed = params.encode().detach().numpy()
+    derived = encode(params.derive())
+    cell_part = slice(0, 5 * 98)  # the five cells' edge blocks
+    assert abs(relaxed[cell_part].sum() - derived[cell_part].sum()) < 1e-3

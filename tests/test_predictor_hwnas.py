@@ -136,7 +136,10 @@ def test_gradients_reach_arch_parameters(tiny_predictor) -> None:
     latency = result.model(params.encode())
     latency.backward()
     for name, p in params.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if p.grad is None:  # input selection of a node with exactly two candidates: both taken
+            assert "beta" in name and p.numel() == 2, name
+            continue
+        assert torch.isfinite(p.grad).all(), name
     groups = {
         "alpha": params.alpha,
         "beta": params.beta,
@@ -144,7 +147,7 @@ def test_gradients_reach_arch_parameters(tiny_predictor) -> None:
         "conn_alpha": params.conn_alpha,
     }
     for name, plist in groups.items():
-        assert any(float(p.grad.abs().sum()) > 0 for p in plist), name
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in plist), name
 
 
 def test_relaxed_vs_derived_on_the_search_encoding(tiny_predictor) -> None:
