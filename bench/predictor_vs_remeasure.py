@@ -1,0 +1,59 @@
+"""Score a predictor against later re-measurements (another process) of held-out architectures.
+
+    python bench/predictor_vs_remeasure.py --db runs/bench/tiny-ort-cpu.db \
+        --predictor runs/bench/p1000.pt --target ort-cpu
+
+For the test-split architectures that have 'repeat' rows, compares the prediction with
+(a) the first later re-measurement, (b) the mean of all measurements of the architecture
+(profile + repeats: a less noisy truth), and the profile measurement with the repeat
+(the floor: how well a measurement predicts a later one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from collections import defaultdict
+
+import numpy as np
+
+from predictor import load_dataset, load_predictor
+from predictor.metrics import format_table, regression_metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--predictor", required=True)
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--seed", type=int, default=0, help="the split seed the predictor was fitted with")
+    args = ap.parse_args()
+    model = load_predictor(args.predictor)
+    ds = load_dataset(args.db, args.target, seed=args.seed)
+    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    repeats: dict[str, list[float]] = defaultdict(list)
+    for h, ms in con.execute(
+        "SELECT arch_hash, latency_ms FROM measurements WHERE kind='repeat' AND status='ok' "
+        "AND fingerprint_key=? ORDER BY started_at",
+        (ds.fingerprint_key,),
+    ):
+        repeats[h].append(ms)
+    test = [i for i in ds.indices("test") if ds.hashes[i] in repeats]
+    if not test:
+        raise SystemExit("no test architecture has a repeat measurement: run `hwnas db repeat` first")
+    pred = model.predict_ms(ds.X[test])
+    first = np.array([repeats[ds.hashes[i]][0] for i in test])
+    profile = ds.latency_ms[test]
+    mean = np.array([np.mean([ds.latency_ms[i], *repeats[ds.hashes[i]]]) for i in test])
+    rows = {
+        "mlp vs later re-measure": regression_metrics(first, pred),
+        "profile vs later re-measure": regression_metrics(first, profile),
+        "mlp vs mean of measurements": regression_metrics(mean, pred),
+    }
+    print(f"{len(test)} held-out architectures with later re-measurements "
+          f"(mean {np.mean([len(repeats[ds.hashes[i]]) for i in test]):.1f} repeats each)")
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()
