@@ -47,7 +47,7 @@ from typing import Any
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.store import ProfileStore, utc_now
-from targets.backends.base import Backend, ModelArtifact, Runner
+from targets.backends.base import Backend, ModelArtifact, Runner, compile_instances
 from targets.errors import UserError
 from targets.spec import TargetSpec
 from targets.timing import (
@@ -191,7 +191,9 @@ def measure_group(
                 continue
             build = partial(source.build_torch, p.candidate.arch_json) if source else None
             try:
-                runner = backend.compile(ModelArtifact(Path(p.onnx_path), build_torch=build))
+                runner = compile_instances(
+                    backend, ModelArtifact(Path(p.onnx_path), build_torch=build), protocol.sessions
+                )
             except Exception as exc:  # noqa: BLE001
                 failed[h] = error_text("compile", exc)
                 continue

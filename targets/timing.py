@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from targets.backends.base import ModelArtifact, Runner
+from targets.backends.base import ModelArtifact, Runner, compile_instances
 from targets.errors import UserError
 from targets.fingerprint import fingerprint_key
 
@@ -68,6 +68,7 @@ class Protocol:
     reference: bool = True  # time the fixed reference network in the same rounds
     max_spread: float | None = None  # also unstable if (p90 - p10) / median exceeds this
     drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its best
+    sessions: int = 1  # compiled instances per model, a different one each turn (odd: 1, 3, 5)
 
     def __post_init__(self) -> None:
         self._validate("protocol")
@@ -77,7 +78,7 @@ class Protocol:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"{where}: key '{name}' must be an integer >= 0, got {value!r}")
-        for name in ("min_rounds", "rounds", "runs_per_round"):
+        for name in ("min_rounds", "rounds", "runs_per_round", "sessions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{where}: key '{name}' must be an integer >= 1, got {value!r}")
@@ -270,13 +271,16 @@ def measure_runners(
     gc.disable()
     try:
         for name, runner in entries:
-            for _ in range(protocol.warmup):
-                _call(name, runner)
+            for _ in range(runner.instances):  # warm every instance
+                for _ in range(protocol.warmup):
+                    _call(name, runner)
+                runner.next_turn()
         while done < protocol.rounds:
             # Rotate the order so no runner always follows the same one (cache effects)
             # or always sits at the same point of a round.
             for k in range(n):
                 name, runner = entries[(done + k) % n]
+                runner.next_turn()
                 for _ in range(protocol.round_warmup):
                     _call(name, runner)
                 s = samples[name]
@@ -385,7 +389,7 @@ def measure_onnx(
     reference: Runner | None = None
     try:
         for i, path in enumerate(checked):
-            runners[str(i)] = backend.compile(ModelArtifact(path))
+            runners[str(i)] = compile_instances(backend, ModelArtifact(path), protocol.sessions)
         if protocol.reference:
             reference = compile_reference(backend, spec)
         results = measure_runners(runners, protocol, reference)

@@ -236,3 +236,33 @@ def test_measure_onnx_bad_paths(tmp_path: Path) -> None:
     (tmp_path / "model.txt").write_text("x")
     with pytest.raises(UserError, match="not an ONNX file"):
         measure_onnx([tmp_path / "model.txt"], spec)
+
+
+def test_sessions_rotate_per_turn_and_every_instance_is_warmed():
+    """protocol.sessions = K: K compiled instances per model, a different one each turn."""
+    from targets.backends.base import RotatingRunner, Runner
+    from targets.timing import Protocol, measure_runners
+
+    class Counting(Runner):
+        def __init__(self) -> None:
+            self.calls = 0
+            self.closed = False
+
+        def run(self) -> None:
+            self.calls += 1
+            sum(range(2000))  # real work to time
+
+        def close(self) -> None:
+            self.closed = True
+
+    inner = [Counting() for _ in range(3)]
+    rot = RotatingRunner(inner)
+    proto = Protocol(warmup=2, min_rounds=6, rounds=6, runs_per_round=4, round_warmup=1, reference=False, sessions=3)
+    (m,) = measure_runners({"a": rot}, proto).values()
+    assert m.repetitions == 6 * 4
+    # each instance: 2 warm-up runs + 2 turns x (1 round warm-up + 4 timed runs)
+    assert [r.calls for r in inner] == [2 + 2 * 5] * 3
+    rot.close()
+    assert all(r.closed for r in inner)
+    with pytest.raises(UserError, match="sessions"):
+        Protocol(sessions=0)

@@ -71,7 +71,7 @@ def _export_architecture(
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from targets.backends.base import ModelArtifact, Runner
+    from targets.backends.base import ModelArtifact, Runner, compile_instances
     from targets.registry import create_backend, load_target
     from targets.timing import (
         REFERENCE_NAME,
@@ -102,7 +102,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                     artifact = ModelArtifact(onnx_path, build_torch=build)
                 else:
                     artifact = ModelArtifact(path)
-                runners[str(i)] = backend.compile(artifact)
+                runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
             if protocol.reference:
                 reference = compile_reference(backend, spec)
             try:

@@ -31,6 +31,12 @@ class Runner(ABC):
     def run(self) -> None:
         """One synchronous forward pass on the fixed input (returns after the device is done)."""
 
+    #: compiled instances behind this runner (see RotatingRunner)
+    instances: int = 1
+
+    def next_turn(self) -> None:  # noqa: B027 - optional hook
+        """Called by the timing protocol before each turn of a runner."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most runners free on GC
         """Release sessions, engines and device buffers."""
 
@@ -39,6 +45,47 @@ class Runner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RotatingRunner(Runner):
+    """K compiled instances (sessions) of one model, a different one each turn.
+
+    Why: the same model in two ONNX Runtime sessions can differ by ~5 % in its minimum
+    latency (memory placement), even in one process; a figure over several sessions
+    repeats across processes far better (docs/benchmarks.md).
+    """
+
+    def __init__(self, runners: list[Runner]) -> None:
+        if not runners:
+            raise ValueError("RotatingRunner needs at least one runner")
+        self._runners = runners
+        self._current = 0
+        self.instances = len(runners)
+
+    def run(self) -> None:
+        self._runners[self._current].run()
+
+    def next_turn(self) -> None:
+        self._current = (self._current + 1) % len(self._runners)
+
+    def close(self) -> None:
+        for r in self._runners:
+            r.close()
+
+
+def compile_instances(backend: Backend, model: ModelArtifact, instances: int) -> Runner:
+    """`instances` compiled copies of a model behind one runner (1: the plain runner)."""
+    if instances <= 1:
+        return backend.compile(model)
+    runners: list[Runner] = []
+    try:
+        for _ in range(instances):
+            runners.append(backend.compile(model))
+    except BaseException:
+        for r in runners:
+            r.close()
+        raise
+    return RotatingRunner(runners)
 
 
 class Backend(ABC):
