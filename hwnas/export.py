@@ -8,7 +8,6 @@ dependency on torch's deprecated TorchScript exporter or the slow dynamo one. An
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -17,7 +16,7 @@ from torch import nn
 
 from hwnas.network import Network, build_network
 from hwnas.onnx_builder import OnnxBuilder
-from hwnas.space import Architecture
+from hwnas.space import Architecture, atomic_write_bytes
 from targets.errors import RuntimeMissing, UserError
 
 INPUT_NAME = "input"
@@ -61,18 +60,7 @@ def export_onnx(
         model = _torch_export(arch_or_module, batch_size, input_shape)
     if check:
         onnx.checker.check_model(model)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the ONNX file ({exc.strerror}); choose a writable path") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, model.SerializeToString())
     return out
 
 

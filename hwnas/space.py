@@ -18,13 +18,14 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from targets.cache import atomic_write_bytes as _atomic_write
 from targets.errors import UserError
+from targets.fingerprint import canonical_json
 
 SCHEMA = "hwnas.architecture/1"
 
@@ -42,11 +43,6 @@ CELL_OPS: tuple[str, ...] = (
 STAGE_OPS: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 NUM_STAGES = 3
 NUM_CELL_INPUTS = 2
-
-
-def canonical_json(data: Any) -> str:
-    """The one serialisation hashes are taken over: sorted keys, no white space."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def sha256_hex(data: Any) -> str:
@@ -397,21 +393,18 @@ def load_architecture(path: str | os.PathLike[str]) -> Architecture:
     return Architecture.from_json(text, where=str(p))
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write via a temp file in the same directory + os.replace: never a half-written file."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Temp file in the same directory + os.replace: never a half-written file; an
+    unwritable place is a UserError naming it."""
     p = Path(path)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        _atomic_write(p, data)
     except OSError as exc:
         raise UserError(f"{p}: cannot write here ({exc.strerror}); choose a writable path") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def save_architecture(arch: Architecture, path: str | os.PathLike[str]) -> None:
