@@ -4,7 +4,7 @@
         --predictor runs/bench/p1000.pt --target ort-cpu
 
 For the test-split architectures that have 'repeat' rows, compares the prediction with
-(a) the first later re-measurement, (b) the mean of all measurements of the architecture
+(a) the first later re-measurement (its raw latency), (b) the mean of all measurements of the architecture
 (profile + repeats: a less noisy truth), and the profile measurement with the repeat
 (the floor: how well a measurement predicts a later one).
 """
@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the split seed the predictor was fitted with")
     args = ap.parse_args()
     model = load_predictor(args.predictor)
-    ds = load_dataset(args.db, args.target, seed=args.seed)
+    # the same label the predictor learned (raw or reference-corrected); re-measurements
+    # below are always the raw stored latency of the later process
+    ds = load_dataset(args.db, args.target, seed=args.seed, label=str(model.header.get("label") or "raw"))
     con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
     repeats: dict[str, list[float]] = defaultdict(list)
     for h, ms in con.execute(

@@ -26,6 +26,7 @@ MIN_SAMPLES = 50  # profiled architectures needed to fit anything at all
 MIN_EVAL = 5  # architectures needed in each of validation and test
 RECOMMENDED_SAMPLES = 1000
 SPLITS = ("train", "val", "test")
+LABELS = ("auto", "raw", "reference")
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
     try:
         return con.execute(
             "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
-            " fingerprint_key, status, error, latency_ms, spread FROM measurements"
+            " fingerprint_key, status, error, latency_ms, spread, reference_ms FROM measurements"
             " WHERE kind IN ('profile', 'repeat') ORDER BY id"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
@@ -171,13 +172,22 @@ def load_dataset(
     val_frac: float = 0.15,
     test_frac: float = 0.15,
     min_samples: int = MIN_SAMPLES,
+    label: str = "auto",
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
 
     `space` is a space name or (a prefix of) its key; `fingerprint` a (prefix of a)
     fingerprint key chosen among several. Raises UserError with counts and a fix for an
     empty, tiny, failed-only or mixed-fingerprint store.
+
+    `label` is what the models learn: "raw" (the stored latency), "reference" (the latency
+    divided by the reference network's figure from the same rounds, times the median
+    reference figure of the rows: host drift between measurements cancels; on the
+    development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
+    3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
     """
+    if label not in LABELS:
+        raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(
             f"split fractions val={val_frac}, test={test_frac} must be in (0, 1) and sum below 1"
@@ -251,6 +261,23 @@ def load_dataset(
         fkey = "mixed:" + hashlib.sha256(",".join(sorted(keep)).encode()).hexdigest()
         fp = {"mixed": sorted(keep)}
 
+    with_ref = [r for r in ok if r["reference_ms"] is not None and r["reference_ms"] > 0]
+    if label == "auto":
+        label = "reference" if len(with_ref) == len(ok) else "raw"
+    elif label == "reference" and len(with_ref) < len(ok):
+        raise UserError(
+            f"profile store {dbp}: {len(ok) - len(with_ref)} of {len(ok)} ok rows have no "
+            "reference-network figure (profiled with reference = false); use --label raw"
+        )
+    baseline = (
+        float(np.median([r["reference_ms"] for r in prof_ok])) if label == "reference" else None
+    )
+
+    def value(r: sqlite3.Row) -> float:
+        if baseline is None:
+            return float(r["latency_ms"])
+        return float(r["latency_ms"]) / float(r["reference_ms"]) * baseline
+
     # Aggregate per architecture.
     enc: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}
@@ -260,12 +287,12 @@ def load_dataset(
         h = r["arch_hash"]
         if h not in enc:
             enc[h] = _parse_encoding(r["encoding"], r["id"], dbp)
-        lat.setdefault(h, []).append(float(r["latency_ms"]))
+        lat.setdefault(h, []).append(value(r))
         if r["spread"] is not None:
             spr.setdefault(h, []).append(float(r["spread"]))
     for r in ok:
         if r["kind"] == "repeat" and r["arch_hash"] in enc and r["arch_hash"] not in rep:
-            rep[r["arch_hash"]] = float(r["latency_ms"])
+            rep[r["arch_hash"]] = value(r)
 
     hashes = sorted(enc)
     n = len(hashes)
@@ -316,6 +343,8 @@ def load_dataset(
             "failed_rows": sum(1 for r in rows if r["status"] != "ok"),
             "repeat_rows": sum(1 for r in ok if r["kind"] == "repeat"),
             "fingerprints": len(keep),
+            "label": label,
+            "reference_baseline_ms": baseline,
         },
     )
     return ds

@@ -210,6 +210,11 @@ def render_report(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"scored on {d.get('n_test')} architectures of the {split} split")
+    if d.get("label") == "reference":
+        lines.append(
+            f"label: latency corrected by the reference network of the same rounds "
+            f"(x {d.get('reference_baseline_ms'):.4f} ms, the median reference figure)"
+        )
     lines.append("")
     lines.append(format_table(table_rows(report)))
     rep = report.get("repeatability") or {}

@@ -41,6 +41,8 @@ def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> di
         "space_key": ds.space_key,
         "space_config": ds.space_config,
         "encoding_layout": list(ds.encoding_layout),
+        "label": ds.stats.get("label", "raw"),
+        "reference_baseline_ms": ds.stats.get("reference_baseline_ms"),
         "encoding_dim": model.dim,
         "feature_layout": model.features.to_json(),
         "normalisation": model.normalisation_json(),

@@ -51,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--val-frac", type=float, default=0.15)
     fit.add_argument("--test-frac", type=float, default=0.15)
     fit.add_argument("--seed", type=int, default=0, help="split and training seed")
+    fit.add_argument(
+        "--label",
+        choices=("auto", "raw", "reference"),
+        default="auto",
+        help="learn the stored latency (raw) or the latency corrected by the reference "
+        "network timed in the same rounds (reference); auto: reference when every row has it",
+    )
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     fit.set_defaults(func=_fit)
 
@@ -109,6 +116,7 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         val_frac=args.val_frac,
         test_frac=args.test_frac,
+        label=args.label,
     )
     cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
     result = fit_predictor(
@@ -163,6 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
             val_frac=float(split.get("val_frac", 0.15)),
             test_frac=float(split.get("test_frac", 0.15)),
             min_samples=1,
+            label=str(h.get("label") or "raw"),
         )
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):
