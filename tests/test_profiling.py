@@ -411,3 +411,19 @@ def test_cli_locked_store(cli, tmp_path: Path, fast_target: Path, monkeypatch) -
         holder.execute("ROLLBACK")
         holder.close()
     assert code == 2 and "locked" in err
+
+
+def test_unstable_figures_are_timed_again(debug) -> None:
+    """The protocol marks a figure unstable when its even and odd rounds disagree; the
+    profiler times those once more before storing, and counts them."""
+    names = ["a", "b", "c"]
+    prepared = [Prepared(Candidate(n, "{}", []), f"/nowhere/{n}.onnx", None, "t0") for n in names]
+    strict = FAST.with_(tolerance=1e-12)  # halves never agree to 1e-12: all unstable
+    backend = _FlakyBackend(debug)
+    out = measure_group(backend, strict, None, prepared, reference=None, remeasure_unstable=1)
+    assert out.remeasured == 3
+    assert [r.status for r in out.results] == ["ok"] * 3
+    out = measure_group(backend, strict, None, prepared, reference=None, remeasure_unstable=0)
+    assert out.remeasured == 0
+    lenient = FAST.with_(tolerance=10.0)  # halves always agree: nothing to re-time
+    assert measure_group(backend, lenient, None, prepared, None, remeasure_unstable=1).remeasured == 0

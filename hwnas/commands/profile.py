@@ -42,6 +42,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="measure again architectures that failed"
     )
+    p.add_argument(
+        "--remeasure-unstable",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time figures the protocol marks unstable up to N more times before storing "
+        "(local executor; costs throughput, see docs/benchmarks.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_profile)
@@ -61,6 +69,8 @@ def _profile(args: argparse.Namespace) -> int:
 
     if args.samples < 0:
         raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if args.remeasure_unstable < 0:
+        raise UserError(f"--remeasure-unstable must be >= 0, got {args.remeasure_unstable}")
     if args.address and args.executor != "ray":
         raise UserError("--address needs --executor ray")
     spec = load_target(args.target)
@@ -78,6 +88,7 @@ def _profile(args: argparse.Namespace) -> int:
             progress=not args.no_progress and not args.json,
             overlap=args.overlap,
             retry_failed=args.retry_failed,
+            remeasure_unstable=args.remeasure_unstable,
         )
     data = summary.to_dict()
     data["db"] = str(args.db)
@@ -99,6 +110,8 @@ def _profile(args: argparse.Namespace) -> int:
             f"{k} {v / summary.wall_s:.0%}" for k, v in summary.phases.items() if v > 0
         )
         print(f"wall time: {split}")
+    if summary.remeasured:
+        print(f"{summary.remeasured} unstable figures (host busy) were timed again before storing")
     if summary.kept_as_repeat:
         print(
             f"{summary.kept_as_repeat} architectures were measured by another profiler at the "
