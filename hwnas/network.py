@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.onnx_builder import OnnxBuilder
+from hwnas.onnx_builder import OnnxBuilder, bn_affine, fold_conv_bn
 from hwnas.space import NUM_CELL_INPUTS, NUM_STAGES, Architecture, Genotype, Stage
 
 
@@ -82,8 +82,6 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv1(x), self.conv2(x[:, :, 1:, 1:])], dim=1))
 
     def emit(self, g: OnnxBuilder, x: str) -> str:
-        from hwnas.onnx_builder import bn_affine, fold_conv_bn
-
         x = g.relu(x)
         half = self.conv1.out_channels
         scale, shift = bn_affine(self.bn)

@@ -24,7 +24,6 @@ import os
 import socket
 import tempfile
 import time
-import uuid
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -32,20 +31,18 @@ from typing import Any
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.runner import (
-    CandidateStream,
     FailureBreaker,
     GroupOutcome,
     Prepared,
     ProfileSummary,
     Result,
-    _Claimer,
-    _Progress,
     error_text,
     export_group,
     make_row,
     measure_group,
     open_backend,
     reference_runner,
+    start_run,
 )
 from profiling.store import ProfileStore, utc_now
 from targets.errors import UserError
@@ -220,21 +217,12 @@ def _drive(
     breaker: FailureBreaker,
 ) -> ProfileSummary:
     include_failed = not retry_failed
-    run_id = uuid.uuid4().hex
-    done_before = store.count_done(key, include_failed=include_failed)
-    summary = ProfileSummary(
-        run_id=run_id,
-        executor="ray",
-        target_name=spec.name,
-        fingerprint_key=key,
-        requested=samples,
-        done_before=done_before,
-        overlap=True,
-    )
+    summary, bar, stream, claimer = start_run(
+        store, source, spec, key, samples, seed, include_failed,
+        executor="ray", overlap=True, progress=progress,
+    )  # fmt: skip
+    run_id = summary.run_id
     phases = summary.phases
-    bar = _Progress(progress, samples, min(done_before, samples), f"profile {spec.name} (ray)")
-    stream = CandidateStream(source, seed, store.done_hashes(key, include_failed=include_failed))
-    claimer = _Claimer(store, stream, key, run_id, samples, include_failed)
     in_flight: dict[Any, list[Prepared]] = {}
     odd_hosts: set[str] = set()
     try:

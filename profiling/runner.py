@@ -586,6 +586,41 @@ def run_profile(
     )  # fmt: skip
 
 
+def start_run(
+    store: ProfileStore,
+    source: CandidateSource,
+    spec: TargetSpec,
+    key: str,
+    samples: int,
+    seed: int,
+    include_failed: bool,
+    *,
+    executor: str,
+    overlap: bool,
+    progress: bool,
+    show_waits: bool = False,
+) -> tuple[ProfileSummary, _Progress, CandidateStream, _Claimer]:
+    """What every executor starts a profile run with: the summary, the progress bar, the
+    candidate stream past what the store holds, and the claimer that shares the work."""
+    run_id = uuid.uuid4().hex
+    done_before = store.count_done(key, include_failed=include_failed)
+    summary = ProfileSummary(
+        run_id=run_id,
+        executor=executor,
+        target_name=spec.name,
+        fingerprint_key=key,
+        requested=samples,
+        done_before=done_before,
+        overlap=overlap,
+    )
+    label = f"profile {spec.name}" + ("" if executor == "local" else f" ({executor})")
+    bar = _Progress(progress, samples, min(done_before, samples), label)
+    stream = CandidateStream(source, seed, store.done_hashes(key, include_failed=include_failed))
+    on_wait = (lambda done: bar.set(done, summary.ok, summary.failed)) if show_waits else None
+    claimer = _Claimer(store, stream, key, run_id, samples, include_failed, on_wait=on_wait)
+    return summary, bar, stream, claimer
+
+
 def _run_local(
     source: CandidateSource,
     spec: TargetSpec,
@@ -605,30 +640,13 @@ def _run_local(
     fp = backend.fingerprint()
     key = fingerprint_key(fp)
     include_failed = not retry_failed
-    run_id = uuid.uuid4().hex
     host, pid = socket.gethostname(), os.getpid()
-    done_before = store.count_done(key, include_failed=include_failed)
-    summary = ProfileSummary(
-        run_id=run_id,
-        executor="local",
-        target_name=spec.name,
-        fingerprint_key=key,
-        requested=samples,
-        done_before=done_before,
-        overlap=overlap,
-    )
+    summary, bar, stream, claimer = start_run(
+        store, source, spec, key, samples, seed, include_failed,
+        executor="local", overlap=overlap, progress=progress, show_waits=True,
+    )  # fmt: skip
+    run_id = summary.run_id
     phases = summary.phases
-    bar = _Progress(progress, samples, min(done_before, samples), f"profile {spec.name}")
-    stream = CandidateStream(source, seed, store.done_hashes(key, include_failed=include_failed))
-    claimer = _Claimer(
-        store,
-        stream,
-        key,
-        run_id,
-        samples,
-        include_failed,
-        on_wait=lambda done: bar.set(done, summary.ok, summary.failed),
-    )
     reference: Runner | None = None
     pool: ProcessPoolExecutor | None = None
     try:
