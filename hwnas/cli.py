@@ -23,6 +23,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "db",
     "predictor",
     "run",
+    "train",
+    "export",
+    "report",
 )
 
 
