@@ -1,0 +1,197 @@
+"""`hwnas train`: the recipe runs, resumes exactly, counts what it reports, refuses bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper, shape_inference
+
+from hwnas.export import network_to_onnx
+from hwnas.network import build_network
+from hwnas.space import Architecture, get_space, sample_architectures, save_architecture
+from hwnas.train import (
+    DropPath,
+    TrainConfig,
+    cell_edge_ops,
+    count_macs,
+    count_params,
+    cutout_,
+    load_checkpoint,
+    resolve_source,
+    train,
+)
+
+FAST = ("--subset", "48", "--batch-size", "16", "--no-progress")
+
+
+def cheap_arch(space_name: str = "digits") -> Architecture:
+    """A small network of the space: depth 1 everywhere, pooling and skip ops (fast to train)."""
+    space = get_space(space_name)
+    cell = ((("max_pool_3x3", 0), ("skip_connect", 1)), (("avg_pool_3x3", 0), ("sep_conv_3x3", 2)),
+            (("skip_connect", 1), ("max_pool_3x3", 3)), (("avg_pool_3x3", 2), ("skip_connect", 4)))
+    data = {
+        "schema": "hwnas.architecture/1",
+        "space": space.to_dict(),
+        "stages": [
+            {"depth": 1, "cell": [[list(e) for e in n] for n in cell], "connections": [[["skip_connect", 0], ["skip_connect", 1]]]}
+            for _ in range(3)
+        ],
+        "reductions": [{"cell": [[list(e) for e in n] for n in cell]} for _ in range(2)],
+    }
+    return Architecture.from_dict(data)
+
+
+@pytest.fixture
+def arch_file(tmp_path: Path) -> Path:
+    path = tmp_path / "arch.json"
+    save_architecture(cheap_arch(), path)
+    return path
+
+
+def test_train_writes_a_complete_run(cli, arch_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, stderr = cli("train", arch_file, "--dataset", "digits", "--epochs", "1", "--out", out, *FAST)
+    assert code == 0, stderr
+    assert {p.name for p in out.iterdir()} >= {"config.json", "architecture.json", "checkpoint.pt", "log.csv", "summary.json"}
+    summary = json.loads((out / "summary.json").read_text())
+    arch = cheap_arch()
+    assert summary["arch_hash"] == arch.hash and summary["epochs"] == 1 and summary["seed"] == 0
+    assert summary["params"] == count_params(build_network(arch))
+    assert summary["flops"] > 0 and 0.0 <= summary["test_accuracy"] <= 1.0
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["test_accuracy"]) == pytest.approx(summary["test_accuracy"])
+    ckpt = load_checkpoint(out / "checkpoint.pt")  # weights_only=True
+    assert ckpt["epoch"] == 1 and ckpt["arch_hash"] == arch.hash
+    assert "test accuracy" in stdout
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """Interrupted after epoch 1 and resumed = uninterrupted, bit for bit (weights and log),
+    with every random part of the recipe on: augmentation, cutout, drop-path, aux head."""
+    arch = cheap_arch()
+    cfg = TrainConfig(epochs=2, batch_size=16, subset=48, drop_path=0.3, aux_weight=0.4, cutout=3, seed=5)
+    src = resolve_source(_save(arch, tmp_path / "a.json"))
+    full = train(src, cfg, tmp_path / "full", progress=False)
+    part = train(src, cfg, tmp_path / "part", progress=False, stop_after=1)
+    assert part.summary == {} and not (tmp_path / "part" / "summary.json").exists()
+    resumed = train(src, cfg, tmp_path / "part", progress=False, resume=True)
+    assert resumed.resumed_from == 1
+    a, b = full.net.state_dict(), resumed.net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    log_a = list(csv.DictReader((tmp_path / "full" / "log.csv").open()))
+    log_b = list(csv.DictReader((tmp_path / "part" / "log.csv").open()))
+    assert drop(log_a) == drop(log_b) and len(log_a) == 2
+    assert full.summary["test_accuracy"] == resumed.summary["test_accuracy"]
+
+
+def _save(arch: Architecture, path: Path) -> Path:
+    save_architecture(arch, path)
+    return path
+
+
+def _onnx_macs(model: onnx.ModelProto) -> int:
+    """Multiply-adds from the ONNX graph alone (Conv and Gemm nodes, shapes inferred)."""
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    shapes.update({v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output})
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w = inits[node.input[1]]  # (out, in/groups, kh, kw)
+            total += int(np.prod(shapes[node.output[0]])) * int(np.prod(w.shape[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            w = inits[node.input[1]]
+            total += int(np.prod(w.shape))
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flops_counted_from_the_network_match_the_onnx_graph(seed: int) -> None:
+    arch = sample_architectures(get_space("digits"), seed, 1)[0]
+    net = build_network(arch).eval()
+    assert count_macs(net, arch.space.input_shape) == _onnx_macs(network_to_onnx(net))
+
+
+def test_drop_path_drops_whole_samples_in_training_only() -> None:
+    net = build_network(cheap_arch())
+    ops = cell_edge_ops(net)
+    assert ops and not any(isinstance(op, torch.nn.Identity) for op in ops)
+    drop = DropPath(net)
+    drop.p = 0.5
+    op = next(o for o in ops if type(o).__name__ == "SepConv")
+    x = torch.randn(64, op.dw1.in_channels, 8, 8)
+    op.train()
+    torch.manual_seed(0)
+    y = op(x)
+    zeroed = (y.flatten(1).abs().sum(1) == 0).float().mean()
+    assert 0.3 < zeroed < 0.7  # about half the samples dropped, each entirely
+    op.eval()
+    assert torch.equal(op(x), op(x))  # eval: untouched and deterministic
+    drop.remove()
+
+
+def test_cutout_zeroes_one_square_per_image() -> None:
+    x = torch.ones(16, 1, 8, 8)
+    cutout_(x, 2, torch.Generator().manual_seed(0))
+    zeros = (x == 0).flatten(1).sum(1)
+    assert ((zeros >= 1) & (zeros <= 4)).all() and (zeros == 4).any()
+
+
+def test_arch_that_does_not_fit_the_dataset(cli, tmp_path: Path) -> None:
+    path = _save(cheap_arch("tiny"), tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    code, _, stderr = cli("train", path, "--dataset", "digits", "--epochs", "1", "--out", out, *FAST)
+    assert code == 2 and "digits" in stderr and "tiny" in stderr
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_out_dir_guards(cli, arch_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("train", arch_file, "--epochs", "1", "--out", out, *FAST)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # same config again, no flag: refused (finished run)
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", out, *FAST)
+    assert code == 2 and "--resume" in stderr and "--force" in stderr
+    # another configuration: refused, nothing touched
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--lr", "0.1", "--out", out, *FAST)
+    assert code == 2 and "another configuration" in stderr and "lr" in stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a directory of something else
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", other, *FAST)
+    assert code == 2 and "holds no hwnas run" in stderr
+    # resume with nothing to resume
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", tmp_path / "new", "--resume", *FAST)
+    assert code == 2 and "no run to resume" in stderr
+    # --force starts again
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--lr", "0.1", "--out", out, "--force", *FAST)
+    assert code == 0, stderr
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.1
+
+
+def test_corrupted_checkpoint_and_missing_source(cli, arch_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("train", arch_file, "--epochs", "2", "--out", out, *FAST)[0] == 0
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (out / "summary.json").unlink()
+    code, _, stderr = cli("train", arch_file, "--epochs", "2", "--out", out, "--resume", *FAST)
+    assert code == 2 and "corrupted checkpoint" in stderr
+    assert (out / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+    code, _, stderr = cli("train", tmp_path / "nope.json", "--epochs", "1", "--out", tmp_path / "r2", *FAST)
+    assert code == 2 and "no such file" in stderr
+
+
+def test_bad_recipe_values(cli, arch_file: Path, tmp_path: Path) -> None:
+    for flag, value in (("--epochs", "0"), ("--drop-path", "1.5"), ("--lr", "-1"), ("--batch-size", "0")):
+        code, _, stderr = cli("train", arch_file, "--out", tmp_path / "r", "--epochs", "1", *FAST, flag, value)
+        assert code == 2 and flag in stderr
