@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from profiling.space_config import changed_fields, network_version, version_mismatch
+from profiling.space_config import changed_fields, version_mismatch
 from targets.errors import UserError
 
 STORE_FORMAT = "hwnas-profile-store"
@@ -414,8 +414,7 @@ class ProfileStore:
                     bound["space_config"],
                     space_config,
                     made=f"profile store {self.path} was profiled (space '{bound['space_name']}')",
-                    redo=f"profile again into a new --db (e.g. {Path(self.path).stem}-v"
-                    f"{network_version(space_config)}.db)",
+                    redo="profile again into a new store (a new --db; for `hwnas run`, a new --out)",
                 )
                 if msg:
                     raise UserError(msg)

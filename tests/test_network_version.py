@@ -115,7 +115,7 @@ def test_store_of_the_old_network_is_refused_with_profile_again(v1_store: Path):
         st.close()
     msg = str(err.value)
     assert f"profile store {v1_store} was profiled (space 'tiny') with network version 1" in msg
-    assert "builds network version 2" in msg and "profile again into a new --db" in msg
+    assert "builds network version 2" in msg and "profile again into a new store (a new --db" in msg
 
 
 def test_store_of_another_config_names_the_changed_field(tmp_path: Path):
