@@ -64,14 +64,21 @@ class Augment:
     cutout: int = 0  # side of the square cut out (0 = off); DARTS uses 16 at 32x32
 
     def to_dict(self) -> dict[str, Any]:
-        return {"crop": self.crop, "crop_padding": self.crop_padding, "flip": self.flip, "cutout": self.cutout}
+        return {
+            "crop": self.crop,
+            "crop_padding": self.crop_padding,
+            "flip": self.flip,
+            "cutout": self.cutout,
+        }
 
 
 class ImageTensorDataset(Dataset):
     """Normalised images [N, C, H, W] (float32) and labels [N] (int64), augmented on read
     when `augment` is given. Kept in memory: these data sets are small."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Augment | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, augment: Augment | None = None
+    ) -> None:
         self.images = images
         self.labels = labels
         self.augment = augment
@@ -107,7 +114,11 @@ def augment_image(x: torch.Tensor, aug: Augment) -> torch.Tensor:
         cx = int(torch.randint(0, w, ()))
         half = aug.cutout // 2
         x = x.clone()
-        x[:, max(0, cy - half) : min(h, cy + half + aug.cutout % 2), max(0, cx - half) : min(w, cx + half + aug.cutout % 2)] = 0.0
+        x[
+            :,
+            max(0, cy - half) : min(h, cy + half + aug.cutout % 2),
+            max(0, cx - half) : min(w, cx + half + aug.cutout % 2),
+        ] = 0.0
     return x.contiguous()
 
 
@@ -217,13 +228,19 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             "numpy arrays and lists: use the original files or the image-folder layout"
         ) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise UserError(f"{path}: not a readable CIFAR python batch (corrupted or truncated: {exc})") from None
+        raise UserError(
+            f"{path}: not a readable CIFAR python batch (corrupted or truncated: {exc})"
+        ) from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path}: not a CIFAR python batch (expected a dict, got {type(obj).__name__})")
+        raise UserError(
+            f"{path}: not a CIFAR python batch (expected a dict, got {type(obj).__name__})"
+        )
     obj = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
     data, labels = obj.get("data"), obj.get("labels", obj.get("fine_labels"))
     if not isinstance(data, np.ndarray) or labels is None:
-        raise UserError(f"{path}: a CIFAR python batch needs 'data' (array) and 'labels'; found keys {sorted(obj)}")
+        raise UserError(
+            f"{path}: a CIFAR python batch needs 'data' (array) and 'labels'; found keys {sorted(obj)}"
+        )
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(
             f"{path}: 'data' has shape {list(data.shape)}, expected [N, 3072] (32x32 RGB rows); wrong file?"
@@ -240,7 +257,9 @@ def _cifar_batches(root: Path) -> _Raw | None:
         names = [f"data_batch_{i}" for i in range(1, 6)]
         if all((folder / n).is_file() for n in names):
             if not (folder / "test_batch").is_file():
-                raise UserError(f"{folder}: has data_batch_1..5 but no test_batch; copy the complete CIFAR-10 python set")
+                raise UserError(
+                    f"{folder}: has data_batch_1..5 but no test_batch; copy the complete CIFAR-10 python set"
+                )
             parts = [_read_cifar_batch(folder / n) for n in names]
             x_test, y_test = _read_cifar_batch(folder / "test_batch")
             classes = [str(c) for c in range(10)]
@@ -277,13 +296,17 @@ class _ImageSource:
             for dirpath, _dirs, files in os.walk(path):
                 for f in files:
                     if f.lower().endswith(IMAGE_SUFFIXES):
-                        self.files.append(os.path.relpath(os.path.join(dirpath, f), path).replace(os.sep, "/"))
+                        self.files.append(
+                            os.path.relpath(os.path.join(dirpath, f), path).replace(os.sep, "/")
+                        )
         elif path.is_file() and tarfile.is_tarfile(path):
             self.tar = tarfile.open(path)  # noqa: SIM115 (kept open while decoding)
             self.members = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
             self.files = [n for n in self.members if n.lower().endswith(IMAGE_SUFFIXES)]
         else:
-            raise UserError(f"{path}: no such folder or tarball; give an image-folder tree (train/<class>/*.jpg)")
+            raise UserError(
+                f"{path}: no such folder or tarball; give an image-folder tree (train/<class>/*.jpg)"
+            )
         self.files.sort()
 
     def split(self, name: str) -> tuple[list[str], list[str]]:
@@ -322,7 +345,9 @@ class _ImageSource:
                         im = im.resize((size, size), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
-                raise UserError(f"{self.path}: {name} is not a readable image ({exc}); remove or replace it") from None
+                raise UserError(
+                    f"{self.path}: {name} is not a readable image ({exc}); remove or replace it"
+                ) from None
             out[k] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
         return out
 
@@ -333,7 +358,9 @@ class _ImageSource:
             with Image.open(io.BytesIO(self.read(name))) as im:
                 return 1 if im.mode in ("L", "1", "I", "I;16", "F") else 3
         except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{self.path}: {name} is not a readable image ({exc}); remove or replace it") from None
+            raise UserError(
+                f"{self.path}: {name} is not a readable image ({exc}); remove or replace it"
+            ) from None
 
 
 def _image_folder(path: Path, *, expect_classes: int | None = None) -> _Raw:
@@ -368,7 +395,11 @@ def _image_folder(path: Path, *, expect_classes: int | None = None) -> _Raw:
         str(path),
     )
     raw.decode_train = lambda idx, size: src.decode([tr_files[i] for i in idx], channels, size)
-    raw.decode_test = (lambda idx, size: src.decode([te_files[i] for i in idx], channels, size)) if te_files else None
+    raw.decode_test = (
+        (lambda idx, size: src.decode([te_files[i] for i in idx], channels, size))
+        if te_files
+        else None
+    )
     return raw
 
 
@@ -382,14 +413,18 @@ def _npz(path: Path, space: SpaceConfig) -> _Raw:
         raise UserError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise UserError(f"{path}: missing array(s) {missing}; found {sorted(arrays)} (need x, y; optional x_test, y_test)")
+        raise UserError(
+            f"{path}: missing array(s) {missing}; found {sorted(arrays)} (need x, y; optional x_test, y_test)"
+        )
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise UserError(f"{path}: give both x_test and y_test or neither")
 
     def images(a: np.ndarray, name: str) -> np.ndarray:
         where = f"{path}: array {name!r}"
         if a.dtype.kind not in "uif" or a.dtype.kind == "b":
-            raise UserError(f"{where} has dtype {a.dtype}, expected numbers (uint8 0..255 or floats)")
+            raise UserError(
+                f"{where} has dtype {a.dtype}, expected numbers (uint8 0..255 or floats)"
+            )
         if a.ndim == 3:
             a = a[:, None]
         elif a.ndim == 4:
@@ -407,7 +442,9 @@ def _npz(path: Path, space: SpaceConfig) -> _Raw:
                     f"in_channels={a.shape[3] if a.shape[3] in (1, 3, 4) else a.shape[1]}"
                 )
         else:
-            raise UserError(f"{where} has shape {list(a.shape)}; expected [N,H,W], [N,H,W,C] or [N,C,H,W]")
+            raise UserError(
+                f"{where} has shape {list(a.shape)}; expected [N,H,W], [N,H,W,C] or [N,C,H,W]"
+            )
         x = a.astype(np.float32)
         if a.dtype.kind in "ui" and a.size and a.max() > 1:
             x = x / 255.0
@@ -418,24 +455,36 @@ def _npz(path: Path, space: SpaceConfig) -> _Raw:
     x = images(arrays["x"], "x")
     y = _int_labels(arrays["y"], f"{path}: array 'y'")
     x_test = images(arrays["x_test"], "x_test") if "x_test" in arrays else None
-    y_test = _int_labels(arrays["y_test"], f"{path}: array 'y_test'") if "y_test" in arrays else None
+    y_test = (
+        _int_labels(arrays["y_test"], f"{path}: array 'y_test'") if "y_test" in arrays else None
+    )
     for xs, ys, name in ((x, y, "x"), (x_test, y_test, "x_test")):
         if xs is not None and ys is not None and len(xs) != len(ys):
-            raise UserError(f"{path}: {len(xs)} images in {name!r} but {len(ys)} labels (mislabelled data)")
+            raise UserError(
+                f"{path}: {len(xs)} images in {name!r} but {len(ys)} labels (mislabelled data)"
+            )
     if x_test is not None and x_test.shape[1:] != x.shape[1:]:
-        raise UserError(f"{path}: x_test images are {list(x_test.shape[1:])}, x images {list(x.shape[1:])}; they must match")
+        raise UserError(
+            f"{path}: x_test images are {list(x_test.shape[1:])}, x images {list(x.shape[1:])}; they must match"
+        )
     n_classes = int(y.max()) + 1 if len(y) else 0
-    return _Raw(x, y, x_test, y_test, [str(c) for c in range(n_classes)], int(x.shape[1]), str(path))
+    return _Raw(
+        x, y, x_test, y_test, [str(c) for c in range(n_classes)], int(x.shape[1]), str(path)
+    )
 
 
 def _int_labels(y: Any, where: str) -> np.ndarray:
     a = np.asarray(y)
     if a.ndim != 1:
-        raise UserError(f"{where}: labels must be a 1-D list of class indices, got shape {list(a.shape)}")
+        raise UserError(
+            f"{where}: labels must be a 1-D list of class indices, got shape {list(a.shape)}"
+        )
     if a.size and a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
         a = a.astype(np.int64)
     if a.size and a.dtype.kind not in "ui":
-        raise UserError(f"{where}: labels must be integer class indices 0..K-1, got dtype {a.dtype}")
+        raise UserError(
+            f"{where}: labels must be integer class indices 0..K-1, got dtype {a.dtype}"
+        )
     a = a.astype(np.int64)
     if a.size and a.min() < 0:
         raise UserError(f"{where}: negative label {int(a.min())}; labels are class indices 0..K-1")
@@ -528,7 +577,15 @@ def load_dataset(
             f"{where}: images have {raw.channels} channel(s) but space '{space.name}' takes "
             f"{space.in_channels}; use a space with in_channels={raw.channels} or convert the images"
         )
-    n_classes = int(max(raw.y_train.max(), raw.y_test.max() if raw.y_test is not None and len(raw.y_test) else 0)) + 1
+    n_classes = (
+        int(
+            max(
+                raw.y_train.max(),
+                raw.y_test.max() if raw.y_test is not None and len(raw.y_test) else 0,
+            )
+        )
+        + 1
+    )
     n_classes = max(n_classes, len(raw.classes))
     if n_classes != space.num_classes:
         raise UserError(
@@ -538,7 +595,9 @@ def load_dataset(
     present = np.unique(raw.y_train)
     if len(present) != n_classes:
         absent = sorted(set(range(n_classes)) - set(present.tolist()))
-        raise UserError(f"{where}: class(es) {absent} have no training image (mislabelled or incomplete data)")
+        raise UserError(
+            f"{where}: class(es) {absent} have no training image (mislabelled or incomplete data)"
+        )
     if raw.y_test is not None and len(raw.y_test) == 0:
         raw.y_test, raw.x_test, raw.decode_test = None, None, None
 
@@ -551,15 +610,21 @@ def load_dataset(
     if test_from_train:
         tr_idx, te_idx = _holdout(y_tr)
         y_te = y_tr[te_idx]
-        notes.append(f"no test split in the source: a fixed stratified {HOLDOUT_FRAC:.0%} of it is the test set")
+        notes.append(
+            f"no test split in the source: a fixed stratified {HOLDOUT_FRAC:.0%} of it is the test set"
+        )
     else:
         assert y_te is not None
         te_idx = np.arange(len(y_te))
     if subset is not None and subset < len(tr_idx):
         n_test = max(1, int(round(subset * len(te_idx) / len(tr_idx))))
         tr_idx = tr_idx[stratified_subset(y_tr[tr_idx], subset, seed)]
-        te_idx = te_idx[stratified_subset(y_te[te_idx] if not test_from_train else y_tr[te_idx], n_test, seed)]
-        notes.append(f"subset: {len(tr_idx)} training and {len(te_idx)} test images (stratified, seed {seed})")
+        te_idx = te_idx[
+            stratified_subset(y_te[te_idx] if not test_from_train else y_tr[te_idx], n_test, seed)
+        ]
+        notes.append(
+            f"subset: {len(tr_idx)} training and {len(te_idx)} test images (stratified, seed {seed})"
+        )
 
     size = space.input_size
 
@@ -583,7 +648,9 @@ def load_dataset(
     std = np.where(std > 1e-6, std, 1.0)
 
     def norm(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32))
+        return torch.from_numpy(
+            ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+        )
 
     aug = augment or Augment(flip=raw.flip)
     if cutout:
@@ -595,7 +662,9 @@ def load_dataset(
         num_classes=n_classes,
         channels=raw.channels,
         input_size=size,
-        classes=list(raw.classes) if len(raw.classes) == n_classes else [str(c) for c in range(n_classes)],
+        classes=list(raw.classes)
+        if len(raw.classes) == n_classes
+        else [str(c) for c in range(n_classes)],
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
         notes=notes,

@@ -36,7 +36,9 @@ def test_digits_shapes_classes_and_fixed_test_set() -> None:
     # the test set does not depend on the seed; it is normalised by the training statistics
     assert torch.equal(a.test.images, b.test.images) and torch.equal(a.test.labels, b.test.labels)
     assert abs(float(a.train.images.mean())) < 1e-4 and abs(float(a.train.images.std()) - 1) < 1e-3
-    assert a.train.augment is not None and not a.train.augment.flip  # a mirrored digit is another glyph
+    assert (
+        a.train.augment is not None and not a.train.augment.flip
+    )  # a mirrored digit is another glyph
     assert a.test.augment is None
 
 
@@ -112,12 +114,28 @@ def test_npz_hwc_uint8_resized_with_its_own_test_split(tmp_path: Path) -> None:
         ({"x": np.zeros((20, 32, 32, 3)), "y": np.arange(20) % 5}, "5 classes but space"),
         ({"x": np.zeros((20, 32, 32, 3)), "y": np.arange(19) % 10}, "mislabelled"),
         ({"x": np.zeros((20, 32, 32, 3)), "y": np.arange(20) % 10 - 1}, "negative label"),
-        ({"x": np.zeros((20, 32, 32, 3)), "y": (np.arange(20) % 10) + 0.5}, "integer class indices"),
+        (
+            {"x": np.zeros((20, 32, 32, 3)), "y": (np.arange(20) % 10) + 0.5},
+            "integer class indices",
+        ),
         ({"x": np.zeros((0, 32, 32, 3)), "y": np.zeros(0, dtype=int)}, "empty"),
         ({"x": np.full((20, 32, 32, 3), np.nan), "y": np.arange(20) % 10}, "NaN"),
         ({"x": np.zeros((20, 32, 32, 3))}, "missing array"),
-        ({"x": np.zeros((20, 32, 32, 3)), "y": np.arange(20) % 10, "x_test": np.zeros((2, 32, 32, 3))}, "both x_test"),
-        ({"x": np.zeros((20, 32, 32, 3)), "y": np.where(np.arange(20) % 10 == 3, 4, np.arange(20) % 10)}, "no training image"),
+        (
+            {
+                "x": np.zeros((20, 32, 32, 3)),
+                "y": np.arange(20) % 10,
+                "x_test": np.zeros((2, 32, 32, 3)),
+            },
+            "both x_test",
+        ),
+        (
+            {
+                "x": np.zeros((20, 32, 32, 3)),
+                "y": np.where(np.arange(20) % 10 == 3, 4, np.arange(20) % 10),
+            },
+            "no training image",
+        ),
     ],
 )
 def test_npz_bad_input_is_one_clear_error(tmp_path: Path, arrays: dict, message: str) -> None:
@@ -172,7 +190,9 @@ class _Evil:
         return (os.system, ("touch pwned",))
 
 
-def test_cifar_batch_that_would_run_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cifar_batch_that_would_run_code_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     _write_batches(tmp_path / "c")
     with (tmp_path / "c" / "data_batch_3").open("wb") as fh:
@@ -186,7 +206,9 @@ def test_cifar_batch_that_would_run_code_is_refused(tmp_path: Path, monkeypatch:
 def test_cifar_batch_of_the_wrong_shape(tmp_path: Path) -> None:
     _write_batches(tmp_path / "c")
     with (tmp_path / "c" / "test_batch").open("wb") as fh:
-        pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}, fh, protocol=2)
+        pickle.dump(
+            {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}, fh, protocol=2
+        )
     with pytest.raises(UserError, match=r"test_batch: 'data' has shape \[4, 100\]"):
         load_dataset(f"cifar10:{tmp_path / 'c'}", TINY)
 
