@@ -133,12 +133,14 @@ def test_a_narrower_search_space_is_scored_at_deploy_width(term: LatencyTerm) ->
     arch = thin.derive()
     assert term.derived_ms(arch) == pytest.approx(term.derived_ms(wide.derive()))
     other = SpaceConfig.from_dict({**SPACE.to_dict(), "name": "digits-3", "nodes": 3})
-    with pytest.raises(UserError, match="only the width"):
+    with pytest.raises(UserError, match="encodes architectures differently"):
         term.predicted_ms(_alpha(0, space=other))
+    with pytest.raises(UserError, match="not on the deploy space 'digits-narrow'"):
+        LatencyTerm(term.predictor, narrow)  # the predictor's space is the one that ships
 
 
 def test_a_predictor_of_another_space_is_refused(term: LatencyTerm) -> None:
-    with pytest.raises(UserError, match="fitted on space 'digits'"):
+    with pytest.raises(UserError, match="differs from the predictor's deploy space 'digits'"):
         LatencyTerm(term.predictor, get_space("tiny"))
 
 

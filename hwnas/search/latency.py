@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from hwnas.encoding import ArchParameters, encode, encoding_layout
+from hwnas.latency import check_predictor_for_search
 from hwnas.space import (
     CELL_OPS,
     NUM_CELL_INPUTS,
@@ -63,44 +64,35 @@ class LatencyTerm:
     """The predictor's latency of the deploy architecture, relaxed (differentiable) or derived."""
 
     def __init__(self, predictor: torch.nn.Module, deploy_space: SpaceConfig) -> None:
+        """`predictor` from `predictor.load_predictor`; `deploy_space` the space whose
+        network ships (the one the predictor was fitted on: refused otherwise)."""
         self.predictor = predictor
         self.deploy_space = deploy_space
+        fitted_on = check_predictor_for_search(predictor, deploy_space)
+        if fitted_on.key != deploy_space.key:
+            raise UserError(
+                f"the latency predictor was fitted on space '{fitted_on.name}' (channels "
+                f"{fitted_on.channels}), not on the deploy space '{deploy_space.name}' (channels "
+                f"{deploy_space.channels}); deploy the space it was fitted on, or fit one on profiles "
+                f"of '{deploy_space.name}' (`hwnas profile --space ...` then `hwnas predictor fit`)"
+            )
         self.layout = encoding_layout(deploy_space)
-        header = getattr(predictor, "header", None) or {}
-        if header.get("space_key") not in (None, deploy_space.key):
-            raise UserError(
-                f"the latency predictor was fitted on space '{header.get('space_name')}' "
-                f"(key {str(header.get('space_key'))[:12]}), not on the deploy space '{deploy_space.name}' "
-                f"(key {deploy_space.key[:12]}); fit one on profiles of '{deploy_space.name}' "
-                "(`hwnas profile --space ...` then `hwnas predictor fit`)"
-            )
-        dim = getattr(predictor, "dim", len(self.layout))
-        if dim != len(self.layout):
-            raise UserError(
-                f"the latency predictor expects encodings of {dim} entries, space '{deploy_space.name}' "
-                f"encodes {len(self.layout)}: it was fitted on another layout; refit it"
-            )
-        self.target_name = str(header.get("target_name", "?"))
+        self.target_name = str(predictor.header.get("target_name", "?"))
         self._checked: set[str] = {deploy_space.key}
         with torch.no_grad():
             centre = ArchParameters(deploy_space, init_scale=0.0)
             self.latency0_ms = float(self._predict(centre.encode()))
 
     def _predict(self, encoding: torch.Tensor) -> torch.Tensor:
-        device = next(iter(self.predictor.buffers()), encoding).device
+        device = self.predictor.feature_matrix.device
         return self.predictor(encoding.to(device)).to(encoding.device)
 
     def check_space(self, space: SpaceConfig) -> None:
-        """UserError unless `space` encodes with the deploy space's layout (a narrower
-        supernet of the same space does; another node count, depth or window does not)."""
+        """UserError unless `space` is the deploy space or a narrower/wider copy of it (only
+        `channels` may differ: the encoding, hence the prediction, does not depend on width)."""
         if space.key in self._checked:
             return
-        if encoding_layout(space) != self.layout:
-            raise UserError(
-                f"search space '{space.name}' encodes architectures differently from the deploy space "
-                f"'{self.deploy_space.name}' the predictor was fitted on (nodes, depth choices or window "
-                "differ); only the width (channels) of the search space may differ"
-            )
+        check_predictor_for_search(self.predictor, space)
         self._checked.add(space.key)
 
     def predicted_ms(self, alpha: ArchParameters) -> torch.Tensor:
