@@ -26,8 +26,8 @@ def relaxation_gap(
     model: LatencyPredictor, relaxed: torch.Tensor, derived: torch.Tensor
 ) -> dict[str, Any]:
     """Statistics of predictor(relaxed) vs predictor(derived), rows paired: [N, D] each."""
-    r = model(relaxed).double().numpy()
-    d = model(derived).double().numpy()
+    r = model(relaxed).double().cpu().numpy()
+    d = model(derived).double().cpu().numpy()
     gap = r / d - 1.0
     out: dict[str, Any] = {
         "n": int(len(r)),
