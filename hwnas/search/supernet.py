@@ -31,9 +31,6 @@ from hwnas.search.relax import Block, Relaxed
 from hwnas.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import CELL_OPS, NUM_CELL_INPUTS, NUM_STAGES, STAGE_OPS, SpaceConfig
 
-#: Ops without parameters (what a collapsed DARTS ends up with).
-PARAM_FREE_OPS = frozenset({"skip_connect", "max_pool_3x3", "avg_pool_3x3"})
-
 
 def mix(block: Block, ops: nn.ModuleList, states: Sequence[torch.Tensor], n_ops: int) -> torch.Tensor:
     """sum over the block's active (input j, op o) of weight[j, o] * op_{j,o}(states[j])."""
