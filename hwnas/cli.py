@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "profile",
     "db",
     "predictor",
+    "search",
     "run",
 )
 

@@ -10,11 +10,15 @@ network's version) would make its answer about another network, and is refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from hwnas.encoding import encoding_layout
+import torch
+
+from hwnas.encoding import ArchParameters, encoding_layout
 from hwnas.space import SpaceConfig
 from predictor.io import check_layout, deploy_space_config
+from predictor.relax import expectation_gap
 from targets.errors import UserError
 
 # Fields a search space may change against the deploy space: its width, and its labels.
@@ -60,3 +64,44 @@ def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> Spa
             f"a space with these"
         )
     return deploy
+
+
+# -- the relaxed prediction's meaning: the expected latency of the architectures it describes ----
+DEFAULT_SCALES = (0.0, 0.3, 1.0, 3.0, 10.0)
+CENTRE_SCALE = 1e-3  # "scale 0": ArchParameters' own initialisation, the search's start
+
+
+def relaxed_points(
+    space: SpaceConfig, scale: float, seeds: Sequence[int], samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each seed, random `ArchParameters` at logit scale `scale` (normal logits times
+    the scale; 0 means the centre, CENTRE_SCALE): their relaxed encodings [N, D] and the
+    one-hot encodings of `samples` architectures drawn from each [N, samples, D]."""
+    relaxed, drawn = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        params = ArchParameters(space, init_scale=max(float(scale), CENTRE_SCALE), generator=gen)
+        with torch.no_grad():
+            relaxed.append(params.encode())
+        drawn.append(params.sample_encodings(samples, gen))
+    return torch.stack(relaxed), torch.stack(drawn)
+
+
+def relaxed_calibration(
+    predictor: Any,
+    space: SpaceConfig,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    n: int = 50,
+    samples: int = 64,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Per logit scale: predictor(relaxed) against the mean prediction over `samples`
+    architectures drawn from the same logits (`ArchParameters.sample`), on `n` random
+    ArchParameters seeded `seed * 1_000_003 + i` (the same for every scale)."""
+    rows = []
+    seeds = [seed * 1_000_003 + i for i in range(n)]
+    for scale in scales:
+        relaxed, drawn = relaxed_points(space, scale, seeds, samples)
+        rows.append({"scale": float(scale), **expectation_gap(predictor, relaxed, drawn)})
+    return rows
