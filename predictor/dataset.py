@@ -141,10 +141,12 @@ def read_meta(db: str | Path) -> dict[str, Any]:
 def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
     con.row_factory = sqlite3.Row
     try:
+        columns = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
+        stable = "stable" if "stable" in columns else "NULL AS stable"  # older stores: unknown
         return con.execute(
             "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
-            " fingerprint_key, status, error, latency_ms, spread, reference_ms FROM measurements"
-            " WHERE kind IN ('profile', 'repeat') ORDER BY id"
+            f" fingerprint_key, status, error, latency_ms, spread, reference_ms, {stable}"
+            " FROM measurements WHERE kind IN ('profile', 'repeat') ORDER BY id"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise UserError(
@@ -173,6 +175,7 @@ def load_dataset(
     test_frac: float = 0.15,
     min_samples: int = MIN_SAMPLES,
     label: str = "auto",
+    include_unstable: bool = False,
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
 
@@ -185,6 +188,9 @@ def load_dataset(
     reference figure of the rows: host drift between measurements cancels; on the
     development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
     3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
+
+    Rows the timing protocol flagged unstable (`stable = 0`: its rounds disagreed, the host
+    was busy) are left out unless `include_unstable`; rows with no flag are kept.
     """
     if label not in LABELS:
         raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -226,7 +232,16 @@ def load_dataset(
         for r in rows
         if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
     ]
+    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
+    if not include_unstable:
+        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok and unstable and not include_unstable:
+        raise UserError(
+            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
+            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
+            "quieter host, or fit on them anyway with --include-unstable"
+        )
     if not prof_ok:
         failed = [r for r in rows if r["status"] != "ok"]
         first = next((r["error"] for r in failed if r["error"]), "no error recorded")
@@ -345,6 +360,8 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
+            "unstable_rows": len(unstable),
+            "include_unstable": include_unstable,
         },
     )
     return ds

@@ -58,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="learn the stored latency (raw) or the latency corrected by the reference "
         "network timed in the same rounds (reference); auto: reference when every row has it",
     )
+    fit.add_argument(
+        "--include-unstable",
+        action="store_true",
+        help="also fit on rows the timing protocol flagged unstable (host busy while timing); "
+        "default: leave them out",
+    )
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     fit.set_defaults(func=_fit)
 
@@ -136,6 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
         val_frac=args.val_frac,
         test_frac=args.test_frac,
         label=args.label,
+        include_unstable=args.include_unstable,
     )
     _check_network_version(ds.space_name, ds.space_config, f"profile store {args.db} was profiled")
     cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
@@ -196,6 +203,7 @@ def _eval(args: argparse.Namespace) -> int:
             test_frac=float(split.get("test_frac", 0.15)),
             min_samples=1,
             label=str(h.get("label") or "raw"),
+            include_unstable=bool(h.get("include_unstable", False)),
         )
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):
