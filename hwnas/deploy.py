@@ -131,9 +131,9 @@ def _parity_batch(loaded: _Loaded, dataset: str | None, seed: int) -> tuple[torc
     if name is None:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(PARITY_EXAMPLES, *loaded.arch.space.input_shape, generator=g), "random normal inputs"
-    from hwnas.train import _data_module
+    from hwnas.data import load_dataset
 
-    data = _data_module().load_dataset(name, loaded.arch.space, subset=None, seed=seed)
+    data = load_dataset(name, loaded.arch.space, subset=None, seed=seed)
     n = min(PARITY_EXAMPLES, len(data.test))
     x = torch.stack([data.test[i][0] for i in range(n)])
     if tuple(x.shape[1:]) != loaded.arch.space.input_shape:

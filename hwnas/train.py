@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.data import LoadedData, load_dataset
 from hwnas.network import Network, build_network
 from hwnas.space import (
     Architecture,
@@ -192,47 +193,7 @@ def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(total)
 
 
-# -- drop-path and the auxiliary head, as hooks on the deploy network ----------------------------
-def _flatten(mods: Any) -> Iterator[nn.Module]:
-    if isinstance(mods, nn.ModuleList | nn.Sequential):
-        for m in mods:
-            yield from _flatten(m)
-    else:
-        yield mods
-
-
-def cell_edge_ops(net: nn.Module) -> list[nn.Module]:
-    """Every op on a cell edge (the modules in a cell's `ops`), identities excluded."""
-    out = []
-    for m in net.modules():
-        ops = getattr(m, "ops", None)
-        if isinstance(ops, nn.ModuleList):
-            out.extend(op for op in _flatten(ops) if not isinstance(op, nn.Identity))
-    return out
-
-
-class DropPath:
-    """Zero a whole sample of an edge op's output with probability p (scaled by 1/(1-p)),
-    in training only, as DARTS's `drop_path`."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.p = 0.0
-        self.handles = [op.register_forward_hook(self._hook) for op in cell_edge_ops(net)]
-        if not self.handles:
-            raise RuntimeError("found no cell edge ops to apply drop-path to")
-
-    def _hook(self, module: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-        if not module.training or self.p <= 0.0:
-            return None
-        keep = 1.0 - self.p
-        mask = torch.empty(out.shape[0], 1, 1, 1, dtype=out.dtype).bernoulli_(keep)
-        return out / keep * mask
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
+# -- the auxiliary head, as a hook on the deploy network ----------------------------------------
 def aux_anchor(net: Network) -> nn.Module:
     """Where DARTS attaches its auxiliary head: the output of the last reduction cell."""
     return net.reductions[-1]
@@ -287,27 +248,11 @@ def _anchor_channels(net: Network, input_shape: tuple[int, ...]) -> int:
     return seen[-1]
 
 
-def cutout_(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero one size x size square per image (centre uniform over the image, clipped at the
-    border, as DeVries & Taylor's cutout); in place on the batch."""
-    if size <= 0:
-        return x
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), generator=gen).tolist()
-    cx = torch.randint(0, w, (n,), generator=gen).tolist()
-    for i in range(n):
-        y0, y1 = max(0, cy[i] - size // 2), min(h, cy[i] + (size + 1) // 2)
-        x0, x1 = max(0, cx[i] - size // 2), min(w, cx[i] + (size + 1) // 2)
-        x[i, :, y0:y1, x0:x1] = 0.0
-    return x
-
-
 # -- RNG state (kept as tensors and ints so the checkpoint loads with weights_only=True) ---------
-def _rng_state(cutout_gen: torch.Generator) -> dict[str, Any]:
+def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cutout": cutout_gen.get_state(),
         "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "gauss": float(gauss), "kind": str(kind)},
         "python": list(_py_state_to_lists(random.getstate())),
@@ -321,9 +266,8 @@ def _py_state_to_lists(state: tuple[Any, ...]) -> Iterator[Any]:
     yield gauss
 
 
-def _set_rng_state(state: dict[str, Any], cutout_gen: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    cutout_gen.set_state(state["cutout"])
     npst = state["numpy"]
     np.random.set_state(
         (npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
@@ -453,16 +397,12 @@ class _Progress:
 
 
 # -- training ------------------------------------------------------------------------------------
-def _data_module() -> Any:
-    try:
-        import hwnas.data as mod
-    except ImportError:  # pragma: no cover - until hwnas.data lands
-        import hwnas._digits_tmp as mod
-    return mod
-
-
-def _load_data(cfg: TrainConfig, arch: Architecture) -> Any:
-    return _data_module().load_dataset(cfg.dataset, arch.space, subset=cfg.subset, seed=cfg.seed)
+def _load_data(cfg: TrainConfig, arch: Architecture) -> LoadedData:
+    """Training data augmented on read (crop, flip where it makes sense, cutout) from torch's
+    global RNG, which the checkpoint saves: a resumed run draws the same augmentations."""
+    return load_dataset(
+        cfg.dataset, arch.space, subset=cfg.subset, seed=cfg.seed, cutout=cfg.cutout_size(arch.space.input_size)
+    )
 
 
 def check_fits(arch: Architecture, data: Any, dataset: str) -> None:
@@ -535,7 +475,6 @@ def train(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    cutout_gen = torch.Generator().manual_seed(cfg.seed + 7919)
 
     net = build_network(arch)
     input_shape = arch.space.input_shape
@@ -554,7 +493,7 @@ def train(
                 aux.load_state_dict(ckpt["aux"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            _set_rng_state(ckpt["rng"], cutout_gen)
+            _set_rng_state(ckpt["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise UserError(
                 f"{out / CHECKPOINT}: does not match this run ({exc.__class__.__name__}); train again (--force)"
@@ -573,9 +512,7 @@ def train(
     test_loader = torch.utils.data.DataLoader(data.test, batch_size=256, shuffle=False)
     n_train = len(data.train)
     batches = math.ceil(n_train / cfg.batch_size)
-    drop = DropPath(net) if cfg.drop_path > 0 else None
     tap = AuxTap(aux_anchor(net)) if aux is not None else None
-    cut = cfg.cutout_size(arch.space.input_size)
     bar = _Progress(progress, cfg.epochs * batches, start * batches, f"train {arch.hash[:10]}")
     done_now = 0
     try:
@@ -584,8 +521,7 @@ def train(
                 break
             t0 = time.perf_counter()
             drop_p = cfg.drop_path * epoch / cfg.epochs
-            if drop is not None:
-                drop.p = drop_p
+            net.set_drop_path(drop_p)
             lr = optimizer.param_groups[0]["lr"]
             order = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
             net.train()
@@ -595,7 +531,7 @@ def train(
             for b in range(batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
                 xs, ys = zip(*(data.train[i] for i in idx), strict=True)
-                x = cutout_(torch.stack(xs), cut, cutout_gen)
+                x = torch.stack(xs)
                 y = torch.as_tensor(ys, dtype=torch.long)
                 logits = net(x)
                 loss = nn.functional.cross_entropy(logits, y)
@@ -631,7 +567,7 @@ def train(
                 "aux": aux.state_dict() if aux is not None else {},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(cutout_gen),
+                "rng": _rng_state(),
                 "log": rows,
             }
             buf = io.BytesIO()
@@ -644,8 +580,7 @@ def train(
                 on_epoch(row)
     finally:
         bar.close()
-        if drop is not None:
-            drop.remove()
+        net.set_drop_path(0.0)
         if tap is not None:
             tap.handle.remove()
 
