@@ -60,9 +60,9 @@ class Comparison:
     def corrected_ms(self) -> float | None:
         """Measured latency moved to the predictor's host state: measured x the predictor's
         baseline reference / the reference figure of this measurement's rounds."""
-        if not self.baseline_reference_ms or not self.reference_ms:
-            return None
-        return self.measured_ms * self.baseline_reference_ms / self.reference_ms
+        from predictor.drift import corrected_ms
+
+        return corrected_ms(self.measured_ms, self.reference_ms, self.baseline_reference_ms)
 
     def error_pct(self, corrected: bool) -> float | None:
         m = self.corrected_ms if corrected else self.measured_ms
@@ -189,8 +189,9 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
         )
     with torch.no_grad():
         ms = float(model(torch.from_numpy(encode(arch)).unsqueeze(0))[0])
-    base = model.header.get("reference_baseline_ms")
-    return ms, float(base) if base else None
+    from predictor.drift import predictor_baseline
+
+    return ms, predictor_baseline(model.header)
 
 
 def _check_out(out: Path, record: dict[str, Any], force: bool) -> None:
