@@ -23,7 +23,6 @@ from hwnas.ops import Zero
 from hwnas.search import SearchConfig, Searcher, run_search
 from hwnas.search.derive import PARAM_FREE_OPS, derive, param_free_share
 from hwnas.search.relax import relax
-from hwnas.search.supernet import SearchModel
 from hwnas.space import CELL_OPS, NUM_STAGES, SpaceConfig, get_space, load_architecture
 from targets.errors import UserError
 
