@@ -27,9 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
     p.add_argument("--predictor", required=True, type=Path, help="latency predictor file (hwnas predictor fit)")
     p.add_argument("--target", default=None, help="refuse a predictor fitted for another target")
-    lat = p.add_mutually_exclusive_group()
-    lat.add_argument("--latency-weight", type=float, default=None, help="L: loss += L * latency / latency0 (default 0)")
-    lat.add_argument("--latency-budget", type=float, default=None, metavar="MS", help="hard budget in ms")
+    # weight and budget exclude each other: SearchConfig.check refuses both (one line, exit 2)
+    p.add_argument("--latency-weight", type=float, default=None, help="L: loss += L * latency / latency0 (default 0)")
+    p.add_argument("--latency-budget", type=float, default=None, metavar="MS", help="hard budget in ms")
     p.add_argument("--mode", choices=("full", "sampled"), default="sampled",
                    help="full DARTS mixture, or Gumbel-TopK sampled sub-graphs (default: sampled)")
     p.add_argument("--samples", type=int, default=1, metavar="K", help="sub-graphs per step in sampled mode (1 = GDAS)")

@@ -238,7 +238,7 @@ class Searcher:
                 unrolled.append((p - lr * (m + gp + self.cfg.w_weight_decay * p)).detach().requires_grad_())
         logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
         loss, parts = self.arch_loss(logits, yv)
-        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True)
+        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True, retain_graph=True)
         dalpha = [gr if gr is not None else torch.zeros_like(a) for gr, a in zip(grads[: len(alphas)], alphas, strict=True)]
         dw = [gr if gr is not None else torch.zeros_like(w) for gr, w in zip(grads[len(alphas) :], unrolled, strict=True)]
         eps = 0.01 / (torch.cat([d.reshape(-1) for d in dw]).norm() + 1e-12)
@@ -246,7 +246,7 @@ class Searcher:
         def alpha_grad_at(sign: float) -> list[torch.Tensor]:
             shifted = {n: (w + sign * eps * d).detach() for n, w, d in zip(names, weights, dw, strict=True)}
             lt = F.cross_entropy(functional_call(net, {**shifted, **buffers}, (xt, r)), yt)
-            gs = torch.autograd.grad(lt, alphas, allow_unused=True)
+            gs = torch.autograd.grad(lt, alphas, allow_unused=True, retain_graph=True)
             return [gg if gg is not None else torch.zeros_like(a) for gg, a in zip(gs, alphas, strict=True)]
 
         pos, neg = alpha_grad_at(1.0), alpha_grad_at(-1.0)
@@ -279,7 +279,7 @@ class Searcher:
         D.average_grads(weights, self.info)
         torch.nn.utils.clip_grad_norm_(weights, self.cfg.w_grad_clip)
         self.w_optim.step()
-        return logits.detach(), float(loss)
+        return logits.detach(), float(loss.detach())
 
     # -- one epoch ---------------------------------------------------------------------------
     def _batch(self, ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +332,7 @@ class Searcher:
             "w_loss": tot["w_loss"] / max(1.0, tot["n"]),
             "ce_val": tot["ce_val"] / max(1.0, tot["n"]),
             "latency_loss": tot["latency_loss"] / max(1.0, tot["n"]),
-            "depth_loss": float(self.depth_loss()),
+            "depth_loss": float(self.depth_loss().detach()),
             "train_acc": tot["t_ok"] / max(1.0, tot["t_n"]),
             "val_acc": tot["v_ok"] / max(1.0, tot["v_n"]),
             "relaxed_ms": math.nan,
