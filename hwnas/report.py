@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.space import NUM_CELL_INPUTS, Architecture, Genotype, Stage, atomic_write_bytes, load_architecture
+from hwnas.space import (
+    NUM_CELL_INPUTS,
+    Architecture,
+    Genotype,
+    Stage,
+    atomic_write_bytes,
+    load_architecture,
+)
 from targets.errors import UserError
 
 MAIN_KIND = "main"

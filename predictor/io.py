@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,7 @@ def check_space(
     space_key: str,
     *,
     what: str = "the architecture",
-    space_config: Mapping[str, Any] | None = None,
+    space_config: dict[str, Any] | None = None,
 ) -> None:
     """UserError unless `space_key` is the space the predictor was fitted on; with
     `space_config` a predictor fitted for another network version says so (profile again)."""

@@ -803,9 +803,7 @@ def repeat_measurements(
     """
     if n < 1:
         raise UserError(f"-n must be >= 1, got {n}")
-    store.check_space(
-        source.space_name, source.space_key, source.encoding_layout, space_config=source.space_config
-    )
+    store.check_space(source.space_name, source.space_key, source.encoding_layout)
     protocol = protocol or Protocol.for_target(spec)
     backend = open_backend(spec)
     fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too

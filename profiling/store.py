@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from profiling.space_config import changed_fields, version_mismatch
 from targets.errors import UserError
 
 STORE_FORMAT = "hwnas-profile-store"
@@ -405,6 +404,8 @@ class ProfileStore:
     ) -> None:
         """UserError unless the store is unbound or bound to this space; with `space_config`
         the message says what changed (a new network version: profile again)."""
+        from profiling.space_config import changed_fields, version_mismatch  # here: merges cleanly
+
         bound = self.space_binding()
         if bound is None:
             return

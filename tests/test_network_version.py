@@ -155,16 +155,20 @@ def _hwnas(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_refuses_old_predictor_and_old_store(v1_store: Path, v1_predictor: Path, tmp_path: Path):
+def test_cli_refuses_old_predictor(v1_predictor: Path, tmp_path: Path):
     arch = tmp_path / "a.json"
     save_architecture(sample_architectures(get_space("tiny"), 1, 1)[0], arch)
     res = _hwnas("predictor", "predict", str(v1_predictor), str(arch))
-    assert res.returncode == 2 and "network version 1" in res.stderr and "profile again" in res.stderr
-    assert "Traceback" not in res.stderr
-    res = _hwnas("predictor", "fit", "--db", str(v1_store), "--target", "ort-cpu", "--out", str(tmp_path / "p.pt"))
-    assert res.returncode == 2, res.stderr
-    assert f"profile store {v1_store} was profiled (space 'tiny') with network version 1" in res.stderr
-    assert not (tmp_path / "p.pt").exists()
+    assert res.returncode == 2
+    assert f"{arch} (space 'tiny'): the predictor was fitted on profiles (space 'tiny') made with network version 1" in res.stderr
+    assert "profile again" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_old_predictor_config_is_refused_when_rebuilt(v1_predictor: Path):
+    """The search rebuilds the predictor's deploy SpaceConfig from its header: refused, saying why."""
+    header = load_predictor(v1_predictor).header
+    with pytest.raises(UserError, match=r"made for network version 1.*profile again and fit a new predictor"):
+        SpaceConfig.from_dict(header["space_config"], where="the predictor's space config")
 
 
 # -- bounds on space configs from files ---------------------------------------------------------

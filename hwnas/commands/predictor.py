@@ -104,25 +104,6 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _check_network_version(space_name: str, config: Any, made: str) -> None:
-    """UserError if a store or predictor of a registered space was made with another macro
-    network than the one this hwnas builds (its latencies are of another network)."""
-    from hwnas.space import get_space, list_spaces
-    from profiling.space_config import version_mismatch
-
-    if space_name not in list_spaces():
-        return
-    msg = version_mismatch(
-        config,
-        get_space(space_name).to_dict(),
-        made=f"{made} (space '{space_name}')",
-        redo=f"profile again into a new store (`hwnas profile --space {space_name} --db NEW.db ...`) "
-        "and fit a new predictor on it",
-    )
-    if msg:
-        raise UserError(msg)
-
-
 def _fit(args: argparse.Namespace) -> int:
     from predictor import (
         MLPConfig,
@@ -148,7 +129,6 @@ def _fit(args: argparse.Namespace) -> int:
         label=args.label,
         include_unstable=args.include_unstable,
     )
-    _check_network_version(ds.space_name, ds.space_config, f"profile store {args.db} was profiled")
     cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
     result = fit_predictor(
         ds,
@@ -176,15 +156,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     model = load_predictor(args.file)
     h = model.header
-    _check_network_version(
-        str(h.get("space_name")), h.get("space_config"), f"predictor {args.file} was fitted on profiles made"
-    )
     meta = read_meta(args.db)
     store_key = meta.get("space_key")
     if store_key and store_key != h.get("space_key"):
         cfg = meta.get("space_config") if isinstance(meta.get("space_config"), dict) else {}
         name = meta.get("space_name") or cfg.get("name") or "?"
-        _check_network_version(str(name), cfg, f"profile store {args.db} was profiled")
         raise UserError(
             f"profile store {args.db} holds space '{name}' "
             f"({str(store_key)[:12]}); the predictor was fitted on space '{h.get('space_name')}' "
