@@ -35,13 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="end to end: profile, repeat, fit the predictor, check it on fresh architectures",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
-    p.add_argument("--space", default="tiny")
+    p.add_argument("--space", default="digits", help="search space (default digits: its data ships with scikit-learn)")
     p.add_argument("--target", default="ort-cpu", help="target name or .toml (default: ort-cpu)")
     p.add_argument("--samples", type=int, default=300, help="architectures to profile")
     p.add_argument("--repeat", type=int, default=40, help="architectures to re-measure")
     p.add_argument("--fresh", type=int, default=16, help="fresh architectures to predict + measure")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    from hwnas.pipeline import add_arguments
+
+    add_arguments(p)  # search, train, export, measure: the deployment half
     p.set_defaults(func=_run)
 
 
@@ -53,6 +56,7 @@ def _step(msg: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from hwnas import pipeline
     from hwnas.encoding import encode
     from hwnas.export import export_onnx
     from hwnas.profile_source import SpaceCandidates
@@ -74,6 +78,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--samples must be at least 60 to fit a predictor, got {args.samples}")
     torch.manual_seed(args.seed)
     out: Path = args.out
+    if args.dataset is None:
+        args.dataset = "digits" if args.space == "digits" else None
+    if args.dataset is None and not args.no_deploy:
+        raise UserError(
+            f"space '{args.space}' has no default dataset: pass --dataset (cifar10:PATH, imagefolder:PATH, "
+            "npz:PATH) for the search and training, or --no-deploy"
+        )
+    config = {"kind": pipeline.MAIN_KIND, **{k: v for k, v in vars(args).items() if k != "func"}}
+    pipeline.check_run_dir(out, config, args.force)
+    steps_total = 4 if args.no_deploy else 8
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,19 +95,24 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_target(args.target)
     source = SpaceCandidates(args.space)
     db = out / "profile.db"
-    summary: dict[str, Any] = {"space": args.space, "target": spec.name, "seed": args.seed}
-    atomic_write_text(out / "config.json", json.dumps(vars(args), default=str, indent=2) + "\n")
+    summary: dict[str, Any] = {
+        "space": args.space, "target": spec.name, "seed": args.seed, "dataset": args.dataset, "steps": {}
+    }  # fmt: skip
+    atomic_write_text(out / "config.json", json.dumps(config, default=str, indent=2) + "\n")
+    (out / "summary.json").unlink(missing_ok=True)  # written again when this run finishes
+    t_total = time.perf_counter()
 
-    t = _step(f"1/4 profile {args.samples} architectures of '{args.space}' on '{spec.name}'")
+    t = _step(f"1/{steps_total} profile {args.samples} architectures of '{args.space}' on '{spec.name}'")
     with ProfileStore(db) as store:
         prof = run_profile(
             source, spec, store, args.samples, seed=args.seed, progress=not args.no_progress
         )
     print(f"   {prof.written} measured now, {prof.done_after} in the store ({time.perf_counter() - t:.0f} s)")
     summary["profile"] = {"written": prof.written, "in_store": prof.done_after}
+    summary["steps"]["profile"] = time.perf_counter() - t
 
     t = _step(
-        f"2/4 re-measure {args.repeat} architectures in a new process (`hwnas db repeat`), "
+        f"2/{steps_total} re-measure {args.repeat} architectures in a new process (`hwnas db repeat`), "
         "for the measurement's own repeatability"
     )
     if args.repeat > 0:
@@ -108,15 +127,20 @@ def _run(args: argparse.Namespace) -> int:
                 "median_abs_pct", "normalised", "error",
             )
         }  # fmt: skip
+        summary["repeat"]["items"] = [
+            {"old_ms": i.get("old_ms"), "new_ms": i.get("new_ms")} for i in rep.get("items") or []
+        ]
+        summary["steps"]["re-measure"] = time.perf_counter() - t
 
-    t = _step("3/4 fit the latency predictor (MLP) and baselines; score on held-out architectures")
+    t = _step(f"3/{steps_total} fit the latency predictor (MLP) and baselines; score on held-out architectures")
     ds = load_dataset(db, spec.name, space=args.space, seed=args.seed)
     result = fit_predictor(ds, seed=args.seed)
     save_predictor(out / "predictor.pt", result.model, build_header(result.model, ds, result.report))
     print(render_report(result.report))
     summary["predictor_test"] = result.report["test"]
+    summary["steps"]["fit predictor"] = time.perf_counter() - t
 
-    t = _step(f"4/4 predict {args.fresh} fresh architectures, then measure them")
+    t = _step(f"4/{steps_total} predict {args.fresh} fresh architectures, then measure them")
     fresh_dir = out / "fresh"
     archs = [sample_nth(source.space, args.seed + FRESH_SEED_OFFSET, i) for i in range(args.fresh)]
     paths = []
@@ -172,10 +196,24 @@ def _run(args: argparse.Namespace) -> int:
         if fresh["drift-corrected"] is not None
         else None,
     )
-    atomic_write_text(
-        out / "summary.json", json.dumps(_finite(summary), indent=2, default=float) + "\n"
-    )
-    print(f"\nrun directory {out}: profile.db, predictor.pt, summary.json, {plot.name}, fresh/")
+    summary["scatter"] = {
+        "test": [
+            [float(m), float(p)]
+            for m, p in zip(ds.latency_ms[test_idx], result.model.predict_ms(ds.X[test_idx]), strict=True)
+        ]
+    }
+    summary["steps"]["fresh architectures"] = time.perf_counter() - t
+    if not args.no_deploy:
+        pipeline.deploy_steps(args, out, spec, out / "predictor.pt", summary, 5, steps_total)
+    summary["steps"]["total"] = time.perf_counter() - t_total
+    summary = _finite(summary)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    from hwnas.report import summary_markdown, write_report
+
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    report = write_report(out)
+    print(f"\nrun directory {out}: {report.name}, summary.md, summary.json, profile.db, predictor.pt, {plot.name}")
+    print(f"open {report.resolve()} in a browser ({summary['steps']['total']:.0f} s in all)")
     return 0
 
 

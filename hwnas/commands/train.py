@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from hwnas.train import TrainConfig
+from targets.errors import UserError
 
 _D = TrainConfig()
 
@@ -47,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--aux-weight", type=float, default=_D.aux_weight,
         help=f"auxiliary head loss weight; 0 builds no head; default {_D.aux_weight} [0.4]",
     )
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -69,6 +71,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     cfg.validate()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     source = resolve_source(args.source)
     result = train(source, cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     s = result.summary
