@@ -93,28 +93,67 @@ def _step(msg: str) -> float:
     return time.perf_counter()
 
 
-def _search_doc_matches(run: Path, cfg: Any) -> str:
-    """'done' (finished, same config), 'resume' (same config, unfinished), 'other'."""
+def _stamp_path(run: Path) -> Path:
+    """Beside the search directory (which `run_search` wants empty): the predictor it used."""
+    return run.with_name(run.name + ".predictor.sha256")
+
+
+def predictor_weights_sha256(path: Path) -> str:
+    """sha256 of a predictor's tensors and the header fields that change its answers (not
+    its creation time): the same fit on the same store gives the same stamp."""
+    import hashlib
+
+    from predictor.io import read_header
+
+    header, state = read_header(path)
+    h = hashlib.sha256()
+    for k in ("space_key", "target_name", "fingerprint_key", "label", "reference_baseline_ms", "feature_layout",
+              "normalisation", "model"):
+        h.update(json.dumps(header.get(k), sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch_uint8()).numpy().tobytes())
+    return h.hexdigest()
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _search_state(run: Path, cfg: Any, stamp: str) -> str:
+    """'done' (finished, same config and predictor), 'resume' (same, unfinished), 'other'."""
     try:
         old = json.loads((run / "config.json").read_text())["search"]
+        old_stamp = _stamp_path(run).read_text().strip()
     except (OSError, ValueError, KeyError, TypeError):
         return "other"
     new = cfg.to_json()
     new["predictor"] = str(Path(new["predictor"]).resolve()) if new["predictor"] else None
-    if old != new:
+    if old != new or old_stamp != stamp:
         return "other"
     return "done" if (run / "summary.json").is_file() and (run / "architecture.json").is_file() else "resume"
 
 
 def _search(cfg: Any, run: Path, progress: bool, label: str) -> dict[str, Any]:
+    """A finished search of this configuration and predictor is reused, an interrupted one
+    resumed, one of another configuration replaced (the main run owns its sub-runs)."""
     from hwnas.search import run_search
+    from hwnas.space import atomic_write_text
 
-    state = _search_doc_matches(run, cfg) if run.exists() else "new"
+    stamp = predictor_weights_sha256(Path(cfg.predictor))
+    state = _search_state(run, cfg, stamp) if run.exists() else "new"
     if state == "done":
-        print(f"   {label}: reusing the finished search in {run}")
+        print(f"   {label}: reusing the finished search in {run} (same configuration and predictor)")
         return json.loads((run / "summary.json").read_text())
     if state == "other":
-        shutil.rmtree(run)  # the main run's own sub-run, of an older configuration
+        shutil.rmtree(run)
+    elif state == "resume":
+        print(f"   {label}: resuming the interrupted search in {run}")
+    if state != "resume":
+        atomic_write_text(_stamp_path(run), stamp + "\n")
     res = run_search(cfg, run, resume=state == "resume", progress=progress)
     return res.summary
 

@@ -434,6 +434,40 @@ class TrainResult:
     resumed_from: int
 
 
+BN_RECALIBRATION_IMAGES = 512
+
+
+def recalibrate_bn(net: nn.Module, dataset: Any, n: int = BN_RECALIBRATION_IMAGES, batch_size: int = 256) -> None:
+    """Set every BatchNorm's running statistics to the exact average over the first `n`
+    training images (no augmentation) under the current weights.
+
+    With a few dozen steps per epoch and a high learning rate, the exponential running
+    averages lag the weights: measured on digits after 3 epochs, eval-mode accuracy 0.41
+    against 0.88 with batch statistics. Recalibrated, eval mode matches the weights (as
+    once-for-all and SPOS recalibrate). Deterministic (fixed images, fixed order), and it
+    changes no weight, so training itself is unchanged.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    plain = dataset.with_augment(None) if hasattr(dataset, "with_augment") else dataset
+    idx = list(range(min(n, len(plain))))
+    momenta = [m.momentum for m in bns]
+    was_training = net.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    net.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(idx), batch_size):
+                net(torch.stack([plain[j][0] for j in idx[i : i + batch_size]]))
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        net.train(was_training)
+
+
 def evaluate(net: nn.Module, loader: Any) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over a loader, eval mode."""
     net.eval()
@@ -547,6 +581,8 @@ def train(
                 seen += len(y)
                 bar.step(loss=f"{loss_sum / seen:.3f}")
             scheduler.step()
+            net.set_drop_path(0.0)
+            recalibrate_bn(net, data.train)
             test_loss, test_acc = evaluate(net, test_loader)
             row = {
                 "epoch": epoch + 1,

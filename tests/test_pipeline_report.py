@@ -1,0 +1,140 @@
+"""The main job's deployment half (search x2, train x2, export, measure) and `hwnas report`.
+
+The predictor is fitted on synthetic latencies of `digits` architectures (no profiling: that
+half of `hwnas run` has its own tests); search, training, export and measurement are real,
+at toy sizes (one epoch on tens of images) on the `debug` target (real ONNX Runtime timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_predictor_hwnas import synthetic_latency
+
+from hwnas import pipeline
+from hwnas.encoding import encode, encoding_layout
+from hwnas.report import summary_markdown
+from hwnas.space import get_space, sample_architectures
+from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor.synthetic import write_store
+from targets.registry import load_target
+
+
+@pytest.fixture(scope="module")
+def digits_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    space = get_space("digits")
+    layout = encoding_layout(space)
+    archs = sample_architectures(space, 0, 300)
+    X = np.stack([encode(a) for a in archs])
+    y = synthetic_latency(X, layout)
+    folder = tmp_path_factory.mktemp("digits_predictor")
+    db = folder / "digits.db"
+    write_store(
+        db,
+        [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)],
+        space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout, target="debug",
+    )  # fmt: skip
+    ds = load_dataset(db, "debug")
+    result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=("lut",), seed=0)
+    path = folder / "digits.pt"
+    save_predictor(path, result.model, build_header(result.model, ds, result.report))
+    return path
+
+
+@pytest.fixture(scope="module")
+def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A main-job run directory with the deployment half really run (toy sizes)."""
+    out = tmp_path_factory.mktemp("main")
+    args = argparse.Namespace(
+        space="digits", seed=0, no_progress=True, search_epochs=1, search_subset=96, train_epochs=1,
+        train_subset=48, latency_weight=None, latency_budget=None, budget_fraction=0.6,
+    )  # fmt: skip
+    summary = {
+        "space": "digits", "target": "debug", "seed": 0, "dataset": "digits", "steps": {},
+        "repeat": {"median_abs_pct": 1.0, "within_10pct": 1.0, "measured": 3,
+                   "items": [{"old_ms": 1.0, "new_ms": 1.01}, {"old_ms": 2.0, "new_ms": 1.98}, {"old_ms": 1.5, "new_ms": 1.53}]},
+        "scatter": {"test": [[1.0, 1.05], [2.0, 1.9], [1.5, 1.52]]},
+        "predictor_test": {"mlp": {"mape": 3.0, "within_10": 95.0, "spearman": 0.97, "n": 45}},
+    }  # fmt: skip
+    pipeline.deploy_steps(args, out, load_target("debug"), digits_predictor, summary, 5, 8)
+    (out / "config.json").write_text(json.dumps({"kind": "main", "space": "digits", "target": "debug", "seed": 0}))
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+def test_deploy_steps_search_train_export_measure(main_run: Path) -> None:
+    summary = json.loads((main_run / "summary.json").read_text())
+    nets = summary["networks"]
+    assert set(nets) == {"plain", "latency"}
+    for key, n in nets.items():
+        for sub in ("search", "train", "export"):
+            assert (main_run / f"{sub}-{key}").is_dir(), (key, sub)
+        assert (main_run / f"export-{key}" / "model.onnx").is_file()
+        assert n["measured_ms"] > 0 and n["params"] > 0 and n["flops"] > 0 and 0 <= n["test_accuracy"] <= 1
+        trained = json.loads((main_run / f"train-{key}" / "summary.json").read_text())
+        assert trained["arch_hash"] == n["arch_hash"]
+    # the budget lies below the plain network's prediction, and the latency search met it
+    assert nets["latency"]["search_setting"].startswith("latency budget")
+    budget = float(nets["latency"]["search_setting"].split()[2])
+    assert budget < nets["plain"]["predicted_ms"]
+    assert nets["latency"]["predicted_ms"] <= budget * 1.05 + 1e-9
+    comp = summary["comparison"]
+    assert "speedup_pct" in comp and comp["floor_pct"] == pytest.approx(np.percentile([1.0, 1.0, 2.0], 90), rel=1e-6)
+
+
+def test_report_renders_every_section(main_run: Path, cli) -> None:
+    code, stdout, stderr = cli("report", main_run)
+    assert code == 0, stderr
+    page = (main_run / "report.html").read_text()
+    for section in ("The two networks", "Latency predictor", "Search curves", "Architectures"):
+        assert section in page, section
+    assert page.count("data:image/png;base64,") == 4  # scatter, curves, two architectures
+    for png in ("report-scatter.png", "report-search.png", "report-arch-plain.png", "report-arch-latency.png"):
+        data = (main_run / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    summary = json.loads((main_run / "summary.json").read_text())
+    md = summary_markdown(summary)
+    assert "latency-aware" in md and "plain" in md and "| network |" in md
+    assert "no data in this run" not in page
+
+
+def test_report_refuses_other_kinds_of_directory(cli, tmp_path: Path) -> None:
+    code, _, stderr = cli("report", tmp_path / "none")
+    assert code == 2 and "no such run directory" in stderr
+    train_like = tmp_path / "train"
+    train_like.mkdir()
+    (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
+    code, _, stderr = cli("report", train_like)
+    assert code == 2 and "'train' run" in stderr and "hwnas run" in stderr
+    unfinished = tmp_path / "main"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text(json.dumps({"kind": "main"}))
+    code, _, stderr = cli("report", unfinished)
+    assert code == 2 and "not finished" in stderr
+    assert not (unfinished / "report.html").exists()
+
+
+def test_run_refuses_an_out_dir_of_another_run(cli, tmp_path: Path) -> None:
+    train_like = tmp_path / "t"
+    train_like.mkdir()
+    (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
+    code, _, stderr = cli("run", "--out", train_like, "--no-progress")
+    assert code == 2 and "'train' run" in stderr
+    other = tmp_path / "m"
+    other.mkdir()
+    cfg = {"kind": "main", "space": "digits", "target": "ort-cpu", "seed": 1, "dataset": "digits"}
+    (other / "config.json").write_text(json.dumps(cfg))
+    code, _, stderr = cli("run", "--out", other, "--seed", "0", "--no-progress")
+    assert code == 2 and "another configuration" in stderr and "seed" in stderr
+    assert json.loads((other / "config.json").read_text()) == cfg
+    foreign = tmp_path / "f"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("mine")
+    code, _, stderr = cli("run", "--out", foreign, "--no-progress")
+    assert code == 2 and "--force" in stderr
+    code, _, stderr = cli("run", "--space", "tiny", "--out", tmp_path / "n", "--no-progress")
+    assert code == 2 and "--dataset" in stderr
