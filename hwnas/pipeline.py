@@ -41,9 +41,10 @@ MAIN_KIND = "main"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The main job's search/train/deploy options."""
     p.add_argument("--dataset", default=None, help="dataset of the search and training (default: digits for the digits space)")
-    p.add_argument("--search-epochs", type=int, default=8, help="epochs of each search")
-    p.add_argument("--search-subset", type=int, default=None, help="training images the searches use (default: all)")
-    p.add_argument("--train-epochs", type=int, default=10, help="epochs of training each found network")
+    p.add_argument("--search-epochs", type=int, default=6, help="epochs of each search (default 6)")
+    p.add_argument("--search-subset", type=int, default=800,
+                   help="training images the searches use, split 50/50 between weights and architecture (default 800)")
+    p.add_argument("--train-epochs", type=int, default=6, help="epochs of training each found network (default 6)")
     p.add_argument("--train-subset", type=int, default=None, help="training images for training (default: all)")
     lat = p.add_mutually_exclusive_group()
     lat.add_argument("--latency-budget", type=float, default=None, metavar="MS",
