@@ -211,21 +211,21 @@ def _edge(ax: Any, xy0: tuple[float, float], xy1: tuple[float, float], op: str, 
     mx, my = (xy0[0] + xy1[0]) / 2, (xy0[1] + xy1[1]) / 2
     dx, dy = xy1[0] - xy0[0], xy1[1] - xy0[1]
     # the arc's midpoint lies off the chord by rad * chord length, perpendicular to it
-    ax.text(mx + rad * dy * 0.5, my - rad * dx * 0.5, OP_SHORT.get(op, op), fontsize=6.5, color=colour,
+    ax.text(mx + rad * dy * 0.5, my - rad * dx * 0.5, OP_SHORT.get(op, op), fontsize=7.5, color=colour,
             ha="center", va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 def _node(ax: Any, xy: tuple[float, float], text: str, fc: str = "#eef3fb") -> None:
-    ax.text(*xy, text, ha="center", va="center", fontsize=7,
+    ax.text(*xy, text, ha="center", va="center", fontsize=8,
             bbox={"boxstyle": "round,pad=0.3", "fc": fc, "ec": "#555555", "lw": 0.8})
 
 
 def draw_cell(ax: Any, genotype: Genotype, title: str) -> None:
     """A cell: its two inputs, its nodes, each edge labelled with its op; output = concat."""
     n = len(genotype)
-    pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
     for i in range(n):
-        pos[NUM_CELL_INPUTS + i] = (1.0 + i, 0.9 if i % 2 == 0 else -0.9)
+        pos[NUM_CELL_INPUTS + i] = (1.0 + i, (1.3, -0.4, 0.4, -1.3)[i % 4])
     for i, node in enumerate(genotype):
         for j, (op, idx) in enumerate(node):
             _edge(ax, pos[idx], pos[NUM_CELL_INPUTS + i], op, 0.25 if j == 0 else -0.25)
@@ -235,7 +235,7 @@ def draw_cell(ax: Any, genotype: Genotype, title: str) -> None:
         _node(ax, pos[NUM_CELL_INPUTS + i], str(i))
     _node(ax, (n + 0.8, 0.0), "concat", "#e3f5e1")
     ax.set_xlim(-0.5, n + 1.4)
-    ax.set_ylim(-1.8, 1.8)
+    ax.set_ylim(-1.9, 1.9)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -266,7 +266,7 @@ def plot_architecture(arch: Architecture, title: str, path: Path) -> Path:
     """Stage 1 | reduction 1 | stage 2 | reduction 2 | stage 3: top row each stage's cells and
     connections, bottom row the cell each stage (or reduction) repeats, its ops on the edges."""
     plt = _plt()
-    fig, axes = plt.subplots(2, 5, figsize=(17, 4.6), dpi=100, gridspec_kw={"height_ratios": [1, 1]})
+    fig, axes = plt.subplots(2, 5, figsize=(18, 6.4), dpi=100, gridspec_kw={"height_ratios": [0.8, 1.2]})
     for s, stage in enumerate(arch.stages):
         col = 2 * s
         draw_stage(axes[0, col], stage, f"stage {s + 1}")
@@ -337,12 +337,12 @@ def predictor_rows(summary: dict[str, Any]) -> list[list[str]]:
                          _f(m.get("spearman")), _f(m.get("n"), "{:d}")])
     rep = summary.get("repeat") or {}
     if rep.get("median_abs_pct") is not None:
-        rows.append(["re-measurement (same architectures, new process), raw", _f(rep.get("median_abs_pct"), "{:.2f}% (median |diff|)"),
+        rows.append(["re-measurement (same architectures, new process), raw", _f(rep.get("median_abs_pct"), "{:.2f}% (median abs. difference)"),
                      _f(100 * rep["within_10pct"] if rep.get("within_10pct") is not None else None, "{:.0f}%"), "–",
                      _f(rep.get("measured"), "{:d}")])
         norm = rep.get("normalised") or {}
         if norm.get("median_abs_pct") is not None:
-            rows.append(["re-measurement, drift-corrected", _f(norm.get("median_abs_pct"), "{:.2f}% (median |diff|)"),
+            rows.append(["re-measurement, drift-corrected", _f(norm.get("median_abs_pct"), "{:.2f}% (median abs. difference)"),
                          _f(100 * norm["within_10pct"] if norm.get("within_10pct") is not None else None, "{:.0f}%"),
                          "–", _f(rep.get("measured"), "{:d}")])
     return rows
