@@ -218,7 +218,7 @@ def main() -> None:
         results[cfg] = json.loads(out)
         print(out, flush=True)
     ref = statistics.median(results["darts"]["step_s"]) if "darts" in results else None
-    print(f"\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB |")
+    print("\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for cfg, r in results.items():
         med = statistics.median(r["step_s"])
