@@ -3,8 +3,9 @@ plain single-level DARTS supernet of the same width, cells and batch, written he
 
     .venv/bin/python bench/search_step.py --channels 8 --batch 32 --rounds 3 --threads 2
 
-Configurations, each timed in its own process (its peak RSS is its own), in interleaved
-rounds so host drift hits all alike:
+Configurations, built in one process and timed in interleaved rounds (one step of each per
+round) so host drift hits all alike; each one's peak RSS comes from a separate process that
+builds it and runs two steps:
 
 * `darts`: DARTS (Liu et al. 2019) first-order: 5 cells (reductions at 1/3 and 2/3), 8 ops
   with `none`, alphas shared by all normal / all reduction cells, the full mixture;
@@ -111,14 +112,14 @@ class DartsNet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
-def _darts_step(c: int, batch: int, rounds: int) -> dict[str, Any]:
+def _darts_stepper(c: int, batch: int) -> Any:
     torch.manual_seed(0)
     net = DartsNet(c, 5)
     w_opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam([net.alpha_normal, net.alpha_reduce], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    times = []
-    for r in range(rounds + 1):
+
+    def step() -> dict[str, float]:
         t = time.perf_counter()
         a_opt.zero_grad()
         F.cross_entropy(net(x), y).backward(inputs=[net.alpha_normal, net.alpha_reduce])
@@ -127,9 +128,9 @@ def _darts_step(c: int, batch: int, rounds: int) -> dict[str, Any]:
         F.cross_entropy(net(x), y).backward(inputs=net.weights())
         nn.utils.clip_grad_norm_(net.weights(), 5.0)
         w_opt.step()
-        if r:
-            times.append(time.perf_counter() - t)
-    return {"step_s": times}
+        return {"step_s": time.perf_counter() - t}
+
+    return step
 
 
 # -- hwnas's supernet --------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class _Data:
         return self.train, self.train
 
 
-def _hier_step(c: int, batch: int, rounds: int, mode: str, k: int) -> dict[str, Any]:
+def _hier_stepper(c: int, batch: int, mode: str, k: int) -> Any:
     sys.path.insert(0, str(ROOT / "tests"))
     from searchkit import make_predictor
 
@@ -165,35 +166,41 @@ def _hier_step(c: int, batch: int, rounds: int, mode: str, k: int) -> dict[str, 
     s.gumbel = torch.Generator().manual_seed(0)
     s.tau = 1.0
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    times, lat = [], []
-    for r in range(rounds + 1):
+
+    def step() -> dict[str, float]:
         t = time.perf_counter()
         s.arch_step(x, y)
         s.weight_step(x, y)
-        if r:
-            times.append(time.perf_counter() - t)
-        # the latency term alone: what the arch step adds for it (gradient through the predictor,
-        # then the relaxed and derived predictions read after the step)
+        out = {"step_s": time.perf_counter() - t}
+        # the latency term alone: what the arch step spends on it (gradient through the
+        # predictor, then the relaxed and derived predictions read after the step)
         t = time.perf_counter()
         loss = penalty.loss(term.predicted_ms(s.alpha))
         torch.autograd.grad(loss, s.model.arch_parameters(), allow_unused=True)
         with torch.no_grad():
             float(term.predicted_ms(s.alpha))
         term.derived_ms(s.alpha.derive())
-        if r:
-            lat.append(time.perf_counter() - t)
-    return {"step_s": times, "latency_term_s": lat}
+        out["latency_term_s"] = time.perf_counter() - t
+        return out
+
+    return step
 
 
-def _one(args: argparse.Namespace) -> None:
+def _stepper(cfg: str, c: int, batch: int) -> Any:
+    if cfg == "darts":
+        return _darts_stepper(c, batch)
+    mode, _, k = cfg.partition(":")
+    return _hier_stepper(c, batch, mode, int(k or 1))
+
+
+def _memory(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    if args.config == "darts":
-        res = _darts_step(args.channels, args.batch, args.rounds)
-    else:
-        mode, _, k = args.config.partition(":")
-        res = _hier_step(args.channels, args.batch, args.rounds, mode, int(k or 1))
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"config": args.config, **res}))
+    step = _stepper(args.config, args.channels, args.batch)
+    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports, predictor fit, model
+    step()
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"config": args.config, "peak_rss_mb": peak, "rss_before_steps_mb": built}))
 
 
 def main() -> None:
@@ -206,27 +213,40 @@ def main() -> None:
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.config:
-        _one(args)
+        _memory(args)
         return
-    results = {}
-    for cfg in args.configs.split(","):
-        out = subprocess.run(
+    configs = args.configs.split(",")
+    torch.set_num_threads(args.threads)
+    steppers = {cfg: _stepper(cfg, args.channels, args.batch) for cfg in configs}
+    results: dict[str, dict[str, list[float]]] = {cfg: {} for cfg in configs}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for cfg in configs:
+            out = steppers[cfg]()
+            if r:
+                for k, v in out.items():
+                    results[cfg].setdefault(k, []).append(v)
+            print(f"round {r} {cfg}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), file=sys.stderr, flush=True)
+    del steppers
+    for cfg in configs:
+        mem = subprocess.run(
             [sys.executable, __file__, "--config", cfg, "--channels", str(args.channels), "--batch", str(args.batch),
-             "--rounds", str(args.rounds), "--threads", str(args.threads)],
+             "--threads", str(args.threads)],
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
-        results[cfg] = json.loads(out)
-        print(out, flush=True)
+        results[cfg].update(json.loads(mem))
+        del results[cfg]["config"]
+        print(json.dumps({"config": cfg, **results[cfg]}), flush=True)
     ref = statistics.median(results["darts"]["step_s"]) if "darts" in results else None
-    print(f"\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB |")
+    print("\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB (before steps) |")
     print("|---|---|---|---|---|---|")
     for cfg, r in results.items():
         med = statistics.median(r["step_s"])
-        share = (
-            f"{statistics.median(r['latency_term_s']) / med:.2%}" if "latency_term_s" in r else "-"
-        )
+        share = f"{statistics.median(r['latency_term_s']) / med:.2%}" if "latency_term_s" in r else "-"
         ratio = f"{med / ref:.2f}x" if ref else "-"
-        print(f"| {cfg} | {med:.2f} | {min(r['step_s']):.2f}-{max(r['step_s']):.2f} | {ratio} | {share} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {cfg} | {med:.2f} | {min(r['step_s']):.2f}-{max(r['step_s']):.2f} | {ratio} | {share} | "
+            f"{r['peak_rss_mb']:.0f} ({r['rss_before_steps_mb']:.0f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -272,11 +272,23 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor
         "search", "--space", "digits", "--predictor", predictor, "--latency-budget", "0.01", "--epochs", "1", "--out", out
     )
     assert code == 2 and "out of reach" in err and " ms" in err and not out.exists()
-    # a dataset of the wrong shape for the space
+    # a dataset of the wrong shape for the space (3 channels; digits takes 1), an empty one
+    import numpy as np
+
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, x=np.zeros((20, 8, 8, 3), np.float32), y=np.arange(20) % 10)
     code, _, err = cli(
-        "search", "--space", "tiny", "--dataset", "digits", "--predictor", predictor, "--epochs", "1", "--out", out
+        "search", "--space", "digits", "--dataset", f"npz:{rgb}", "--predictor", predictor, "--epochs", "1",
+        "--out", out,
     )
-    assert code == 2 and not out.exists()
+    assert code == 2 and "channel" in err and not out.exists()
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 8, 8), np.float32), y=np.zeros(0, np.int64))
+    code, _, err = cli(
+        "search", "--space", "digits", "--dataset", f"npz:{empty}", "--predictor", predictor, "--epochs", "1",
+        "--out", out,
+    )
+    assert code == 2 and "empty" in err and not out.exists()
     # --resume with nothing to resume
     code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--epochs", "1", "--out", out, "--resume")
     assert code == 2 and "no search run" in err and not out.exists()

@@ -534,6 +534,7 @@ def run_search(
     resolved["ranks"] = info.world
     doc = _config_doc(cfg, resolved)
     state = _check_run_dir(out_path, doc, resume) if out_path is not None else None
+    D.barrier(info)  # every rank has checked the run directory before rank 0 writes to it
     searcher = Searcher(cfg, space, data, term, penalty, info, device)
     if state is not None:
         try:
