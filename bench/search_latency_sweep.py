@@ -114,6 +114,12 @@ def main() -> None:
     ap.add_argument(
         "--budget-frac", type=float, default=0.5, help="budget = this x weight-0 predicted"
     )
+    ap.add_argument(
+        "--fallback-frac",
+        type=float,
+        default=0.75,
+        help="budget fraction when the first is refused as out of reach",
+    )
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--subset", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
@@ -140,8 +146,21 @@ def main() -> None:
     )
     runs = [summary(args, n) for n in names]
     budget = round(args.budget_frac * float(runs[0]["predicted_latency_ms"]), 4)
+    refused = None
     name = f"budget-{budget:g}"
-    run_all([search_cmd(args, name, ["--latency-budget", f"{budget:g}"])], False)
+    cmd = search_cmd(args, name, ["--latency-budget", f"{budget:g}"])
+    if cmd is not None:
+        print("$", " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if out.returncode == 2 and "out of reach" in out.stderr:
+            refused = {"budget_ms": budget, "message": out.stderr.strip()}
+            print("  refused before training:", out.stderr.strip(), flush=True)
+            budget = round(args.fallback_frac * float(runs[0]["predicted_latency_ms"]), 4)
+            name = f"budget-{budget:g}"
+            run_all([search_cmd(args, name, ["--latency-budget", f"{budget:g}"])], False)
+        elif out.returncode != 0:
+            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+            raise SystemExit(f"command failed ({out.returncode}): {' '.join(cmd)}")
     runs.append(summary(args, name))
 
     archs = [str(Path(r["dir"]) / "architecture.json") for r in runs]
@@ -178,6 +197,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "predictor_reference_baseline_ms": baseline,
         "budget_ms": budget,
+        "refused_budget": refused,
         "runs": table,
         "budget_predicted_rel": b["predicted_ms"] / budget - 1,
         "budget_measured_raw_rel": b["measured_raw_ms"] / budget - 1,
