@@ -491,10 +491,12 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    recalibrate: bool = True,
 ) -> TrainResult:
     """Train `source.arch` into run directory `out` (see the module docstring).
 
-    `stop_after` ends the call after that many epochs of this call (tests of resume).
+    `stop_after` ends the call after that many epochs of this call (tests of resume);
+    `recalibrate=False` keeps training's running BatchNorm averages (benchmarks only).
     """
     cfg.validate()
     arch = source.arch
@@ -582,7 +584,8 @@ def train(
                 bar.step(loss=f"{loss_sum / seen:.3f}")
             scheduler.step()
             net.set_drop_path(0.0)
-            recalibrate_bn(net, data.train)
+            if recalibrate:
+                recalibrate_bn(net, data.train)
             test_loss, test_acc = evaluate(net, test_loader)
             row = {
                 "epoch": epoch + 1,
