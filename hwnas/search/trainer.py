@@ -64,7 +64,7 @@ class SearchConfig:
     predictor: str | None = None  # a predictor file; None: no latency term (tests, ablations)
     latency_weight: float | None = None
     latency_budget_ms: float | None = None
-    mode: str = "sampled"
+    mode: str = "full"  # measured: sampled paths do not train the supernet in CPU-sized budgets
     samples: int = 1  # K sub-graphs per step in sampled mode (1 = GDAS's single path)
     search_channels: int | None = None  # proxy width C of the supernet (None: the space's)
     epochs: int = 10
