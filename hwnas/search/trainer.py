@@ -53,6 +53,13 @@ ARCH_FILE = "architecture.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FORMAT = "hwnas.search-checkpoint/1"
 MODES = ("full", "sampled")
+#: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
+PROXY_CHANNELS = {"cifar": 16}
+
+
+def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's width C: --search-channels, else the space's usual proxy, else its own."""
+    return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
 
 
 @dataclass
@@ -159,7 +166,7 @@ class Searcher:
         self.device = device or torch.device("cpu")
         torch.manual_seed(cfg.seed)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
-        self.model = SearchModel(alpha, cfg.search_channels).to(self.device)
+        self.model = SearchModel(alpha, search_channels(cfg, space)).to(self.device)
         self.alpha = self.model.alpha
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
         self.w_optim = torch.optim.SGD(
@@ -407,7 +414,7 @@ def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, A
     cfg.check()
     space = get_space(cfg.space)
     term = penalty = None
-    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": cfg.search_channels or space.channels}
+    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": search_channels(cfg, space)}
     if cfg.predictor is not None:
         from hwnas.latency import check_predictor_for_search
         from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
