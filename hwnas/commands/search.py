@@ -19,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "H-DAS search (cells and stages) with the fitted latency predictor as a loss: "
             "--latency-weight L adds L * latency / latency0 (latency0: the space's centre), "
-            "--latency-budget MS adapts the weight so the derived architecture lands within 5%% "
-            "of MS (never more than 5%% above)."
+            "--latency-budget MS adapts the weight so the derived architecture lands within 5% "
+            "of MS (never more than 5% above)."
         ),
     )
     p.add_argument("--space", required=True, help="search space name (hwnas space list)")
