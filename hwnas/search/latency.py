@@ -760,7 +760,7 @@ def repair_to_budget(
         new_lat, d_cost, dec, opt, o_i, X = pick
         log.append(
             f"{_describe_change(dec, blocks.current(st, dec), opt, blocks.space)}: "
-            f"{lat:.4g} -> {new_lat:.4g} ms, score regret +{d_cost:.3g}"
+            f"{lat:.4g} -> {new_lat:.4g} ms, score regret {d_cost:+.3g}"
         )
         st = blocks.apply(st, dec, opt)
         x, lat, cost = X[o_i].copy(), new_lat, cost + d_cost
