@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from hwnas.encoding import ArchParameters, encode, encoding_layout
+from hwnas.search.derive import derive
 from hwnas.search.latency import (
+    PARAM_FREE_OPS,
     BudgetLatency,
     LatencyTerm,
     WeightedLatency,
@@ -107,7 +109,7 @@ def test_latency0_is_the_centre_and_weight_prices_relative_latency(term: Latency
     centre = ArchParameters(SPACE, init_scale=0.0)
     assert term.latency0_ms == pytest.approx(float(term.predicted_ms(centre).detach()))
     penalty = WeightedLatency(term, 0.5)
-    assert float(penalty.loss(term.predicted_ms(centre))) == pytest.approx(0.5)
+    assert float(penalty.loss(term.predicted_ms(centre)).detach()) == pytest.approx(0.5)
     assert penalty.weight == 0.5 and penalty.describe()["latency0_ms"] == term.latency0_ms
     with pytest.raises(UserError, match="latency-weight"):
         WeightedLatency(term, -1.0)
@@ -129,16 +131,18 @@ def test_weighted_loss_gradient_reaches_every_kind_of_logit(term: LatencyTerm) -
 def test_a_narrower_search_space_is_scored_at_deploy_width(term: LatencyTerm) -> None:
     narrow = SpaceConfig.from_dict({**SPACE.to_dict(), "name": "digits-narrow", "channels": 4})
     wide, thin = _alpha(3), _alpha(3, space=narrow)
-    assert float(term.predicted_ms(thin)) == pytest.approx(float(term.predicted_ms(wide)))
+    assert float(term.predicted_ms(thin).detach()) == pytest.approx(float(term.predicted_ms(wide).detach()))
     arch = thin.derive()
     assert term.derived_ms(arch) == pytest.approx(term.derived_ms(wide.derive()))
     other = SpaceConfig.from_dict({**SPACE.to_dict(), "name": "digits-3", "nodes": 3})
-    with pytest.raises(UserError, match="only the width"):
+    with pytest.raises(UserError, match="encodes architectures differently"):
         term.predicted_ms(_alpha(0, space=other))
+    with pytest.raises(UserError, match="not on the deploy space 'digits-narrow'"):
+        LatencyTerm(term.predictor, narrow)  # the predictor's space is the one that ships
 
 
 def test_a_predictor_of_another_space_is_refused(term: LatencyTerm) -> None:
-    with pytest.raises(UserError, match="fitted on space 'digits'"):
+    with pytest.raises(UserError, match="differs from the predictor's deploy space 'digits'"):
         LatencyTerm(term.predictor, get_space("tiny"))
 
 
@@ -237,3 +241,29 @@ def test_repair_leaves_an_architecture_in_the_band_alone_and_prefers_cheap_chang
     near, _ = repair_to_budget(derived, alpha, term, ms * 0.9)
     far, _ = repair_to_budget(derived, alpha, term, ms * 0.6)
     assert score_cost(near, alpha) < score_cost(far, alpha)
+
+
+def _free_per_cell(arch: Architecture) -> list[int]:
+    genos = [s.cell for s in arch.stages] + list(arch.reductions)
+    return [sum(op in PARAM_FREE_OPS for node in g for op, _ in node) for g in genos]
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_repair_keeps_the_collapse_guard_cap_unless_it_must_lift_it(
+    term: LatencyTerm, seed: int
+) -> None:
+    alpha = _alpha(seed)
+    guarded, _ = derive(alpha, 2)
+    assert max(_free_per_cell(guarded)) <= 2
+    budget = 0.7 * term.derived_ms(guarded)
+    arch, log = repair_to_budget(guarded, alpha, term, budget)  # default: keep the cap
+    assert 0.95 * budget <= term.derived_ms(arch) <= 1.05 * budget
+    assert not any("cap lifted" in line for line in log)
+    assert max(_free_per_cell(arch)) <= 2
+    free, _ = repair_to_budget(guarded, alpha, term, budget, max_param_free=None)
+    assert sum(_free_per_cell(free)) >= sum(_free_per_cell(arch))
+    # a cap of 0 cannot reach a low budget in this space: lifted, logged, still in the band
+    low = 0.4 * term.derived_ms(guarded)
+    arch0, log0 = repair_to_budget(guarded, alpha, term, low, max_param_free=0)
+    assert any("cap lifted" in line for line in log0)
+    assert term.derived_ms(arch0) <= 1.05 * low

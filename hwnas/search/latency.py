@@ -20,7 +20,9 @@ The relaxed prediction and the derived (discrete) architecture's differ by a few
 the shipped architecture is finished by `repair_to_budget`: a discrete, predictor-guided
 search over single choices (one node's inputs and ops, one stage's depth, one connection
 pair) that lands the predicted latency in [B (1 - tol), B (1 + tol)] at the least loss of
-architecture score, and logs each change.
+architecture score, and logs each change. It keeps the collapse guard's cap of
+parameter-free edges per cell unless the band cannot be reached within it (then it lifts
+the cap and says so).
 
 The architecture score is the sum over choices of the chosen option's log-probability under
 the search's logits; costs are counted as *regret*, the gap to the best option of the same
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 
 from hwnas.encoding import ArchParameters, encode, encoding_layout
+from hwnas.latency import check_predictor_for_search
 from hwnas.space import (
     CELL_OPS,
     NUM_CELL_INPUTS,
@@ -53,6 +56,9 @@ from hwnas.space import (
 from targets.errors import UserError
 
 N_CELLS = 2 * NUM_STAGES - 1  # normal cells of stages 0..2, then reductions 0..1
+PARAM_FREE_OPS = frozenset(
+    {"skip_connect", "max_pool_3x3", "avg_pool_3x3"}
+)  # as hwnas.search.derive
 
 
 def _cell_name(c: int) -> str:
@@ -63,44 +69,35 @@ class LatencyTerm:
     """The predictor's latency of the deploy architecture, relaxed (differentiable) or derived."""
 
     def __init__(self, predictor: torch.nn.Module, deploy_space: SpaceConfig) -> None:
+        """`predictor` from `predictor.load_predictor`; `deploy_space` the space whose
+        network ships (the one the predictor was fitted on: refused otherwise)."""
         self.predictor = predictor
         self.deploy_space = deploy_space
+        fitted_on = check_predictor_for_search(predictor, deploy_space)
+        if fitted_on.key != deploy_space.key:
+            raise UserError(
+                f"the latency predictor was fitted on space '{fitted_on.name}' (channels "
+                f"{fitted_on.channels}), not on the deploy space '{deploy_space.name}' (channels "
+                f"{deploy_space.channels}); deploy the space it was fitted on, or fit one on profiles "
+                f"of '{deploy_space.name}' (`hwnas profile --space ...` then `hwnas predictor fit`)"
+            )
         self.layout = encoding_layout(deploy_space)
-        header = getattr(predictor, "header", None) or {}
-        if header.get("space_key") not in (None, deploy_space.key):
-            raise UserError(
-                f"the latency predictor was fitted on space '{header.get('space_name')}' "
-                f"(key {str(header.get('space_key'))[:12]}), not on the deploy space '{deploy_space.name}' "
-                f"(key {deploy_space.key[:12]}); fit one on profiles of '{deploy_space.name}' "
-                "(`hwnas profile --space ...` then `hwnas predictor fit`)"
-            )
-        dim = getattr(predictor, "dim", len(self.layout))
-        if dim != len(self.layout):
-            raise UserError(
-                f"the latency predictor expects encodings of {dim} entries, space '{deploy_space.name}' "
-                f"encodes {len(self.layout)}: it was fitted on another layout; refit it"
-            )
-        self.target_name = str(header.get("target_name", "?"))
+        self.target_name = str(predictor.header.get("target_name", "?"))
         self._checked: set[str] = {deploy_space.key}
         with torch.no_grad():
             centre = ArchParameters(deploy_space, init_scale=0.0)
             self.latency0_ms = float(self._predict(centre.encode()))
 
     def _predict(self, encoding: torch.Tensor) -> torch.Tensor:
-        device = next(iter(self.predictor.buffers()), encoding).device
+        device = self.predictor.feature_matrix.device
         return self.predictor(encoding.to(device)).to(encoding.device)
 
     def check_space(self, space: SpaceConfig) -> None:
-        """UserError unless `space` encodes with the deploy space's layout (a narrower
-        supernet of the same space does; another node count, depth or window does not)."""
+        """UserError unless `space` is the deploy space or a narrower/wider copy of it (only
+        `channels` may differ: the encoding, hence the prediction, does not depend on width)."""
         if space.key in self._checked:
             return
-        if encoding_layout(space) != self.layout:
-            raise UserError(
-                f"search space '{space.name}' encodes architectures differently from the deploy space "
-                f"'{self.deploy_space.name}' the predictor was fitted on (nodes, depth choices or window "
-                "differ); only the width (channels) of the search space may differ"
-            )
+        check_predictor_for_search(self.predictor, space)
         self._checked.add(space.key)
 
     def predicted_ms(self, alpha: ArchParameters) -> torch.Tensor:
@@ -645,6 +642,7 @@ def repair_to_budget(
     budget_ms: float,
     tol: float = 0.05,
     *,
+    max_param_free: int | str | None = "keep",
     max_moves: int = 200,
 ) -> tuple[Architecture, list[str]]:
     """Move `arch` (usually `alpha.derive()`) into [budget (1 - tol), budget (1 + tol)] of
@@ -655,11 +653,38 @@ def repair_to_budget(
     most latency moved towards the band per unit of score lost, without jumping past it
     (jumping below it only when nothing else moves down; never jumping above it). Returns the
     architecture (same space as `arch`) and one log line per change.
+
+    Cheaper often means parameter-free (skip, pooling): the collapse the search guards
+    against. `max_param_free` caps parameter-free edges per cell for the repair's changes:
+    "keep" (default) = the most any cell of `arch` has (so the collapse guard's cap still
+    holds after the repair), an int = that cap, None = no cap.
     """
     term.check_space(arch.space)
     blocks = _Blocks(arch.space)
     scores = _Scores(alpha, blocks)
     st = blocks.from_arch(arch, fill=scores.best_slots())
+    free_ops = np.array([op in PARAM_FREE_OPS for op in CELL_OPS])
+
+    def free_edges(pair: Pair) -> int:
+        return int(free_ops[pair[0][0]]) + int(free_ops[pair[1][0]])
+
+    cap: int | None
+    if max_param_free == "keep":
+        cap = max(sum(free_edges(p) for p in cell) for cell in st.cells)
+    else:
+        cap = None if max_param_free is None else int(max_param_free)
+    option_free = [np.array([free_edges(o) for o in opts]) for opts in blocks.node_options]
+    # per cell: the cap, or the count it starts with if above (a repair never adds to it)
+    limits = [
+        None if cap is None else max(cap, sum(free_edges(p) for p in cell)) for cell in st.cells
+    ]
+
+    def within_cap(state: _State) -> bool:
+        return all(
+            lim is None or sum(free_edges(p) for p in cell) <= lim
+            for lim, cell in zip(limits, state.cells, strict=True)
+        )
+
     lo_b, hi_b = budget_ms * (1 - tol), budget_ms * (1 + tol)
     x = blocks.encode(st)
     lat = float(term.batch_ms(x[None])[0])
@@ -684,8 +709,13 @@ def repair_to_budget(
             X = blocks.candidates(st, x, dec)
             ms = term.batch_ms(X)
             cur = scores.option_cost(dec, blocks.current(st, dec))
+            allowed = None
+            if dec[0] == "node" and limits[dec[1]] is not None:
+                c, i = dec[1], dec[2]
+                others = sum(free_edges(p) for n, p in enumerate(st.cells[c]) if n != i)
+                allowed = option_free[i] + others <= limits[c]
             for o_i, opt in enumerate(blocks.options(dec)):
-                if X[o_i].tobytes() in seen:
+                if (allowed is not None and not allowed[o_i]) or X[o_i].tobytes() in seen:
                     continue
                 d_cost = scores.option_cost(dec, opt) - cur
                 if dec[0] == "depth":  # the slots that appear or vanish with the depth
@@ -700,33 +730,39 @@ def repair_to_budget(
                         for k in range(min(old_d, new_d), max(old_d, new_d))
                     )
                 moves.append((float(ms[o_i]), d_cost, dec, opt, o_i, X))
-        if not moves:
-            break
         over = lat > hi_b
+        eps = 1e-4 * budget_ms  # a move must shift the latency, not just the score
         in_band = [m for m in moves if lo_b <= m[0] <= hi_b]
+        pick = None
         if in_band:
             pick = min(in_band, key=lambda m: (m[1], abs(m[0] - budget_ms)))
         else:
             if over:
-                toward = [m for m in moves if lo_b < m[0] < lat]
+                toward = [m for m in moves if lo_b < m[0] < lat - eps]
             else:
-                toward = [m for m in moves if lat < m[0] < lo_b]
+                toward = [m for m in moves if lat + eps < m[0] < lo_b]
             if toward:
                 here = lat
                 pick = max(
                     toward, key=lambda m: (abs(here - m[0]) / max(m[1], 1e-9), abs(here - m[0]))
                 )
+            elif over and any(lim is not None for lim in limits):
+                limits = [None] * len(limits)
+                log.append(
+                    f"nothing within the cap of {cap} parameter-free edges per cell goes lower than "
+                    f"{lat:.4g} ms: cap lifted"
+                )
+                continue
             elif over:  # every downward move jumps below the band: the smallest jump
                 below = [m for m in moves if m[0] < lo_b]
-                if not below:
-                    break
-                pick = max(below, key=lambda m: (m[0], -m[1]))
-            else:
-                break
+                if below:
+                    pick = max(below, key=lambda m: (m[0], -m[1]))
+        if pick is None:
+            break
         new_lat, d_cost, dec, opt, o_i, X = pick
         log.append(
             f"{_describe_change(dec, blocks.current(st, dec), opt, blocks.space)}: "
-            f"{lat:.4g} -> {new_lat:.4g} ms, score regret +{d_cost:.3g}"
+            f"{lat:.4g} -> {new_lat:.4g} ms, score regret {d_cost:+.3g}"
         )
         st = blocks.apply(st, dec, opt)
         x, lat, cost = X[o_i].copy(), new_lat, cost + d_cost
@@ -741,7 +777,7 @@ def repair_to_budget(
                     continue
                 trial = blocks.apply(st, dec, old)
                 t_cost = scores.total(trial)
-                if t_cost < cost - 1e-12:
+                if t_cost < cost - 1e-12 and within_cap(trial):
                     t_x = blocks.encode(trial)
                     t_lat = float(term.batch_ms(t_x[None])[0])
                     if lo_b <= t_lat <= hi_b:
@@ -763,7 +799,10 @@ def repair_to_budget(
                 )
             else:
                 st, lat = _coordinate_descent(term, blocks, st, +1.0, 10)
-                log.append(f"could not reach the band: fastest nearby architecture {lat:.4g} ms")
+                log.append(
+                    f"could not reach the band within the cap of parameter-free edges: fastest nearby "
+                    f"architecture without the cap {lat:.4g} ms"
+                )
         else:
             log.append(f"no change lands in the band: {lat:.4g} ms is below it")
     log.append(f"repaired architecture: predicted {lat:.4g} ms, score regret {cost:.3g}")
