@@ -218,7 +218,9 @@ def _predict(args: argparse.Namespace) -> int:
     encs = []
     for path in args.archs:
         arch = load_architecture(path)
-        check_space(model, arch.space.key, what=f"{path} (space '{arch.space.name}')")
+        check_space(
+            model, arch.space.key, what=f"{path} (space '{arch.space.name}')", space_config=arch.space.to_dict()
+        )
         enc = np.asarray(encode(arch), dtype=np.float32)
         if enc.shape[-1] != model.dim:
             raise UserError(
