@@ -32,8 +32,19 @@ from hwnas.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import NUM_CELL_INPUTS, Architecture, Genotype, Stage
 
 
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole samples with probability p and rescale the rest (DARTS/H-DAS training)."""
+    keep = 1.0 - p
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
 class EdgeSum(nn.Module):
-    """The sum of discrete edges, each an op on one state: a cell node or a cell's connections."""
+    """The sum of discrete edges, each an op on one state: a cell node or a cell's connections.
+
+    `drop_prob` (0 by default; `Network.set_drop_path`) drops the non-identity edges per
+    sample in training mode, as H-DAS's `to_dag` does; eval mode and ONNX never drop.
+    """
 
     def __init__(self, edges: Sequence[tuple[nn.Module, int]]):
         super().__init__()
@@ -41,11 +52,18 @@ class EdgeSum(nn.Module):
             raise ValueError("EdgeSum needs at least one edge")
         self.ops = nn.ModuleList(op for op, _ in edges)
         self.inputs = [int(idx) for _, idx in edges]
+        self.drop_prob = 0.0
+
+    def _edge(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        y = op(x)
+        if self.training and self.drop_prob > 0.0 and not isinstance(op, Identity):
+            y = drop_path(y, self.drop_prob)
+        return y
 
     def forward(self, states: Sequence[torch.Tensor], *ctx: object) -> torch.Tensor:
-        out = self.ops[0](states[self.inputs[0]])
+        out = self._edge(self.ops[0], states[self.inputs[0]])
         for op, idx in zip(self.ops[1:], self.inputs[1:], strict=True):
-            out = out + op(states[idx])
+            out = out + self._edge(op, states[idx])
         return out
 
     def emit(self, g: OnnxBuilder, states: Sequence[str]) -> str:
@@ -96,6 +114,14 @@ class Network(MacroSkeleton):
             channels=channels,
         )
         self.arch = arch
+
+    def set_drop_path(self, p: float) -> None:
+        """Drop-path probability of every non-identity edge (cells and connections) in training."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        for m in self.modules():
+            if isinstance(m, EdgeSum):
+                m.drop_prob = float(p)
 
 
 def build_network(arch: Architecture) -> Network:

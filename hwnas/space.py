@@ -157,10 +157,10 @@ class SpaceConfig:
         if version != NETWORK_VERSION:
             raise UserError(
                 f"{where}: made for network version {version}, but this hwnas builds network "
-                f"version {NETWORK_VERSION} (H-DAS's macro network, see README 'The search space'); "
-                "regenerate the architecture (`hwnas arch sample`), or set the space's "
-                f'"network_version" to {NETWORK_VERSION} to build its choices with the current '
-                "network (its hash changes, and so do the registered spaces' stem_multiplier)"
+                f"version {NETWORK_VERSION} (H-DAS's macro network, README 'The search space'), "
+                "another network: for latencies, profile again and fit a new predictor; for an "
+                "architecture file, regenerate it (`hwnas arch sample`) or set its space's "
+                f'"network_version" to {NETWORK_VERSION} and the registered config (its hash changes)'
             )
         for name, limit in (("name", 64), ("description", 1000)):
             value = data.get(name, "")

@@ -253,3 +253,35 @@ def test_network_is_a_macro_skeleton_with_relu_conv_bn_preprocessing():
         assert isinstance(stage.pre0, ReLUConvBN) and isinstance(stage.pre1, ReLUConvBN)
         for cell in stage.cells:
             assert isinstance(cell.pre0, ReLUConvBN) and cell.pre0.conv.kernel_size == (1, 1)
+
+
+def test_drop_path_only_in_training_and_only_on_non_identity_edges():
+    arch = load_architecture(EXAMPLES / "darts_v2_cifar.json")
+    data = arch.to_dict()
+    data["space"] = get_space("tiny").to_dict()
+    for st in data["stages"]:
+        st["depth"] = 3
+        st["connections"] = st["connections"][:3]
+    arch = Architecture.from_dict(data)
+    torch.manual_seed(0)
+    net = build_network(arch)
+    x = torch.randn(4, *arch.space.input_shape)
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+    net.set_drop_path(0.5)
+    with torch.no_grad():
+        assert torch.equal(net(x), ref)  # eval mode never drops
+    # an edge sum of two identities is never dropped, even in training
+    both_skip = EdgeSum([(make_stage_op("skip_connect", 4), 0), (make_stage_op("skip_connect", 4), 1)])
+    both_skip.drop_prob = 0.9
+    states = [torch.ones(8, 4, 2, 2), torch.ones(8, 4, 2, 2)]
+    assert torch.equal(both_skip.train()(states), 2 * states[0])
+    pooled = EdgeSum([(make_stage_op("avg_pool_3x3", 4), 0)])
+    pooled.drop_prob = 0.5
+    torch.manual_seed(1)
+    out = pooled.train()([torch.randn(8, 4, 2, 2)])
+    per_sample = out.flatten(1).abs().sum(1)
+    assert (per_sample == 0).any() and (per_sample > 0).any()  # whole samples dropped
+    with pytest.raises(ValueError, match="drop-path"):
+        net.set_drop_path(1.0)

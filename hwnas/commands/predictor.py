@@ -64,6 +64,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also fit on rows the timing protocol flagged unstable (host busy while timing); "
         "default: leave them out",
     )
+    fit.add_argument(
+        "--relaxed-points",
+        type=int,
+        default=540,
+        metavar="N",
+        help="calibrate the prediction on relaxed encodings (the search's input) to the expected "
+        "latency of the architectures they describe, on N random relaxations; 0: do not "
+        "(one-hot predictions are the same either way)",
+    )
+    fit.add_argument(
+        "--relaxed-samples",
+        type=int,
+        default=64,
+        metavar="K",
+        help="architectures drawn per relaxation to estimate its expected latency",
+    )
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     fit.set_defaults(func=_fit)
 
@@ -85,7 +101,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = s.add_parser("predict", help="predicted latency of architecture JSON files")
     pr.add_argument("file", type=Path, help="predictor file")
     pr.add_argument("archs", nargs="+", type=Path, metavar="ARCH.json")
-    pr.add_argument("--json", action="store_true", help="a list of {path, hash, latency_ms}")
+    pr.add_argument(
+        "--json",
+        action="store_true",
+        help="a list of {path, hash, latency_ms, reference_ms, in_training, target_name}",
+    )
     pr.set_defaults(func=_predict)
 
 
@@ -135,19 +155,61 @@ def _fit(args: argparse.Namespace) -> int:
         max_train=args.max_train,
         time_budget_s=args.time_budget,
     )
+    calibration = _calibrate(result.model, ds, args)
+    if calibration is not None:
+        result.report["relaxed_calibration"] = calibration
     header = build_header(result.model, ds, result.report)
+    header["relaxed_correction"] = calibration
     save_predictor(args.out, result.model, header)
     if args.json:
         print(json.dumps(_clean({**result.report, "out": str(args.out)}), indent=2))
     else:
         print(render_report(result.report))
+        if calibration is not None:
+            c = calibration
+            print(
+                f"relaxed encodings: calibrated to the expected latency of their draws on "
+                f"{c['n_points']} relaxations x {c['samples_per_point']} draws; on {c['n_val_points']} "
+                f"others, mean gap {100 * c['val_mean_gap_before']:+.1f} % -> "
+                f"{100 * c['val_mean_gap_after']:+.1f} % (one-hot predictions unchanged)"
+            )
         print(f"wrote {args.out}")
     return 0
+
+
+def _calibrate(model: Any, ds: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Fit the relaxed-encoding correction when the store's space is one hwnas can sample."""
+    import sys
+
+    from hwnas.encoding import encoding_layout
+    from hwnas.latency import calibrate_predictor
+    from hwnas.space import SpaceConfig
+
+    if args.relaxed_points < 0 or args.relaxed_samples < 1:
+        raise UserError("--relaxed-points must be >= 0 and --relaxed-samples >= 1")
+    if args.relaxed_points == 0:
+        return None
+    try:
+        space = SpaceConfig.from_dict(ds.space_config)
+        usable = encoding_layout(space) == list(ds.encoding_layout)
+    except (UserError, TypeError, ValueError, KeyError):
+        usable = False
+    if not usable:
+        print(
+            "relaxed calibration skipped: the store's space config is not an hwnas space "
+            "with this encoding layout (pass --relaxed-points 0 to silence this)",
+            file=sys.stderr,
+        )
+        return None
+    return calibrate_predictor(
+        model, space, points=args.relaxed_points, samples=args.relaxed_samples, seed=args.seed
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
     from predictor import evaluate, load_dataset, load_predictor, render_report
     from predictor.dataset import read_meta
+    from predictor.drift import predictor_baseline
 
     model = load_predictor(args.file)
     h = model.header
@@ -180,6 +242,9 @@ def _eval(args: argparse.Namespace) -> int:
             min_samples=1,
             label=str(h.get("label") or "raw"),
             include_unstable=bool(h.get("include_unstable", False)),
+            # the predictor's own baseline, not this store's median: the labels are then
+            # this store's latencies corrected to the predictor's footing (predictor/drift.py)
+            baseline_ms=predictor_baseline(h),
         )
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):
@@ -188,7 +253,10 @@ def _eval(args: argparse.Namespace) -> int:
                 f"target '{h['target_name']}'; pass --allow-mixed to score it on other fingerprints ({exc})"
             ) from None
         raise
-    report = evaluate(model, ds, args.split)
+    fitted_on = h.get("fitted_on")
+    report = evaluate(
+        model, ds, args.split, fitted_on=fitted_on if isinstance(fitted_on, list) else None
+    )
     if args.json:
         print(json.dumps(_clean(report), indent=2))
     else:
@@ -197,9 +265,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
 
     from predictor import check_space, load_predictor
+    from predictor.drift import predictor_baseline
 
     try:
         from hwnas.encoding import encode
@@ -212,7 +283,9 @@ def _predict(args: argparse.Namespace) -> int:
     encs = []
     for path in args.archs:
         arch = load_architecture(path)
-        check_space(model, arch.space.key, what=f"{path} (space '{arch.space.name}')")
+        check_space(
+            model, arch.space.key, what=f"{path} (space '{arch.space.name}')", space_config=arch.space.to_dict()
+        )
         enc = np.asarray(encode(arch), dtype=np.float32)
         if enc.shape[-1] != model.dim:
             raise UserError(
@@ -221,8 +294,15 @@ def _predict(args: argparse.Namespace) -> int:
         encs.append(enc)
         rows.append({"path": str(path), "hash": arch.hash})
     latency = model.predict_ms(np.stack(encs))
+    baseline = predictor_baseline(model.header)
+    fitted_on = model.header.get("fitted_on")
+    seen = set(fitted_on) if isinstance(fitted_on, list) else None
     for row, ms in zip(rows, latency, strict=True):
         row["latency_ms"] = float(ms)
+        # the reference figure this prediction is relative to: compare a measurement
+        # x reference_ms / its own reference (predictor/drift.py); null for raw predictors
+        row["reference_ms"] = baseline
+        row["in_training"] = None if seen is None else row["hash"][:16] in seen
         row["target_name"] = model.header.get("target_name")
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -231,5 +311,24 @@ def _predict(args: argparse.Namespace) -> int:
         target = model.header.get("target_name")
         print(f"{'architecture'.ljust(width)}  {'hash':12}  predicted ms ({target})")
         for r in rows:
-            print(f"{r['path'].ljust(width)}  {r['hash'][:12]}  {r['latency_ms']:.4f}")
+            mark = "  (in training data)" if r["in_training"] else ""
+            print(f"{r['path'].ljust(width)}  {r['hash'][:12]}  {r['latency_ms']:.4f}{mark}")
+        if baseline is not None:
+            print(
+                f"predictions are relative to a reference-network figure of {baseline:.4f} ms "
+                "(the predictor's baseline): compare a measurement corrected by its own reference"
+            )
+    if seen is None:
+        print(
+            "the predictor file does not list its training architectures (older file): "
+            "cannot tell which of these it was fitted on",
+            file=sys.stderr,
+        )
+    else:
+        n_in = sum(1 for r in rows if r["in_training"])
+        print(
+            f"{n_in} of {len(rows)} architectures are in the predictor's training data "
+            "(train/val splits)" + (": their predictions say nothing of its accuracy" if n_in else ""),
+            file=sys.stderr,
+        )
     return 0
