@@ -584,7 +584,9 @@ def run_search(
     if penalty is not None and cfg.latency_budget_ms is not None:
         from hwnas.search.latency import repair_to_budget
 
-        arch, repair_log = repair_to_budget(arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol)
+        arch, repair_log = repair_to_budget(
+            arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol, max_param_free=cfg.max_param_free
+        )
     arch = Architecture.from_dict(arch.to_dict(), where="derived architecture")  # validates
     last = searcher.rows[-1] if searcher.rows else {}
     summary: dict[str, Any] = {
