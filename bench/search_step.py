@@ -193,13 +193,22 @@ def _stepper(cfg: str, c: int, batch: int) -> Any:
     return _hier_stepper(c, batch, mode, int(k or 1))
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child
+    inherits from the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _memory(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     step = _stepper(args.config, args.channels, args.batch)
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports, predictor fit, model
+    built = _hwm_mb()  # imports, predictor fit, model
     step()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _hwm_mb()
     print(json.dumps({"config": args.config, "peak_rss_mb": peak, "rss_before_steps_mb": built}))
 
 
@@ -210,6 +219,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="timed steps per configuration (after 1 warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default="darts,full,sampled:1,sampled:2")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-RSS processes")
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.config:
@@ -217,9 +227,9 @@ def main() -> None:
         return
     configs = args.configs.split(",")
     torch.set_num_threads(args.threads)
-    steppers = {cfg: _stepper(cfg, args.channels, args.batch) for cfg in configs}
+    steppers = {} if args.memory_only else {cfg: _stepper(cfg, args.channels, args.batch) for cfg in configs}
     results: dict[str, dict[str, list[float]]] = {cfg: {} for cfg in configs}
-    for r in range(args.rounds + 1):  # round 0 warms up
+    for r in range(0 if args.memory_only else args.rounds + 1):  # round 0 warms up
         for cfg in configs:
             out = steppers[cfg]()
             if r:
@@ -236,6 +246,8 @@ def main() -> None:
         results[cfg].update(json.loads(mem))
         del results[cfg]["config"]
         print(json.dumps({"config": cfg, **results[cfg]}), flush=True)
+    if args.memory_only:
+        return
     ref = statistics.median(results["darts"]["step_s"]) if "darts" in results else None
     print("\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB (before steps) |")
     print("|---|---|---|---|---|---|")

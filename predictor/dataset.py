@@ -146,11 +146,12 @@ def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
     con.row_factory = sqlite3.Row
     try:
         columns = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
-        stable = "stable" if "stable" in columns else "NULL AS stable"  # older stores: unknown
+        stable = "stable" if "stable" in columns else "NULL AS stable"  # older stores
         return con.execute(
             "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
             f" fingerprint_key, status, error, latency_ms, spread, reference_ms, {stable}"
-            " FROM measurements WHERE kind IN ('profile', 'repeat') ORDER BY id"
+            " FROM measurements"
+            " WHERE kind IN ('profile', 'repeat') ORDER BY id"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise UserError(
@@ -240,16 +241,7 @@ def load_dataset(
         for r in rows
         if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
     ]
-    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
-    if not include_unstable:
-        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
-    if not prof_ok and unstable and not include_unstable:
-        raise UserError(
-            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
-            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
-            "quieter host, or fit on them anyway with --include-unstable"
-        )
     if not prof_ok:
         failed = [r for r in rows if r["status"] != "ok"]
         first = next((r["error"] for r in failed if r["error"]), "no error recorded")
@@ -277,7 +269,19 @@ def load_dataset(
         )
     keep = set(fkeys)
     ok = [r for r in ok if r["fingerprint_key"] in keep]
+    prof_ok_all = [r for r in ok if r["kind"] == "profile"]
+    # Rows the protocol flagged unstable: left out here, after the fingerprint checks (a
+    # store mixing fingerprints is refused whatever the flags say).
+    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
+    if not include_unstable:
+        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok:
+        raise UserError(
+            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
+            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
+            "quieter host, or fit on them anyway with --include-unstable"
+        )
     if len(keep) == 1:
         fkey = next(iter(keep))
         fp = _parse_meta_value(prof_ok[0]["fingerprint"]) or {}
@@ -374,15 +378,8 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
+            **unstable_counts(prof_ok_all),
             "include_unstable": include_unstable,
-            # flagged rows among the ok profile rows of the kept fingerprints, counted
-            # whether or not they were fitted
-            **unstable_counts(
-                prof_ok
-                if include_unstable
-                else prof_ok
-                + [r for r in unstable if r["kind"] == "profile" and r["fingerprint_key"] in keep]
-            ),
         },
     )
     return ds
@@ -427,8 +424,13 @@ def describe_unstable(stats: dict[str, Any]) -> str | None:
         f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
         f"split-half (even and odd rounds disagreed: a busy host), "
         f"{stats.get('unstable_reference_drift', 0)} reference drift (the reference network ran "
-        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); they are used, but "
-        "re-measure them (`hwnas db repeat`) if the fit looks noisy"
+        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); "
+        + (
+            "they are used, but re-measure them (`hwnas db repeat`) if the fit looks noisy"
+            if stats.get("include_unstable", True)
+            else "they are left out (--include-unstable fits on them); re-measure them "
+            "(`hwnas db repeat`) to use them"
+        )
     )
 
 

@@ -215,6 +215,8 @@ def load_predictor(
         features = FeatureLayout.from_json(header["feature_layout"])
         cfg = MLPConfig.from_json(header["model"]["config"])
         model = LatencyPredictor(features, cfg)
+        if "relax_w" not in state:  # a file from before the relaxed correction: uncalibrated
+            state = {**state, "relax_w": torch.zeros(features.dim)}
         model.load_state_dict(state, strict=True)
     except UserError:
         raise

@@ -32,7 +32,7 @@ MICRO = SpaceConfig(
     name="micro", in_channels=1, input_size=8, num_classes=10, channels=4,
     depth_choices=(1, 2), nodes=2, stem_multiplier=2,
 )
-FAST = dict(space="digits", dataset="digits", search_channels=4, subset=64, batch_size=16, seed=0)
+FAST = dict(space="digits", dataset="digits", mode="sampled", search_channels=4, subset=64, batch_size=16, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     out = tmp_path / "run"
     code, stdout, err = cli(
         "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "0.5",
-        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16",
+        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
         "--out", out, "--no-progress", "--seed", "3",
     )
     assert code == 0, err
@@ -216,6 +216,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     for key in ("predicted_latency_ms", "val_accuracy", "epochs", "seed", "mode", "latency_weight"):
         assert key in summary
     assert summary["epochs"] == 2 and summary["seed"] == 3 and summary["mode"] == "sampled"
+    assert json.loads((out / "config.json").read_text())["search"]["mode"] == "sampled"
     assert summary["architecture_hash"] == arch.hash
     lines = (out / "log.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -234,7 +235,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     # --resume with another config: refused, named, nothing changes
     code, _, err = cli(
         "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "0.9",
-        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16",
+        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
         "--out", out, "--resume", "--seed", "3",
     )
     assert code == 2 and "another config" in err and "latency_weight" in err and _snapshot(out) == before
@@ -243,7 +244,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     before = _snapshot(out)
     code, _, err = cli(
         "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "0.5",
-        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16",
+        "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
         "--out", out, "--resume", "--seed", "3",
     )
     assert code == 2 and "corrupted" in err and "checkpoint.pt" in err and _snapshot(out) == before
@@ -313,7 +314,7 @@ def test_budget_run_lands_in_the_band(predictor: Path) -> None:
 def _cli_argv(predictor: Path, out: Path, epochs: int) -> list[str]:
     return [
         "search", "--space", "digits", "--predictor", str(predictor), "--latency-weight", "0.3",
-        "--search-channels", "4", "--epochs", str(epochs), "--subset", "64", "--batch-size", "16",
+        "--search-channels", "4", "--epochs", str(epochs), "--subset", "64", "--batch-size", "16", "--mode", "sampled",
         "--out", str(out), "--seed", "5", "--threads", "1", "--no-progress",
     ]
 

@@ -32,7 +32,7 @@ def main():
         shards.append(y.clone())
         return x, y
     Searcher._batch = spy
-    cfg = SearchConfig(space="digits", predictor=pred, latency_weight=0.5, search_channels=4, epochs=2,
+    cfg = SearchConfig(space="digits", predictor=pred, latency_weight=0.5, search_channels=4, epochs=2, mode="sampled",
                        subset=64, batch_size=16, seed=0)
     run_search(cfg, out, progress=False, threads=1, on_step=on_step)
     rank = dist.get_rank()

@@ -20,7 +20,9 @@ The relaxed prediction and the derived (discrete) architecture's differ by a few
 the shipped architecture is finished by `repair_to_budget`: a discrete, predictor-guided
 search over single choices (one node's inputs and ops, one stage's depth, one connection
 pair) that lands the predicted latency in [B (1 - tol), B (1 + tol)] at the least loss of
-architecture score, and logs each change.
+architecture score, and logs each change. It keeps the collapse guard's cap of
+parameter-free edges per cell unless the band cannot be reached within it (then it lifts
+the cap and says so).
 
 The architecture score is the sum over choices of the chosen option's log-probability under
 the search's logits; costs are counted as *regret*, the gap to the best option of the same
@@ -760,7 +762,7 @@ def repair_to_budget(
         new_lat, d_cost, dec, opt, o_i, X = pick
         log.append(
             f"{_describe_change(dec, blocks.current(st, dec), opt, blocks.space)}: "
-            f"{lat:.4g} -> {new_lat:.4g} ms, score regret +{d_cost:.3g}"
+            f"{lat:.4g} -> {new_lat:.4g} ms, score regret {d_cost:+.3g}"
         )
         st = blocks.apply(st, dec, opt)
         x, lat, cost = X[o_i].copy(), new_lat, cost + d_cost

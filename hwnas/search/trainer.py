@@ -53,6 +53,13 @@ ARCH_FILE = "architecture.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FORMAT = "hwnas.search-checkpoint/1"
 MODES = ("full", "sampled")
+#: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
+PROXY_CHANNELS = {"cifar": 16}
+
+
+def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's width C: --search-channels, else the space's usual proxy, else its own."""
+    return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
 
 
 @dataclass
@@ -64,7 +71,7 @@ class SearchConfig:
     predictor: str | None = None  # a predictor file; None: no latency term (tests, ablations)
     latency_weight: float | None = None
     latency_budget_ms: float | None = None
-    mode: str = "sampled"
+    mode: str = "full"  # measured: sampled paths do not train the supernet in CPU-sized budgets
     samples: int = 1  # K sub-graphs per step in sampled mode (1 = GDAS's single path)
     search_channels: int | None = None  # proxy width C of the supernet (None: the space's)
     epochs: int = 10
@@ -159,7 +166,7 @@ class Searcher:
         self.device = device or torch.device("cpu")
         torch.manual_seed(cfg.seed)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
-        self.model = SearchModel(alpha, cfg.search_channels).to(self.device)
+        self.model = SearchModel(alpha, search_channels(cfg, space)).to(self.device)
         self.alpha = self.model.alpha
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
         self.w_optim = torch.optim.SGD(
@@ -407,7 +414,7 @@ def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, A
     cfg.check()
     space = get_space(cfg.space)
     term = penalty = None
-    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": cfg.search_channels or space.channels}
+    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": search_channels(cfg, space)}
     if cfg.predictor is not None:
         from hwnas.latency import check_predictor_for_search
         from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
@@ -577,7 +584,9 @@ def run_search(
     if penalty is not None and cfg.latency_budget_ms is not None:
         from hwnas.search.latency import repair_to_budget
 
-        arch, repair_log = repair_to_budget(arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol)
+        arch, repair_log = repair_to_budget(
+            arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol, max_param_free=cfg.max_param_free
+        )
     arch = Architecture.from_dict(arch.to_dict(), where="derived architecture")  # validates
     last = searcher.rows[-1] if searcher.rows else {}
     summary: dict[str, Any] = {
