@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-epochs", type=int, default=6, help="epochs of each search (default 6)")
     p.add_argument("--search-subset", type=int, default=800,
                    help="training images the searches use, split 50/50 between weights and architecture (default 800)")
+    p.add_argument(
+        "--search-mode", choices=("full", "sampled"), default="sampled",
+        help="sampled (default here: one sub-graph per step, ~8x cheaper, what fits the main job's "
+        "15 minutes) or full (the DARTS mixture, `hwnas search`'s default)",
+    )
     p.add_argument("--train-epochs", type=int, default=6, help="epochs of training each found network (default 6)")
     p.add_argument("--train-subset", type=int, default=None, help="training images for training (default: all)")
     lat = p.add_mutually_exclusive_group()
@@ -275,6 +280,7 @@ def deploy_steps(
     base = SearchConfig(
         space=args.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
         epochs=args.search_epochs, seed=args.seed, subset=args.search_subset, target=spec.name,
+        mode=getattr(args, "search_mode", "sampled"),
     )  # fmt: skip
     plain = _search(base, out / "search-plain", progress, "plain")
     print(
