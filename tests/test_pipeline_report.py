@@ -138,3 +138,24 @@ def test_run_refuses_an_out_dir_of_another_run(cli, tmp_path: Path) -> None:
     assert code == 2 and "--force" in stderr
     code, _, stderr = cli("run", "--space", "tiny", "--out", tmp_path / "n", "--no-progress")
     assert code == 2 and "--dataset" in stderr
+
+
+def test_predictor_stamp_ignores_creation_time_not_weights(digits_predictor: Path, tmp_path: Path) -> None:
+    """A second main run refits the same predictor from the same store: its searches are
+    reused only if the weights are the same, whatever the file's creation time."""
+    import torch
+
+    from predictor import load_predictor
+
+    model = load_predictor(digits_predictor)
+    header = dict(model.header)
+    header["created_at"] = "2000-01-01T00:00:00Z"
+    again = tmp_path / "again.pt"
+    save_predictor(again, model, header)
+    assert again.read_bytes() != digits_predictor.read_bytes()
+    assert pipeline.predictor_weights_sha256(again) == pipeline.predictor_weights_sha256(digits_predictor)
+    with torch.no_grad():
+        next(iter(model.parameters())).add_(1e-3)
+    changed = tmp_path / "changed.pt"
+    save_predictor(changed, model, header)
+    assert pipeline.predictor_weights_sha256(changed) != pipeline.predictor_weights_sha256(digits_predictor)
