@@ -74,8 +74,10 @@ def _run(args: argparse.Namespace) -> int:
     res = run_search(
         cfg, args.out, resume=args.resume, progress=False if args.no_progress else None, threads=args.threads
     )
-    if res.run_dir is None or not (res.run_dir / "summary.json").exists():
-        return 0  # a non-zero rank under torchrun: rank 0 reports
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return 0  # under torchrun rank 0 reports
     s = res.summary
     if args.json:
         print(json.dumps(s, indent=2))
