@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-weight", type=float, default=None, help="L: loss += L * latency / latency0 (default 0)")
     p.add_argument("--latency-budget", type=float, default=None, metavar="MS", help="hard budget in ms")
     p.add_argument("--mode", choices=("full", "sampled"), default="full",
-                   help="full DARTS mixture (default), or Gumbel-TopK sampled sub-graphs (~7x cheaper steps)")
+                   help="full DARTS mixture (default), or Gumbel-TopK sampled sub-graphs (~6x cheaper steps)")
     p.add_argument("--samples", type=int, default=1, metavar="K", help="sub-graphs per step in sampled mode (1 = GDAS)")
     p.add_argument("--search-channels", type=int, default=None, metavar="C", help="proxy supernet width")
     p.add_argument("--epochs", type=int, required=True)
