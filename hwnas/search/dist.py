@@ -77,6 +77,12 @@ def assert_same(tensors: list[torch.Tensor], info: DistInfo, what: str) -> None:
         raise RuntimeError(f"{what} differ between ranks (max gap {float((hi - lo).max()):.3g})")
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (e.g. all have checked the run directory before rank 0 writes it)."""
+    if info.active:
+        dist.barrier()
+
+
 def all_sum(values: list[float], info: DistInfo) -> list[float]:
     """Sum of per-rank counters (accuracies, losses) over the ranks."""
     if not info.active:

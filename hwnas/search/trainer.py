@@ -53,6 +53,13 @@ ARCH_FILE = "architecture.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FORMAT = "hwnas.search-checkpoint/1"
 MODES = ("full", "sampled")
+#: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
+PROXY_CHANNELS = {"cifar": 16}
+
+
+def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's width C: --search-channels, else the space's usual proxy, else its own."""
+    return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
 
 
 @dataclass
@@ -64,7 +71,7 @@ class SearchConfig:
     predictor: str | None = None  # a predictor file; None: no latency term (tests, ablations)
     latency_weight: float | None = None
     latency_budget_ms: float | None = None
-    mode: str = "sampled"
+    mode: str = "full"  # measured: sampled paths do not train the supernet in CPU-sized budgets
     samples: int = 1  # K sub-graphs per step in sampled mode (1 = GDAS's single path)
     search_channels: int | None = None  # proxy width C of the supernet (None: the space's)
     epochs: int = 10
@@ -159,7 +166,7 @@ class Searcher:
         self.device = device or torch.device("cpu")
         torch.manual_seed(cfg.seed)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
-        self.model = SearchModel(alpha, cfg.search_channels).to(self.device)
+        self.model = SearchModel(alpha, search_channels(cfg, space)).to(self.device)
         self.alpha = self.model.alpha
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
         self.w_optim = torch.optim.SGD(
@@ -238,7 +245,7 @@ class Searcher:
                 unrolled.append((p - lr * (m + gp + self.cfg.w_weight_decay * p)).detach().requires_grad_())
         logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
         loss, parts = self.arch_loss(logits, yv)
-        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True)
+        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True, retain_graph=True)
         dalpha = [gr if gr is not None else torch.zeros_like(a) for gr, a in zip(grads[: len(alphas)], alphas, strict=True)]
         dw = [gr if gr is not None else torch.zeros_like(w) for gr, w in zip(grads[len(alphas) :], unrolled, strict=True)]
         eps = 0.01 / (torch.cat([d.reshape(-1) for d in dw]).norm() + 1e-12)
@@ -246,7 +253,7 @@ class Searcher:
         def alpha_grad_at(sign: float) -> list[torch.Tensor]:
             shifted = {n: (w + sign * eps * d).detach() for n, w, d in zip(names, weights, dw, strict=True)}
             lt = F.cross_entropy(functional_call(net, {**shifted, **buffers}, (xt, r)), yt)
-            gs = torch.autograd.grad(lt, alphas, allow_unused=True)
+            gs = torch.autograd.grad(lt, alphas, allow_unused=True, retain_graph=True)
             return [gg if gg is not None else torch.zeros_like(a) for gg, a in zip(gs, alphas, strict=True)]
 
         pos, neg = alpha_grad_at(1.0), alpha_grad_at(-1.0)
@@ -279,7 +286,7 @@ class Searcher:
         D.average_grads(weights, self.info)
         torch.nn.utils.clip_grad_norm_(weights, self.cfg.w_grad_clip)
         self.w_optim.step()
-        return logits.detach(), float(loss)
+        return logits.detach(), float(loss.detach())
 
     # -- one epoch ---------------------------------------------------------------------------
     def _batch(self, ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +339,7 @@ class Searcher:
             "w_loss": tot["w_loss"] / max(1.0, tot["n"]),
             "ce_val": tot["ce_val"] / max(1.0, tot["n"]),
             "latency_loss": tot["latency_loss"] / max(1.0, tot["n"]),
-            "depth_loss": float(self.depth_loss()),
+            "depth_loss": float(self.depth_loss().detach()),
             "train_acc": tot["t_ok"] / max(1.0, tot["t_n"]),
             "val_acc": tot["v_ok"] / max(1.0, tot["v_n"]),
             "relaxed_ms": math.nan,
@@ -407,7 +414,7 @@ def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, A
     cfg.check()
     space = get_space(cfg.space)
     term = penalty = None
-    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": cfg.search_channels or space.channels}
+    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": search_channels(cfg, space)}
     if cfg.predictor is not None:
         from hwnas.latency import check_predictor_for_search
         from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
@@ -534,6 +541,7 @@ def run_search(
     resolved["ranks"] = info.world
     doc = _config_doc(cfg, resolved)
     state = _check_run_dir(out_path, doc, resume) if out_path is not None else None
+    D.barrier(info)  # every rank has checked the run directory before rank 0 writes to it
     searcher = Searcher(cfg, space, data, term, penalty, info, device)
     if state is not None:
         try:
@@ -576,7 +584,9 @@ def run_search(
     if penalty is not None and cfg.latency_budget_ms is not None:
         from hwnas.search.latency import repair_to_budget
 
-        arch, repair_log = repair_to_budget(arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol)
+        arch, repair_log = repair_to_budget(
+            arch, searcher.alpha, term, cfg.latency_budget_ms, tol=penalty.tol, max_param_free=cfg.max_param_free
+        )
     arch = Architecture.from_dict(arch.to_dict(), where="derived architecture")  # validates
     last = searcher.rows[-1] if searcher.rows else {}
     summary: dict[str, Any] = {
