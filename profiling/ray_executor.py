@@ -47,7 +47,7 @@ from profiling.runner import (
 from profiling.store import ProfileStore, utc_now
 from targets.errors import UserError
 from targets.spec import TargetSpec
-from targets.timing import Protocol, fingerprint_key
+from targets.timing import Protocol, fingerprint_key, measurement_fingerprint
 
 RAY_EXTRA = "pip install 'hwnas[ray]'"
 PROBE_TIMEOUT_S = 300.0
@@ -179,7 +179,7 @@ def run_profile_ray(
                 f"a Ray device host for '{resource}' could not open target {spec.name}: "
                 f"{type(exc).__name__}: {_first_line(exc)}"
             ) from None
-        fp = probed["fingerprint"]
+        fp = measurement_fingerprint(probed["fingerprint"], protocol)  # keyed by protocol too
         key = fingerprint_key(fp)
         capacity = max_in_flight or int(devices) + 1  # one queued group keeps a device busy
         return _drive(
@@ -263,7 +263,7 @@ def _drive(
                     device = summary.device_s
                     device["compile"] = device.get("compile", 0.0) + outcome.compile_s
                     device["timing"] = device.get("timing", 0.0) + outcome.timing_s
-                    rows_fp = outcome.fingerprint or fp
+                    rows_fp = measurement_fingerprint(outcome.fingerprint or fp, protocol)
                     if fingerprint_key(rows_fp) != key and outcome.host not in odd_hosts:
                         odd_hosts.add(outcome.host)
                         warnings.warn(

@@ -57,6 +57,7 @@ from targets.timing import (
     compile_reference,
     fingerprint_key,
     measure_runners,
+    measurement_fingerprint,
 )
 
 # Extra timing passes for figures the protocol marks unstable. Off by default: on the
@@ -630,7 +631,7 @@ def _run_local(
 ) -> ProfileSummary:
     t_start = time.perf_counter()
     backend = open_backend(spec)
-    fp = backend.fingerprint()
+    fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
     include_failed = not retry_failed
     host, pid = socket.gethostname(), os.getpid()
@@ -799,7 +800,7 @@ def repeat_measurements(
     store.check_space(source.space_name, source.space_key, source.encoding_layout)
     protocol = protocol or Protocol.for_target(spec)
     backend = open_backend(spec)
-    fp = backend.fingerprint()
+    fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
     originals: dict[str, dict[str, Any]] = {}
     for row in store.rows(kind="profile", status="ok", fingerprint_key=key):

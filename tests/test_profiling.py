@@ -413,9 +413,26 @@ def test_cli_locked_store(cli, tmp_path: Path, fast_target: Path, monkeypatch) -
     assert code == 2 and "locked" in err
 
 
-def test_unstable_figures_are_timed_again(debug) -> None:
+def test_unstable_figures_are_timed_again(debug, monkeypatch: pytest.MonkeyPatch) -> None:
     """The protocol marks a figure unstable when its even and odd rounds disagree; the
-    profiler times those once more before storing, and counts them."""
+    profiler times those once more before storing, and counts them.
+
+    The clock is injected: every reading advances it a little more than the one before,
+    so each timed run takes longer than the previous one and the even rounds' minimum is
+    always below the odd rounds' (with a real clock and a runner this fast, both halves
+    could show the very same minimum and agree even at 1e-12)."""
+    import targets.timing
+
+    class Slowing:
+        def __init__(self) -> None:
+            self.now, self.step = 0, 1_000_000
+
+        def __call__(self) -> int:
+            self.now += self.step
+            self.step += 1
+            return self.now
+
+    monkeypatch.setattr(targets.timing, "DEFAULT_CLOCK", Slowing())
     names = ["a", "b", "c"]
     prepared = [Prepared(Candidate(n, "{}", []), f"/nowhere/{n}.onnx", None, "t0") for n in names]
     strict = FAST.with_(tolerance=1e-12)  # halves never agree to 1e-12: all unstable
