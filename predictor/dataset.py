@@ -195,6 +195,7 @@ def load_dataset(
     test_frac: float = 0.15,
     min_samples: int = MIN_SAMPLES,
     label: str = "auto",
+    include_unstable: bool = False,
     baseline_ms: float | None = None,
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
@@ -208,6 +209,10 @@ def load_dataset(
     reference figure of the rows: host drift between measurements cancels; on the
     development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
     3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
+
+    Rows the timing protocol flagged unstable (`stable = 0`: its rounds disagreed, the host
+    was busy) are left out unless `include_unstable`; rows with no flag are kept.
+
     `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
     its outputs and these labels are on the same footing).
     """
@@ -278,7 +283,19 @@ def load_dataset(
         )
     keep = set(fkeys)
     ok = [r for r in ok if r["fingerprint_key"] in keep]
+    prof_ok_all = [r for r in ok if r["kind"] == "profile"]
+    # Rows the protocol flagged unstable: left out here, after the fingerprint checks (a
+    # store mixing fingerprints is refused whatever the flags say).
+    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
+    if not include_unstable:
+        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok:
+        raise UserError(
+            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
+            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
+            "quieter host, or fit on them anyway with --include-unstable"
+        )
     if len(keep) == 1:
         fkey = next(iter(keep))
         fp = _parse_meta_value(prof_ok[0]["fingerprint"]) or {}
@@ -376,7 +393,8 @@ def load_dataset(
             "label": label,
             "reference_baseline_ms": baseline,
             "target_ref": target,  # what the user typed: a name, or the target file for hints
-            **unstable_counts(prof_ok),
+            **unstable_counts(prof_ok_all),
+            "include_unstable": include_unstable,
         },
     )
     return ds
@@ -421,8 +439,13 @@ def describe_unstable(stats: dict[str, Any]) -> str | None:
         f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
         f"split-half (even and odd rounds disagreed: a busy host), "
         f"{stats.get('unstable_reference_drift', 0)} reference drift (the reference network ran "
-        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); they are used, but "
-        "re-measure them (`hwnas db repeat`) if the fit looks noisy"
+        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); "
+        + (
+            "they are used, but re-measure them (`hwnas db repeat`) if the fit looks noisy"
+            if stats.get("include_unstable", True)
+            else "they are left out (--include-unstable fits on them); re-measure them "
+            "(`hwnas db repeat`) to use them"
+        )
     )
 
 

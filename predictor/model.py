@@ -96,6 +96,10 @@ class LatencyPredictor(nn.Module):
         self.register_buffer("x_mean", torch.zeros(features.dim))
         self.register_buffer("x_std", torch.ones(features.dim))
         self.register_buffer("y_mean", torch.ones(()))  # mean training latency, ms
+        # Relaxed-encoding correction (predictor.relax.fit_relaxed_correction): relative
+        # latency added per unit of each feature group's spread sum x(1-x), which is 0 on
+        # every one-hot encoding, so discrete predictions never change. Zero = uncalibrated.
+        self.register_buffer("relax_w", torch.zeros(features.dim))
         self.header: dict[str, Any] = {}
         self._act = ACTIVATIONS[self.cfg.activation]
 
@@ -106,7 +110,7 @@ class LatencyPredictor(nn.Module):
             raise ValueError(
                 f"encoding has {encoding.shape[-1]} entries, the predictor expects {self.dim}"
             )
-        x = encoding.reshape(-1, self.dim).to(self.feature_matrix.dtype)
+        x = encoding.reshape(-1, self.dim).to(self.feature_matrix)
         return (x @ self.feature_matrix - self.x_mean) / self.x_std
 
     def members_output(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,16 +128,35 @@ class LatencyPredictor(nn.Module):
             h = h + torch.bmm(x, self.skip)
         return h.squeeze(-1)
 
-    def forward(self, encoding: torch.Tensor) -> torch.Tensor:
+    def spread_features(self, encoding: torch.Tensor) -> torch.Tensor:
+        """Per feature group, sum of x(1-x) over its entries [N, F]: 0 at a vertex of the
+        simplex, largest at its centre; about the variance of the group's count under
+        sampling, which is what separates E[f(draws)] from f(E[draws]) (Jensen)."""
+        x = encoding.reshape(-1, self.dim).to(self.feature_matrix)
+        return (x * (1.0 - x)) @ self.feature_matrix
+
+    def relative(self, encoding: torch.Tensor) -> torch.Tensor:
+        """Latency / y_mean before the positive floor [N]: the ensemble plus the relaxed term."""
         rel = self.members_output(self.featurise(encoding)).mean(0)
+        if bool(self.relax_w.any()):
+            rel = rel + self.spread_features(encoding) @ self.relax_w
+        return rel
+
+    def forward(self, encoding: torch.Tensor) -> torch.Tensor:
+        rel = self.relative(encoding)
         # A smooth floor keeps latency positive on odd (relaxed) inputs; identity above ~0.2x mean.
         ms = nn.functional.softplus(rel, beta=20.0) * self.y_mean
         return ms.reshape(encoding.shape[:-1])
 
+    @property
+    def device(self) -> torch.device:
+        return self.feature_matrix.device
+
     @torch.no_grad()
     def predict_ms(self, X: np.ndarray) -> np.ndarray:
-        """NumPy convenience for evaluation: [N, D] -> [N] ms."""
-        return self(torch.as_tensor(np.asarray(X), dtype=torch.float32)).double().numpy()
+        """NumPy convenience for evaluation: [N, D] -> [N] ms (on the model's device, back on CPU)."""
+        x = torch.as_tensor(np.asarray(X), dtype=torch.float32, device=self.device)
+        return self(x).double().cpu().numpy()
 
     def set_normalisation(self, x_mean: np.ndarray, x_std: np.ndarray, y_mean: float) -> None:
         self.x_mean.copy_(torch.as_tensor(x_mean, dtype=torch.float32))
