@@ -23,9 +23,24 @@ import numpy as np
 
 from targets.errors import UserError
 
-MIN_SAMPLES = 50  # profiled architectures needed to fit anything at all
+MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
+MIN_SAMPLES_INIT = 30  # ... to adapt one fitted on another target (`predictor fit --init`)
 MIN_EVAL = 5  # architectures needed in each of validation and test
 RECOMMENDED_SAMPLES = 1000
+
+
+def min_samples(init: bool = False) -> int:
+    """The one rule for how many profiled architectures a fit needs (profile, run, fit)."""
+    return MIN_SAMPLES_INIT if init else MIN_SAMPLES
+
+
+def samples_rule() -> str:
+    """The rule in words, for every message that enforces or hints at it."""
+    return (
+        f"a latency predictor needs at least {MIN_SAMPLES} profiled architectures "
+        f"({MIN_SAMPLES_INIT} to adapt one fitted on another target with --init; "
+        f"~{RECOMMENDED_SAMPLES} for an accurate one from scratch)"
+    )
 SPLITS = ("train", "val", "test")
 LABELS = ("auto", "raw", "reference")
 
@@ -219,9 +234,8 @@ def load_dataset(
         con.close()
     if not rows:
         raise UserError(
-            f"profile store {dbp} holds no profile measurements; fitting needs at least {min_samples} "
-            f"profiled architectures (~{RECOMMENDED_SAMPLES} for a useful predictor): "
-            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target_name} "
+            f"profile store {dbp} holds no profile measurements; {samples_rule()}: "
+            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target} "
             f"--samples {RECOMMENDED_SAMPLES} --db {dbp}`"
         )
 
@@ -329,12 +343,19 @@ def load_dataset(
     hashes = sorted(enc)
     n = len(hashes)
     if n < min_samples:
+        suggest = RECOMMENDED_SAMPLES if min_samples >= MIN_SAMPLES else 4 * min_samples
         raise UserError(
             f"profile store {dbp} has {n} profiled architectures for target '{target_name}' "
-            f"(fingerprint {fkey[:12]}); fitting needs at least {min_samples} "
-            f"(~{RECOMMENDED_SAMPLES} for a useful predictor): "
-            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target_name} "
-            f"--samples {RECOMMENDED_SAMPLES} --db {dbp}` to add more"
+            f"(fingerprint {fkey[:12]}"
+            + (
+                f"; {len(unstable)} rows flagged unstable were left out: --include-unstable "
+                "fits on them too"
+                if unstable and not include_unstable
+                else ""
+            )
+            + f"); this fit needs at least {min_samples} ({samples_rule()}): "
+            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target} "
+            f"--samples {suggest} --db {dbp}` to add more"
         )
     dims = Counter(len(enc[h]) for h in hashes)
     if len(dims) > 1:
@@ -378,6 +399,7 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
+            "target_ref": target,  # what the user typed: a name, or the target file for hints
             **unstable_counts(prof_ok_all),
             "include_unstable": include_unstable,
         },

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> di
         },
         "training": report.get("mlp", {}).get("training"),
         "baselines": report.get("baselines"),
+        "transfer": report.get("transfer"),  # predictor fit --init: adapted from which predictor
     }
 
 
@@ -108,11 +110,14 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     try:
         payload = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        first = (
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        )
+        # Our words, never torch's: its advice (weights_only=False) would run the file's code.
+        if zipfile.is_zipfile(p) and "global" in str(exc).lower():
+            why = "it holds Python objects, which a predictor file never does (refused unread)"
+        else:
+            why = "it is corrupted, truncated or in another format"
         raise UserError(
-            f"{p} is not a readable hwnas predictor file (corrupted, truncated or another format): {first}"
+            f"{p} is not a readable hwnas predictor file: {why}; give a file written by "
+            "`hwnas predictor fit --out FILE`"
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise UserError(
@@ -220,12 +225,10 @@ def load_predictor(
         model.load_state_dict(state, strict=True)
     except UserError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        )
+    except (KeyError, TypeError, ValueError, RuntimeError):
         raise UserError(
-            f"{path}: the predictor header and weights do not fit together (corrupted file): {first}"
+            f"{path}: the predictor header and weights do not fit together (corrupted file); "
+            "fit it again with `hwnas predictor fit`"
         ) from None
     if len(header.get("encoding_layout", [])) != model.dim:
         raise UserError(

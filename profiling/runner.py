@@ -33,7 +33,6 @@ import random
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -497,31 +496,25 @@ def _sweep_dead_workdirs(min_age_s: float = 60.0) -> None:
 
 
 class _Progress:
-    """tqdm with rate and ETA on a terminal; silent otherwise."""
+    """targets.progress.Progress with the profiler's counters (ok, failed, unstable so far)."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+        from targets.progress import Progress
 
-            self.bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=desc,
-                unit="arch",
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
+        self.bar = Progress(total, desc, initial=initial, enabled=enabled)
+        self.unstable = 0
+
+    def note(self, results: Sequence[Result]) -> None:
+        """Count the figures the protocol marked unstable (the host was busy)."""
+        self.unstable += sum(
+            1 for r in results if r.measurement is not None and r.measurement.get("stable") is False
+        )
 
     def set(self, n: int, ok: int, failed: int) -> None:
-        if self.bar is not None:
-            self.bar.n = min(n, self.bar.total)
-            self.bar.set_postfix(ok=ok, failed=failed, refresh=False)
-            self.bar.refresh()
+        self.bar.update(n, ok=ok, failed=failed, unstable=self.unstable)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -576,11 +569,11 @@ def run_profile(
             retry_failed=retry_failed,
             protocol=protocol,
             max_in_flight=max_in_flight,
-            breaker=FailureBreaker(spec.name, max_failures_in_a_row),
+            breaker=FailureBreaker(spec.cli_ref, max_failures_in_a_row),
         )
     if address is not None:
         raise UserError("--address is for --executor ray")
-    breaker = FailureBreaker(spec.name, max_failures_in_a_row)
+    breaker = FailureBreaker(spec.cli_ref, max_failures_in_a_row)
     return _run_local(
         source, spec, store, samples, seed, group_size, progress, overlap, retry_failed, protocol,
         breaker, remeasure_unstable,
@@ -716,6 +709,7 @@ def _run_local(
                     if p.onnx_path:
                         Path(p.onnx_path).unlink(missing_ok=True)
                 phases["store"] += time.perf_counter() - t0
+                bar.note(outcome.results)
                 bar.set(claimer.done(), summary.ok, summary.failed)
                 breaker.check()
                 if future is None:
@@ -870,7 +864,9 @@ def repeat_measurements(
                     items.append(item)
                     if p.onnx_path:
                         Path(p.onnx_path).unlink(missing_ok=True)
-                bar.set(len(items), sum(i["status"] == "ok" for i in items), 0)
+                bar.note(outcome.results)
+                n_ok = sum(i["status"] == "ok" for i in items)
+                bar.set(len(items), n_ok, len(items) - n_ok)
     finally:
         if reference is not None:
             reference.close()

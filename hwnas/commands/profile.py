@@ -73,12 +73,16 @@ def _unstable(store: Any, fingerprint_key: str, run_id: str) -> dict[str, int]:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from predictor.dataset import MIN_SAMPLES_INIT, samples_rule
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
-    if args.samples < 0:
-        raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if args.samples < 1:
+        raise UserError(
+            f"--samples must be at least 1, got {args.samples} (it is the number of "
+            f"architectures the store should hold; {samples_rule()})"
+        )
     if args.remeasure_unstable < 0:
         raise UserError(f"--remeasure-unstable must be >= 0, got {args.remeasure_unstable}")
     if args.address and args.executor != "ray":
@@ -95,7 +99,7 @@ def _profile(args: argparse.Namespace) -> int:
             executor=args.executor,
             address=args.address,
             group_size=args.group_size,
-            progress=not args.no_progress and not args.json,
+            progress=not args.no_progress,  # stderr: --json output stays clean
             overlap=args.overlap,
             retry_failed=args.retry_failed,
             remeasure_unstable=args.remeasure_unstable,
@@ -138,4 +142,6 @@ def _profile(args: argparse.Namespace) -> int:
         )
     if summary.exhausted and summary.done_after < summary.requested:
         print(f"the space yields no new architectures: stopped at {summary.done_after}")
+    if summary.done_after < MIN_SAMPLES_INIT:
+        print(f"note: {samples_rule()}; profile more before fitting")
     return 0

@@ -41,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=40, help="architectures to re-measure")
     p.add_argument("--fresh", type=int, default=16, help="fresh architectures to predict + measure")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="KNOWN.pt",
+        help="adapt this predictor of another target of the same space instead of fitting "
+        "from scratch (needs far fewer --samples; see hwnas predictor fit --init)",
+    )
     p.add_argument("--no-progress", action="store_true")
     from hwnas.pipeline import add_arguments
 
@@ -68,14 +75,20 @@ def _run(args: argparse.Namespace) -> int:
         render_report,
         save_predictor,
     )
+    from predictor.dataset import min_samples, samples_rule
     from predictor.drift import compare, corrected_ms, describe, predictor_baseline
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
     from targets.timing import measure_onnx
 
-    if args.samples < 60:
-        raise UserError(f"--samples must be at least 60 to fit a predictor, got {args.samples}")
+    if args.samples < min_samples(args.init is not None):
+        raise UserError(f"--samples is {args.samples}: {samples_rule()}")
+    init = None
+    if args.init is not None:
+        from predictor import load_predictor
+
+        init = load_predictor(args.init)
     torch.manual_seed(args.seed)
     out: Path = args.out
     if args.dataset is None:
@@ -133,10 +146,31 @@ def _run(args: argparse.Namespace) -> int:
         summary["steps"]["re-measure"] = time.perf_counter() - t
 
     t = _step(f"3/{steps_total} fit the latency predictor (MLP) and baselines; score on held-out architectures")
-    ds = load_dataset(db, spec.name, space=args.space, seed=args.seed)
-    result = fit_predictor(ds, seed=args.seed)
-    save_predictor(out / "predictor.pt", result.model, build_header(result.model, ds, result.report))
+    ds = load_dataset(
+        db, spec.cli_ref, space=args.space, seed=args.seed, min_samples=min_samples(init is not None)
+    )
+    if init is not None:
+        from predictor.baselines import BASELINES
+        from predictor.transfer import transfer_predictor
+
+        result = transfer_predictor(
+            init, ds, baselines=BASELINES, seed=args.seed, init_path=str(args.init)
+        )
+    else:
+        result = fit_predictor(ds, seed=args.seed, progress=not args.no_progress)
+    # The search asks the predictor about relaxed encodings: calibrate it there, as `predictor fit` does.
+    from hwnas.latency import calibrate_predictor
+
+    calibration = calibrate_predictor(result.model, source.space, seed=args.seed)
+    header = build_header(result.model, ds, result.report)
+    header["relaxed_correction"] = calibration
+    save_predictor(out / "predictor.pt", result.model, header)
     print(render_report(result.report))
+    print(
+        f"   relaxed encodings calibrated on {calibration['n_points']} relaxations: mean gap "
+        f"{100 * calibration['val_mean_gap_before']:+.1f} % -> {100 * calibration['val_mean_gap_after']:+.1f} % "
+        "(one-hot predictions unchanged)"
+    )
     summary["predictor_test"] = result.report["test"]
     summary["steps"]["fit predictor"] = time.perf_counter() - t
 
