@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from targets.errors import UserError
+from targets.protocol import Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,7 +240,6 @@ def parse_target(
     protocol = data.get("protocol", {})
     if not isinstance(protocol, Mapping):
         raise UserError(f"{where}: key 'protocol' must be a table ([protocol]), got {protocol!r}")
-    from targets.timing import Protocol  # local: timing imports this module's types
 
     Protocol.from_overrides(protocol, where=where)  # validates; raises UserError
 
