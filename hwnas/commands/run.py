@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         save_predictor,
     )
     from predictor.metrics import regression_metrics
-    from profiling.runner import repeat_measurements, run_profile
+    from profiling.repeat import repeat_measurements
+    from profiling.runner import run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
     from targets.timing import measure_onnx
