@@ -21,6 +21,17 @@ from targets.errors import RuntimeMissing, UserError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# ONNX metadata_props that tie an exported file to its architecture, so a later
+# `hwnas measure MODEL.onnx --json` row can be joined with `predictor predict --json`.
+ARCH_HASH_KEY = "hwnas.arch_hash"
+ARCH_JSON_KEY = "hwnas.architecture"
+
+
+def _stamp_architecture(model: onnx.ModelProto, arch: Architecture) -> None:
+    """Record the architecture's hash and JSON in the model's metadata."""
+    for key, value in ((ARCH_HASH_KEY, arch.hash), (ARCH_JSON_KEY, arch.to_json(indent=None))):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def network_to_onnx(net: Network, batch_size: int = 1) -> onnx.ModelProto:
@@ -54,8 +65,12 @@ def export_onnx(
     out = Path(path)
     if isinstance(arch_or_module, Architecture):
         model = network_to_onnx(build_network(arch_or_module).eval(), batch_size)
+        _stamp_architecture(model, arch_or_module)
     elif isinstance(arch_or_module, Network):
         model = network_to_onnx(arch_or_module.eval(), batch_size)
+        arch = getattr(arch_or_module, "arch", None)
+        if isinstance(arch, Architecture):
+            _stamp_architecture(model, arch)
     else:
         model = _torch_export(arch_or_module, batch_size, input_shape)
     if check:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class Dataset:
     val_frac: float = 0.15
     test_frac: float = 0.15
     stats: dict[str, Any] = field(default_factory=dict)
+    # [N] median stored (raw) latency; equals latency_ms for the raw label
+    raw_ms: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -77,6 +80,7 @@ class Dataset:
             spread=self.spread[idx],
             repeat_ms=self.repeat_ms[idx],
             split=self.split[idx],
+            raw_ms=None if self.raw_ms is None else self.raw_ms[idx],
         )
 
     def counts(self) -> dict[str, int]:
@@ -141,9 +145,12 @@ def read_meta(db: str | Path) -> dict[str, Any]:
 def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
     con.row_factory = sqlite3.Row
     try:
+        columns = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
+        stable = "stable" if "stable" in columns else "NULL AS stable"  # older stores
         return con.execute(
             "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
-            " fingerprint_key, status, error, latency_ms, spread, reference_ms FROM measurements"
+            f" fingerprint_key, status, error, latency_ms, spread, reference_ms, {stable}"
+            " FROM measurements"
             " WHERE kind IN ('profile', 'repeat') ORDER BY id"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
@@ -173,6 +180,7 @@ def load_dataset(
     test_frac: float = 0.15,
     min_samples: int = MIN_SAMPLES,
     label: str = "auto",
+    baseline_ms: float | None = None,
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
 
@@ -185,6 +193,8 @@ def load_dataset(
     reference figure of the rows: host drift between measurements cancels; on the
     development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
     3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
+    `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
+    its outputs and these labels are on the same footing).
     """
     if label not in LABELS:
         raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -272,6 +282,8 @@ def load_dataset(
     baseline = (
         float(np.median([r["reference_ms"] for r in prof_ok])) if label == "reference" else None
     )
+    if baseline is not None and baseline_ms is not None:
+        baseline = float(baseline_ms)
 
     def value(r: sqlite3.Row) -> float:
         if baseline is None:
@@ -281,6 +293,7 @@ def load_dataset(
     # Aggregate per architecture.
     enc: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}
+    raw: dict[str, list[float]] = {}
     spr: dict[str, list[float]] = {}
     rep: dict[str, float] = {}
     for r in prof_ok:
@@ -288,6 +301,7 @@ def load_dataset(
         if h not in enc:
             enc[h] = _parse_encoding(r["encoding"], r["id"], dbp)
         lat.setdefault(h, []).append(value(r))
+        raw.setdefault(h, []).append(float(r["latency_ms"]))
         if r["spread"] is not None:
             spr.setdefault(h, []).append(float(r["spread"]))
     for r in ok:
@@ -334,6 +348,7 @@ def load_dataset(
         spread=np.asarray([float(np.median(spr[h])) if h in spr else np.nan for h in hashes]),
         repeat_ms=np.asarray([rep.get(h, np.nan) for h in hashes]),
         split=split,
+        raw_ms=np.asarray([float(np.median(raw[h])) for h in hashes]),
         split_seed=seed,
         val_frac=val_frac,
         test_frac=test_frac,
@@ -345,9 +360,60 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
+            **unstable_counts(prof_ok),
         },
     )
     return ds
+
+
+DRIFT_TOLERANCE = 0.05  # targets.timing.Protocol's default drift_tolerance
+
+
+def unstable_counts(rows: Sequence[Any], best_reference: float | None = None) -> dict[str, Any]:
+    """How many ok profile rows were flagged unstable, and why.
+
+    The store keeps the flag, not the reason. A flagged row whose reference network ran
+    more than 5 % above the fastest reference figure of these rows was timed while the
+    host ran slow throughout (reference drift); any other flagged row failed the
+    split-half check (its even and odd rounds disagreed, or its spread was too wide).
+    `best_reference` overrides the fastest reference figure of `rows`.
+    """
+    refs = [float(r["reference_ms"]) for r in rows if r["reference_ms"] and r["reference_ms"] > 0]
+    best = best_reference if best_reference is not None else (min(refs) if refs else None)
+    flagged = [r for r in rows if r["stable"] is not None and int(r["stable"]) == 0]
+    drift = sum(
+        1
+        for r in flagged
+        if best is not None
+        and r["reference_ms"]
+        and float(r["reference_ms"]) > best * (1.0 + DRIFT_TOLERANCE)
+    )
+    return {
+        "unstable_rows": len(flagged),
+        "unstable_reference_drift": drift,
+        "unstable_split_half": len(flagged) - drift,
+    }
+
+
+def describe_unstable(stats: dict[str, Any]) -> str | None:
+    """One line for a report, or None when no row was unstable (or nothing is known)."""
+    n = stats.get("unstable_rows")
+    if not n:
+        return None
+    total = stats.get("ok_profile_rows")
+    return (
+        f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
+        f"split-half (even and odd rounds disagreed: a busy host), "
+        f"{stats.get('unstable_reference_drift', 0)} reference drift (the reference network ran "
+        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); they are used, but "
+        "re-measure them (`hwnas db repeat`) if the fit looks noisy"
+    )
+
+
+def training_hashes(ds: Dataset) -> list[str]:
+    """Short hashes (16 hex) of the architectures a fit on `ds` may consume (train + val)."""
+    keep = ds.split != SPLITS.index("test")
+    return sorted(h[:16] for h, k in zip(ds.hashes, keep, strict=True) if k)
 
 
 def check_splits(ds: Dataset, need: tuple[str, ...] = ("train", "val", "test")) -> None:

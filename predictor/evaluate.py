@@ -18,9 +18,16 @@ from typing import Any
 import numpy as np
 
 from predictor.baselines import BASELINES, fit_baselines
-from predictor.dataset import MIN_EVAL, Dataset, check_splits
+from predictor.dataset import MIN_EVAL, Dataset, check_splits, describe_unstable
 from predictor.features import build_feature_layout
-from predictor.metrics import format_table, regression_metrics
+from predictor.metrics import (
+    MIN_FOR_STATISTICS,
+    enough,
+    error_ratio,
+    format_table,
+    regression_metrics,
+    summary_line,
+)
 from predictor.model import LatencyPredictor, MLPConfig, train_mlp
 from targets.errors import UserError
 
@@ -125,21 +132,62 @@ def fit_predictor(
     return FitResult(model=model, report=report)
 
 
-def evaluate(model: LatencyPredictor, ds: Dataset, split: str = "test") -> dict[str, Any]:
-    """Score a saved predictor on a split of a dataset (plus the repeatability floor)."""
+def evaluate(
+    model: LatencyPredictor,
+    ds: Dataset,
+    split: str = "test",
+    fitted_on: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Score a saved predictor on a split of a dataset (plus the repeatability floor).
+
+    `ds` should be loaded with the predictor's own reference baseline (its header's), so
+    its labels are the drift-corrected latencies; the raw stored latencies are scored too.
+    `fitted_on` (the header's short hashes of train + val architectures) sets apart the
+    architectures the predictor was fitted on: accuracy on them is no test.
+    """
     idx = ds.indices(split)
     if len(idx) < MIN_EVAL:
         raise UserError(
             f"only {len(idx)} architectures in the {split} split of {ds.db}; {MIN_EVAL} are needed to report "
             "accuracy (use --split all for a store the predictor was not trained on)"
         )
-    pred = model.predict_ms(ds.X[idx])
-    return {
-        "dataset": dataset_summary(ds, n_test=len(idx)),
+    seen = set(fitted_on) if fitted_on is not None else set()
+    in_train = np.array([ds.hashes[i][:16] in seen for i in idx], dtype=bool)
+    held, trained = idx[~in_train], idx[in_train]
+    main = held if len(held) else trained
+    pred_all = model.predict_ms(ds.X[idx])
+    pred = {int(i): float(p) for i, p in zip(idx, pred_all, strict=True)}
+
+    def scores(rows: np.ndarray) -> dict[str, Any]:
+        p = np.array([pred[int(i)] for i in rows])
+        out = {"label": regression_metrics(ds.latency_ms[rows], p)}
+        if ds.raw_ms is not None:
+            out["raw"] = regression_metrics(ds.raw_ms[rows], p)
+        return out
+
+    main_scores = scores(main)
+    corrected = ds.stats.get("label") == "reference"
+    report: dict[str, Any] = {
+        "dataset": dataset_summary(ds, n_test=len(main)),
         "split": split,
-        "test": {MLP_NAME: regression_metrics(ds.latency_ms[idx], pred)},
-        "repeatability": repeatability(ds, idx, pred),
+        "comparison": "drift-corrected" if corrected else "raw",
+        "test": {MLP_NAME: main_scores["label"]},
+        "raw": {MLP_NAME: main_scores.get("raw", main_scores["label"])},
+        "training_rows": {
+            "known": fitted_on is not None,
+            "n": int(len(trained)),
+            "of": int(len(idx)),
+            "all": bool(len(trained) and not len(held)),
+        },
+        "repeatability": repeatability(
+            ds, main, np.array([pred[int(i)] for i in main])
+        ),
     }
+    if len(trained) and len(held):
+        t = scores(trained)
+        report["training_rows"]["metrics"] = t["label"]
+        report["training_rows"]["raw"] = t.get("raw", t["label"])
+    return report
 
 
 def repeatability(ds: Dataset, idx: np.ndarray, mlp_pred: np.ndarray) -> dict[str, Any]:
@@ -153,15 +201,15 @@ def repeatability(ds: Dataset, idx: np.ndarray, mlp_pred: np.ndarray) -> dict[st
         if np.all(np.isnan(spread))
         else float(np.nanmedian(spread)),
     }
-    if have.sum() >= 3:
+    if have.sum() >= 1:
         truth = ds.latency_ms[idx][have]
         out[REMEASURE] = regression_metrics(truth, rep[have])
         out[MLP_ON_REPEATS] = regression_metrics(truth, mlp_pred[have])
     everywhere = ~np.isnan(ds.repeat_ms)
-    if everywhere.sum() >= 3 and everywhere.sum() > have.sum():
+    if everywhere.sum() >= 1 and everywhere.sum() > have.sum():
         # Repeatability is a property of the measurement, not of the split: more rows, a firmer figure.
         out[REMEASURE_ALL] = regression_metrics(ds.latency_ms[everywhere], ds.repeat_ms[everywhere])
-    if have.sum() < 3:
+    if have.sum() < MIN_FOR_STATISTICS:
         out["note"] = (
             f"{int(have.sum())} of these architectures were measured again; re-measure some "
             f"(`hwnas db repeat --db {ds.db} -n 200`) to see how close the predictor gets to the measurement's own "
@@ -211,23 +259,62 @@ def render_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"scored on {d.get('n_test')} architectures of the {split} split")
     if d.get("label") == "reference":
+        where = (
+            "the predictor's baseline"
+            if report.get("comparison")
+            else "the median reference figure"
+        )
         lines.append(
             f"label: latency corrected by the reference network of the same rounds "
-            f"(x {d.get('reference_baseline_ms'):.4f} ms, the median reference figure)"
+            f"(x {d.get('reference_baseline_ms'):.4f} ms, {where})"
+        )
+    unstable = describe_unstable(d)
+    if unstable:
+        lines.append(unstable)
+    tr = report.get("training_rows") or {}
+    if tr.get("known") is False:
+        lines.append(
+            "the predictor file does not list its training architectures (older file): "
+            "cannot tell which of these it was fitted on"
+        )
+    elif tr.get("all"):
+        lines.append(
+            f"all {tr['n']} scored architectures are in the predictor's training data "
+            "(train/val splits): this is training accuracy, not a test"
+        )
+    elif tr.get("n"):
+        lines.append(
+            f"{tr['n']} of the {tr['of']} scored architectures are in the predictor's training data "
+            "(train/val splits): reported apart below, not in the table"
         )
     lines.append("")
+    if report.get("comparison") == "drift-corrected":
+        lines.append("drift-corrected (measured latency x predictor baseline / its own reference):")
     lines.append(format_table(table_rows(report)))
+    raw = (report.get("raw") or {}).get(MLP_NAME)
+    if raw is not None and report.get("comparison") == "drift-corrected":
+        lines.append(f"raw (stored latency, no correction): mlp {summary_line(raw)}")
+    if tr.get("metrics"):
+        lines.append(
+            f"training-set architectures (apart): drift-corrected {summary_line(tr['metrics'])}; "
+            f"raw {summary_line(tr['raw'])}"
+        )
     rep = report.get("repeatability") or {}
     lines.append("")
     if REMEASURE in rep:
         r, m = rep[REMEASURE], rep[MLP_ON_REPEATS]
         lines.append(
             f"repeatability: {rep['n']} of these architectures measured again in another process: "
-            f"re-measurement MAPE {r['mape']:.2f} % ({r['within_10']:.1f} % within ±10 %); "
-            f"the MLP on the same architectures: MAPE {m['mape']:.2f} % ({m['within_10']:.1f} % within ±10 %)"
+            f"re-measurement {summary_line(r)}; the MLP on the same architectures: {summary_line(m)}"
         )
-        if r["mape"] > 0:
-            lines.append(f"the MLP's error is {m['mape'] / r['mape']:.2f}x the measurement's own")
+        ratio = error_ratio(m, r)
+        if ratio is not None:
+            lines.append(f"the MLP's error is {ratio:.2f}x the measurement's own")
+        elif not enough(rep["n"]):
+            lines.append(
+                f"(n={rep['n']} < {MIN_FOR_STATISTICS}: no ratio to the measurement's own error; "
+                f"re-measure more with `hwnas db repeat --db {d.get('db')} -n 200`)"
+            )
     elif "note" in rep:
         lines.append("repeatability: " + rep["note"])
     if REMEASURE_ALL in rep:

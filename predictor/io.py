@@ -9,6 +9,7 @@ MLP config); the buffers carry the normalisation, duplicated in the header for p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -53,6 +54,7 @@ def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> di
             "val_frac": ds.val_frac,
             "test_frac": ds.test_frac,
         },
+        "fitted_on": _fitted_on(ds),
         "n_train": d.get("n_train"),
         "n_val": d.get("n_val"),
         "n_test": d.get("n_test"),
@@ -76,6 +78,7 @@ def save_predictor(
         out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"header": json.dumps(header, sort_keys=True, allow_nan=True), "state_dict": state}
+    payload[CHECKSUM_KEY] = payload_checksum(payload["header"], state)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
     os.close(fd)
     try:
@@ -111,6 +114,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         raise UserError(
             f"{p} is not an hwnas predictor file (no header); fit one with `hwnas predictor fit`"
         )
+    verify_checksum(p, payload)
     try:
         header = json.loads(payload["header"])
     except ValueError:
@@ -129,6 +133,52 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{p}: the predictor weights are missing or malformed (corrupted file)")
     return header, state
+
+
+CHECKSUM_KEY = "sha256"
+
+
+def _fitted_on(ds: Any) -> list[str] | None:
+    """Short hashes of the architectures the fit may have consumed (train + val splits)."""
+    from predictor.dataset import training_hashes
+
+    try:
+        return training_hashes(ds)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def payload_checksum(header_text: str, state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the header text and every tensor (name, dtype, shape, bytes).
+
+    A truncated file fails to unpickle, but a flipped byte inside a weight does not: it
+    loads and predicts inf or 1e36 ms. The checksum turns that into one clear error.
+    """
+    h = hashlib.sha256(b"hwnas-latency-predictor-checksum-v1\0")
+    h.update(header_text.encode("utf-8"))
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def verify_checksum(path: Path, payload: dict[str, Any]) -> None:
+    """UserError when the stored checksum does not match the header and weights.
+
+    Files written before checksums existed have none and are read as they are.
+    """
+    stored = payload.get(CHECKSUM_KEY)
+    if stored is None:
+        return
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return  # reported as malformed weights by the caller
+    if not isinstance(stored, str) or stored != payload_checksum(payload["header"], state):
+        raise UserError(
+            f"{path}: the predictor file is corrupted (its sha256 checksum does not match its "
+            "header and weights); fit it again or restore it from a copy"
+        )
 
 
 def load_predictor(path: str | os.PathLike[str]) -> LatencyPredictor:

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+# Below this many architectures an accuracy figure prints its n but no rank correlation
+# and no ratio between two errors: at n=3 Spearman is +-1 or +-0.5 by chance alone. One
+# rule for fit, eval, run and measure (see `enough`).
+MIN_FOR_STATISTICS = 10
+
 METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # key, header, format
     ("n", "n", "{:d}"),
@@ -27,8 +32,16 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def enough(n: int | None) -> bool:
+    """Whether `n` architectures are enough for a rank statistic or an error ratio."""
+    return n is not None and int(n) >= MIN_FOR_STATISTICS
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """MAPE, RMSE, share within +-5 % / +-10 % (in %), p95 error, Spearman and Kendall."""
+    """MAPE, RMSE, share within +-5 % / +-10 % (in %), p95 error, Spearman and Kendall.
+
+    Spearman and Kendall stay NaN below MIN_FOR_STATISTICS architectures.
+    """
     t = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_pred, dtype=np.float64).ravel()
     if t.shape != p.shape:
@@ -47,10 +60,36 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]
         "spearman": float("nan"),
         "kendall": float("nan"),
     }
-    if n >= 3 and np.ptp(t) > 0 and np.ptp(p) > 0:
+    if enough(n) and np.ptp(t) > 0 and np.ptp(p) > 0:
         out["spearman"] = float(stats.spearmanr(t, p).statistic)
         out["kendall"] = float(stats.kendalltau(t, p).statistic)
     return out
+
+
+def error_ratio(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    """MAPE of `a` over MAPE of `b`, or None when either has too few architectures."""
+    if not (enough(a.get("n")) and enough(b.get("n"))):
+        return None
+    if not b.get("mape"):
+        return None
+    return float(a["mape"]) / float(b["mape"])
+
+
+def summary_line(m: Mapping[str, Any]) -> str:
+    """One line: n, MAPE, shares within +-5/10 %, and Spearman only when n is large enough."""
+    n = int(m.get("n") or 0)
+    if n == 0:
+        return "n=0"
+    text = (
+        f"n={n}, MAPE {m['mape']:.2f}%, within ±5% {m['within_5']:.0f}%, "
+        f"within ±10% {m['within_10']:.0f}%"
+    )
+    rho = m.get("spearman")
+    if enough(n) and rho is not None and not (isinstance(rho, float) and math.isnan(rho)):
+        text += f", Spearman {rho:.3f}"
+    elif not enough(n):
+        text += f" (n < {MIN_FOR_STATISTICS}: no rank statistic)"
+    return text
 
 
 def format_table(rows: Mapping[str, Mapping[str, Any]], title: str = "") -> str:

@@ -45,7 +45,7 @@ from targets.backends.base import Backend, Runner
 from targets.errors import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
-from targets.timing import REFERENCE_NAME, Protocol
+from targets.timing import REFERENCE_NAME, Protocol, measurement_fingerprint
 
 RAY_EXTRA = "pip install 'hwnas[ray]'"
 PROBE_TIMEOUT_S = 300.0
@@ -82,7 +82,7 @@ class _Device:
     def __init__(self, spec: TargetSpec, protocol: Protocol) -> None:
         self.backend: Backend = open_backend(spec)
         self.fingerprint = self.backend.fingerprint()
-        self.drift = Drift(fingerprint_key(self.fingerprint), spec.options.get("cache_dir"))
+        self.drift = Drift.for_target(self.backend, spec)
         self.reference: Runner | None = reference_runner(self.backend, spec, protocol)
 
     def close(self) -> None:
@@ -213,7 +213,7 @@ def run_profile_ray(
                 f"a Ray device host for '{resource}' could not open target {spec.name}: "
                 f"{type(exc).__name__}: {_first_line(exc)}"
             ) from None
-        fp = probed["fingerprint"]
+        fp = measurement_fingerprint(probed["fingerprint"], protocol)  # keyed by protocol too
         run = ProfileRun(
             store, source, spec, fingerprint_key(fp), samples, seed,
             retry_failed=retry_failed, breaker=breaker or FailureBreaker(spec.name, 16),
@@ -285,7 +285,7 @@ def _drive(
                     device["compile"] = device.get("compile", 0.0) + outcome.compile_s
                     device["timing"] = device.get("timing", 0.0) + outcome.timing_s
                     summary.reference_compiles += int(outcome.reference_compiled)
-                    rows_fp = outcome.fingerprint or fp
+                    rows_fp = measurement_fingerprint(outcome.fingerprint or fp, task.protocol)
                     if fingerprint_key(rows_fp) != run.key and outcome.host not in odd_hosts:
                         odd_hosts.add(outcome.host)
                         warnings.warn(

@@ -21,7 +21,7 @@ from targets.backends.base import Runner
 from targets.errors import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
-from targets.timing import Protocol
+from targets.timing import Protocol, measurement_fingerprint
 
 
 @dataclass
@@ -77,7 +77,7 @@ def repeat_measurements(
     store.check_space(source.space_name, source.space_key, source.encoding_layout)
     protocol = protocol or Protocol.for_target(spec)
     backend = open_backend(spec)
-    fp = backend.fingerprint()
+    fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
     originals: dict[str, dict[str, Any]] = {}
     for row in store.rows(kind="profile", status="ok", fingerprint_key=key):
@@ -94,7 +94,7 @@ def repeat_measurements(
         )
     chosen = random.Random(seed).sample(sorted(originals), min(n, len(originals)))
     run_id = uuid.uuid4().hex
-    drift = Drift(key, spec.options.get("cache_dir"))
+    drift = Drift.for_target(backend, spec)
     bar = Progress(progress, len(chosen), 0, f"repeat {spec.name}")
     items: list[dict[str, Any]] = []
     reference: Runner | None = None

@@ -46,7 +46,7 @@ from targets.backends.base import Runner
 from targets.errors import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
-from targets.timing import Protocol
+from targets.timing import Protocol, measurement_fingerprint
 
 
 def run_profile(
@@ -128,9 +128,9 @@ def _run_local(
 ) -> ProfileSummary:
     t_start = time.perf_counter()
     backend = open_backend(spec)
-    fp = backend.fingerprint()
+    fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
-    drift = Drift(key, spec.options.get("cache_dir"))
+    drift = Drift.for_target(backend, spec)
     run = ProfileRun(
         store, source, spec, key, samples, seed, retry_failed=retry_failed, breaker=breaker,
         executor="local", overlap=overlap, progress=progress, show_waits=True,

@@ -15,6 +15,20 @@ from targets.errors import UserError
 if TYPE_CHECKING:
     from targets.spec import TargetSpec
 
+# Protocol fields that change the figure a measurement reports (how many samples, which
+# statistic, what runs alongside); `max_spread` and `drift_tolerance` only set the
+# stable flag, so two protocols differing only there give comparable figures.
+FIGURE_FIELDS: tuple[str, ...] = (
+    "warmup",
+    "min_rounds",
+    "rounds",
+    "runs_per_round",
+    "round_warmup",
+    "statistic",
+    "tolerance",
+    "reference",
+    "sessions",
+)
 STAT_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
 
 
@@ -102,3 +116,7 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change a figure: what a stored row must be keyed by, too."""
+        return {name: getattr(self, name) for name in FIGURE_FIELDS}

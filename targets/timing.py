@@ -16,7 +16,7 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +38,25 @@ __all__ = [
     "fingerprint_key",
     "measure_onnx",
     "measure_runners",
+    "measurement_fingerprint",
     "percentile",
 ]
 
 REFERENCE_NAME = "__reference__"
+# The clock measure_runners reads by default (nanoseconds). Tests pass their own `clock`
+# (or patch this) so that no test depends on how fast the machine is.
+DEFAULT_CLOCK: Callable[[], int] = time.perf_counter_ns
+
+
+def measurement_fingerprint(fp: Mapping[str, Any], protocol: Protocol) -> dict[str, Any]:
+    """A device fingerprint plus the timing protocol: what a stored measurement is keyed by.
+
+    The same network timed with `statistic = "median"` and with `"min"` (or with 6 rounds
+    and with 20) gives different figures on the same device; with the protocol inside the
+    fingerprint, rows of different protocols get different keys, so a profile never
+    resumes across protocols and `predictor fit` never pools them silently.
+    """
+    return {**dict(fp), "protocol": protocol.identity()}
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,7 @@ def measure_runners(
     runners: Mapping[str, Runner],
     protocol: Protocol | None = None,
     reference: Runner | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> dict[str, Measurement]:
     """Time every runner (and `reference`) with `protocol`, interleaved; one Measurement each.
 
@@ -166,6 +182,7 @@ def measure_runners(
     garbage collector is paused while timing (as `timeit` does) so a collection
     triggered by one runner is not charged to another. A runner that raises stops the
     measurement with RunnerFailed naming it: the caller can drop it and re-measure.
+    `clock` (nanoseconds; default `DEFAULT_CLOCK`, read at call time) is for tests.
     """
     protocol = protocol or Protocol()
     if not runners:
@@ -176,7 +193,7 @@ def measure_runners(
     if reference is not None:
         entries.append((REFERENCE_NAME, reference))
     samples = {name: _Samples() for name, _ in entries}
-    clock = time.perf_counter_ns
+    clock = clock if clock is not None else DEFAULT_CLOCK
     n = len(entries)
     done = 0
     min_rounds = min(protocol.min_rounds, protocol.rounds)

@@ -419,6 +419,39 @@ def test_cli_locked_store(cli, tmp_path: Path, fast_target: Path, monkeypatch) -
     assert code == 2 and "locked" in err
 
 
+def test_unstable_figures_are_timed_again(debug, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protocol marks a figure unstable when its even and odd rounds disagree; the
+    profiler times those once more before storing, and counts them.
+
+    The clock is injected: every reading advances it a little more than the one before,
+    so each timed run takes longer than the previous one and the even rounds' minimum is
+    always below the odd rounds' (with a real clock and a runner this fast, both halves
+    could show the very same minimum and agree even at 1e-12)."""
+    import targets.timing
+
+    class Slowing:
+        def __init__(self) -> None:
+            self.now, self.step = 0, 1_000_000
+
+        def __call__(self) -> int:
+            self.now += self.step
+            self.step += 1
+            return self.now
+
+    monkeypatch.setattr(targets.timing, "DEFAULT_CLOCK", Slowing())
+    names = ["a", "b", "c"]
+    prepared = [Prepared(Candidate(n, "{}", []), f"/nowhere/{n}.onnx", None, "t0") for n in names]
+    strict = FAST.with_(tolerance=1e-12)  # halves never agree to 1e-12: all unstable
+    backend = _FlakyBackend(debug)
+    out = measure_group(backend, strict, None, prepared, reference=None, remeasure_unstable=1)
+    assert out.remeasured == 3
+    assert [r.status for r in out.results] == ["ok"] * 3
+    out = measure_group(backend, strict, None, prepared, reference=None, remeasure_unstable=0)
+    assert out.remeasured == 0
+    lenient = FAST.with_(tolerance=10.0)  # halves always agree: nothing to re-time
+    assert measure_group(backend, lenient, None, prepared, None, remeasure_unstable=1).remeasured == 0
+
+
 def _scripted_timing(monkeypatch, stable: list[bool], reference_ms: float | None = None):
     """Replace the timing under measure_group by scripted figures: the k-th timing pass
     marks every runner stable[k] (no dependence on this host's speed)."""
@@ -436,24 +469,18 @@ def _scripted_timing(monkeypatch, stable: list[bool], reference_ms: float | None
     return calls
 
 
-def test_unstable_figures_are_timed_again(debug, monkeypatch) -> None:
-    """The protocol marks a figure unstable when its even and odd rounds disagree; the
-    profiler times those once more before storing, and counts them."""
+def test_remeasure_times_only_unstable_figures_and_keeps_the_last(debug, monkeypatch) -> None:
     names = ["a", "b", "c"]
     prepared = [Prepared(Candidate(n, "{}", []), f"/nowhere/{n}.onnx", None, "t0") for n in names]
     backend = _FlakyBackend(debug)
     calls = _scripted_timing(monkeypatch, [False, True])
-    out = measure_group(backend, FAST, None, prepared, reference=None, remeasure_unstable=1)
-    assert out.remeasured == 3 and calls == [names, names]
-    assert [r.status for r in out.results] == ["ok"] * 3
+    out = measure_group(backend, FAST, None, prepared, reference=None, remeasure_unstable=2)
+    assert out.remeasured == 3 and calls == [names, names]  # stable after one more pass
     assert all(r.measurement["stable"] for r in out.results)  # the last figure is kept
     calls = _scripted_timing(monkeypatch, [False])
     out = measure_group(backend, FAST, None, prepared, reference=None, remeasure_unstable=0)
     assert out.remeasured == 0 and len(calls) == 1
     assert not any(r.measurement["stable"] for r in out.results)
-    calls = _scripted_timing(monkeypatch, [True])  # stable at once: nothing to re-time
-    assert measure_group(backend, FAST, None, prepared, None, remeasure_unstable=1).remeasured == 0
-    assert len(calls) == 1
 
 
 def _seed_baseline(cache: Path, spec, reference_ms: float) -> None:

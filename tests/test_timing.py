@@ -48,6 +48,30 @@ class Spin(Runner):
             pass
 
 
+class FakeClock:
+    """A nanosecond clock that only moves when a runner says so: timing tests that do not
+    depend on how fast (or how busy) the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Tick(Runner):
+    """Takes `us` microseconds of fake time per run (cycling through `us` if a list)."""
+
+    def __init__(self, clock: FakeClock, us: float | list[float]) -> None:
+        self.clock = clock
+        self.us = us if isinstance(us, list) else [us]
+        self.calls = 0
+
+    def run(self) -> None:
+        self.clock.now += int(self.us[self.calls % len(self.us)] * 1000)
+        self.calls += 1
+
+
 class Boom(Runner):
     def __init__(self, after: int) -> None:
         self.left = after
@@ -88,8 +112,9 @@ FAST = Protocol(warmup=2, min_rounds=3, rounds=3, runs_per_round=4)
 
 
 def test_statistics_are_consistent() -> None:
-    runners = {"a": Spin(200), "b": Spin(400)}
-    results = measure_runners(runners, FAST, reference=Spin(300))
+    clock = FakeClock()
+    runners = {"a": Tick(clock, [200, 260]), "b": Tick(clock, [400, 410, 500])}
+    results = measure_runners(runners, FAST, reference=Tick(clock, 300), clock=clock)
     assert set(results) == {"a", "b"}
     for m in results.values():
         assert isinstance(m, Measurement)
@@ -97,10 +122,10 @@ def test_statistics_are_consistent() -> None:
         assert m.repetitions == m.rounds * FAST.runs_per_round == 12
         assert m.rounds == 3
         assert m.statistic == "min" and m.latency_ms == m.min_ms
-        assert m.reference_ms is not None and m.reference_ms >= 0.29
+        assert m.reference_ms == pytest.approx(0.3)
         assert m.spread >= 0
-    assert results["a"].min_ms >= 0.199 and results["b"].min_ms >= 0.399
-    assert results["b"].min_ms > results["a"].min_ms
+    assert results["a"].min_ms == pytest.approx(0.2) and results["b"].min_ms == pytest.approx(0.4)
+    assert results["a"].median_ms == pytest.approx(0.23)  # 6 runs of 0.2 and 6 of 0.26
     assert results["a"].reference_ms == results["b"].reference_ms
     assert runners["a"].calls == 2 + 3 * (1 + 4)  # warm-up + rounds x (turn warm-up + runs)
 
@@ -126,11 +151,14 @@ def test_rounds_are_interleaved_and_rotated() -> None:
 
 
 def test_stops_early_when_halves_agree_and_not_before_min_rounds() -> None:
+    clock = FakeClock()
     proto = Protocol(warmup=1, min_rounds=2, rounds=50, runs_per_round=5, tolerance=0.5)
-    m = measure_runners({"a": Spin(100)}, proto)["a"]
-    assert 2 <= m.rounds < 50
-    assert m.repetitions == m.rounds * 5
-    assert m.stable
+    m = measure_runners({"a": Tick(clock, 100)}, proto, clock=clock)["a"]
+    assert m.rounds == 2 and m.repetitions == 10 and m.stable  # halves agree at once
+    # halves that disagree run to `rounds`: every run slower than the one before
+    slower = [100 * 2**k for k in range(60)]
+    m = measure_runners({"a": Tick(clock, slower)}, proto.with_(tolerance=0.01, rounds=6), clock=clock)["a"]
+    assert m.rounds == 6 and not m.stable
 
 
 def test_runner_failure_names_the_runner() -> None:
@@ -146,9 +174,11 @@ def test_reserved_reference_name() -> None:
 
 
 def test_max_spread_marks_unstable() -> None:
-    proto = replace(FAST, max_spread=1e-9)
-    m = measure_runners({"a": Spin(50)}, proto)["a"]
-    assert not m.stable
+    clock = FakeClock()
+    proto = replace(FAST, max_spread=0.2)
+    assert measure_runners({"a": Tick(clock, 50)}, proto, clock=clock)["a"].stable
+    m = measure_runners({"a": Tick(clock, [50, 50, 100])}, proto, clock=clock)["a"]
+    assert m.spread > 0.2 and not m.stable
 
 
 @pytest.mark.parametrize(

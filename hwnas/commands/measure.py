@@ -2,7 +2,10 @@
 
 All models given are timed together, in the same interleaved rounds and with the
 reference network, exactly as the profiler times a group, so figures from `measure`
-and from a profile store are comparable.
+and from a profile store are comparable. With `--predictor FILE` every architecture is
+also predicted, and the measurement is set beside the prediction both raw and corrected
+to the predictor's reference baseline (predictor/drift.py): the host drifts between the
+profile and this measurement.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fixed input tensors")
+    parser.add_argument(
+        "--predictor",
+        type=Path,
+        metavar="FILE",
+        help="also predict each architecture with this predictor file and compare, raw and "
+        "drift-corrected (measured x the predictor's reference baseline / this reference)",
+    )
     parser.set_defaults(func=cmd_measure)
 
 
@@ -51,14 +61,36 @@ def _classify(paths: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
+def onnx_architecture(path: Path) -> tuple[str | None, Any]:
+    """(arch hash, Architecture) recorded in an ONNX file's metadata by hwnas export."""
+    import onnx
+
+    from hwnas.export import ARCH_HASH_KEY, ARCH_JSON_KEY
+    from hwnas.space import Architecture
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not readable here; the backend reports it properly
+        return None, None
+    meta = {p.key: p.value for p in model.metadata_props}
+    arch = None
+    if ARCH_JSON_KEY in meta:
+        try:
+            arch = Architecture.from_json(meta[ARCH_JSON_KEY], where=f"{path} metadata")
+        except UserError:
+            arch = None
+    arch_hash = meta.get(ARCH_HASH_KEY) or (arch.hash if arch is not None else None)
+    if arch is not None and arch.hash != arch_hash:
+        arch = None  # metadata disagree with themselves: keep the recorded hash, predict nothing
+    return arch_hash, arch
+
+
 def _export_architecture(
-    path: Path, out_dir: Path, index: int, batch_size: int
+    arch: Any, path: Path, out_dir: Path, index: int, batch_size: int
 ) -> tuple[Path, Any]:
     """Write the architecture's ONNX file; return it and a torch builder for eager targets."""
     from hwnas.export import export_onnx
-    from hwnas.space import load_architecture
 
-    arch = load_architecture(path)
     onnx_path = out_dir / f"{index:03d}-{path.stem}.onnx"
     export_onnx(arch, onnx_path, batch_size=batch_size)
 
@@ -81,16 +113,24 @@ def cmd_measure(args: argparse.Namespace) -> int:
         compile_reference,
         fingerprint_key,
         measure_runners,
+        measurement_fingerprint,
     )
 
     spec = load_target(args.target)
     if args.seed is not None:
         spec = replace(spec, options={**spec.options, "input_seed": args.seed})
     models = _classify(args.models)
+    predictor = None
+    if args.predictor is not None:
+        from predictor import load_predictor
+
+        predictor = load_predictor(args.predictor)
+    archs = _architectures(models)
     backend = create_backend(spec)
     fp = backend.fingerprint()
-    key = fingerprint_key(fp)
     protocol = Protocol.for_target(spec)
+    device_key = fingerprint_key(fp)  # the reference baseline file is per device
+    key = fingerprint_key(measurement_fingerprint(fp, protocol))  # as a profile row's key
 
     runners: dict[str, Runner] = {}
     reference: Runner | None = None
@@ -98,7 +138,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         try:
             for i, (path, kind) in enumerate(models):
                 if kind == "json":
-                    onnx_path, build = _export_architecture(path, Path(tmp), i, spec.batch_size)
+                    onnx_path, build = _export_architecture(
+                        archs[i][1], path, Path(tmp), i, spec.batch_size
+                    )
                     artifact = ModelArtifact(onnx_path, build_torch=build)
                 else:
                     artifact = ModelArtifact(path)
@@ -118,7 +160,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 ) from None
             if reference is not None:
                 results = check_reference_drift(
-                    results, key, protocol, spec.options.get("cache_dir")
+                    results, device_key, protocol, spec.options.get("cache_dir")
                 )
         finally:
             for runner in runners.values():
@@ -129,7 +171,18 @@ def cmd_measure(args: argparse.Namespace) -> int:
     rows = []
     for i, (path, _kind) in enumerate(models):
         m = results[str(i)]
-        rows.append({"path": str(path), **m.to_dict(), "target": spec.name, "fingerprint_key": key})
+        rows.append(
+            {
+                "path": str(path),
+                "arch_hash": archs[i][0],
+                **m.to_dict(),
+                "target": spec.name,
+                "fingerprint_key": key,
+            }
+        )
+    comparison = None
+    if predictor is not None:
+        comparison = _predict_rows(predictor, rows, archs, key)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -138,14 +191,111 @@ def cmd_measure(args: argparse.Namespace) -> int:
         f"target {spec.name}, fingerprint {key[:12]}, statistic {protocol.statistic}, "
         f"{rows[0]['rounds']} rounds x {protocol.runs_per_round} runs"
     )
-    print(f"{'MODEL'.ljust(width)}  LATENCY_MS  MEDIAN_MS  P10_MS  SPREAD  STABLE")
+    head = f"{'MODEL'.ljust(width)}  LATENCY_MS  MEDIAN_MS  P10_MS  SPREAD  STABLE"
+    if predictor is not None:
+        head += "  PREDICTED_MS  CORRECTED_MS  ERR_RAW  ERR_CORR"
+    print(head)
     for r in rows:
-        print(
+        line = (
             f"{r['path'].ljust(width)}  {r['latency_ms']:10.3f}  {r['median_ms']:9.3f}  "
-            f"{r['p10_ms']:6.3f}  {r['spread']:6.2f}  {'yes' if r['stable'] else 'NO'}"
+            f"{r['p10_ms']:6.3f}  {r['spread']:6.2f}  {'yes' if r['stable'] else 'NO':>6}"
         )
+        if predictor is not None:
+            line += (
+                f"  {_fmt(r.get('predicted_ms'), '12.3f')}  {_fmt(r.get('corrected_ms'), '12.3f')}"
+                f"  {_fmt(r.get('error_pct'), '+6.1f')}%  {_fmt(r.get('corrected_error_pct'), '+7.1f')}%"
+            )
+        print(line)
     if rows[0]["reference_ms"] is not None:
         print(f"reference network: {rows[0]['reference_ms']:.3f} ms (same rounds)")
+    else:
+        print("no reference network timed (the target sets reference = false)")
+    if comparison is not None:
+        from predictor.drift import describe
+
+        print(f"predictor {args.predictor} against this measurement:")
+        for line in describe(comparison):
+            print("  " + line)
     if not all(r["stable"] for r in rows):
         print("unstable figures: the host was busy or drifting; measure them again")
     return 0
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    width = int(spec.lstrip("+").split(".")[0])
+    return "-".rjust(width) if value is None else format(value, spec)
+
+
+def _architectures(models: list[tuple[Path, str]]) -> list[tuple[str | None, Any]]:
+    """(arch hash, Architecture or None) per model: from the JSON, or the ONNX metadata."""
+    from hwnas.space import load_architecture
+
+    out: list[tuple[str | None, Any]] = []
+    for path, kind in models:
+        if kind == "json":
+            arch = load_architecture(path)
+            out.append((arch.hash, arch))
+        else:
+            out.append(onnx_architecture(path))
+    return out
+
+
+def _predict_rows(
+    predictor: Any, rows: list[dict[str, Any]], archs: list[tuple[str | None, Any]], key: str
+) -> dict[str, Any] | None:
+    """Add predicted_ms, the predictor's baseline and the corrected latency to each row."""
+    import sys
+
+    import numpy as np
+
+    from hwnas.encoding import encode
+    from predictor import check_space
+    from predictor.drift import compare, corrected_ms, predictor_baseline
+
+    header = predictor.header
+    baseline = predictor_baseline(header)
+    if header.get("fingerprint_key") not in (None, key):
+        print(
+            f"warning: the predictor was fitted on fingerprint {str(header.get('fingerprint_key'))[:12]}, "
+            f"this measurement has {key[:12]} (another device, runtime or protocol): "
+            "the comparison mixes platforms",
+            file=sys.stderr,
+        )
+    todo = []
+    for i, (row, (_h, arch)) in enumerate(zip(rows, archs, strict=True)):
+        row.update(
+            {
+                "predicted_ms": None,
+                "predictor_reference_ms": baseline,
+                "corrected_ms": None,
+                "error_pct": None,
+                "corrected_error_pct": None,
+            }
+        )
+        if arch is None:
+            continue  # an ONNX file without hwnas metadata: nothing to encode
+        check_space(predictor, arch.space.key, what=f"{row['path']} (space '{arch.space.name}')")
+        todo.append((i, encode(arch)))
+    if not todo:
+        print(
+            "warning: no architecture to predict (ONNX files without hwnas metadata); "
+            "give architecture JSON files",
+            file=sys.stderr,
+        )
+        return None
+    pred = predictor.predict_ms(np.stack([np.asarray(e, dtype=np.float32) for _, e in todo]))
+    for (i, _), p in zip(todo, pred, strict=True):
+        row = rows[i]
+        row["predicted_ms"] = float(p)
+        row["error_pct"] = 100.0 * (float(p) / row["latency_ms"] - 1.0)
+        corr = corrected_ms(row["latency_ms"], row["reference_ms"], baseline)
+        if corr is not None:
+            row["corrected_ms"] = corr
+            row["corrected_error_pct"] = 100.0 * (float(p) / corr - 1.0)
+    done = [rows[i] for i, _ in todo]
+    return compare(
+        [r["predicted_ms"] for r in done],
+        [r["latency_ms"] for r in done],
+        [r["reference_ms"] for r in done],
+        baseline,
+    )

@@ -79,7 +79,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = s.add_parser("predict", help="predicted latency of architecture JSON files")
     pr.add_argument("file", type=Path, help="predictor file")
     pr.add_argument("archs", nargs="+", type=Path, metavar="ARCH.json")
-    pr.add_argument("--json", action="store_true", help="a list of {path, hash, latency_ms}")
+    pr.add_argument(
+        "--json",
+        action="store_true",
+        help="a list of {path, hash, latency_ms, reference_ms, in_training, target_name}",
+    )
     pr.set_defaults(func=_predict)
 
 
@@ -141,6 +145,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from predictor import evaluate, load_dataset, load_predictor, render_report
     from predictor.dataset import read_meta
+    from predictor.drift import predictor_baseline
 
     model = load_predictor(args.file)
     h = model.header
@@ -172,6 +177,9 @@ def _eval(args: argparse.Namespace) -> int:
             test_frac=float(split.get("test_frac", 0.15)),
             min_samples=1,
             label=str(h.get("label") or "raw"),
+            # the predictor's own baseline, not this store's median: the labels are then
+            # this store's latencies corrected to the predictor's footing (predictor/drift.py)
+            baseline_ms=predictor_baseline(h),
         )
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):
@@ -180,7 +188,10 @@ def _eval(args: argparse.Namespace) -> int:
                 f"target '{h['target_name']}'; pass --allow-mixed to score it on other fingerprints ({exc})"
             ) from None
         raise
-    report = evaluate(model, ds, args.split)
+    fitted_on = h.get("fitted_on")
+    report = evaluate(
+        model, ds, args.split, fitted_on=fitted_on if isinstance(fitted_on, list) else None
+    )
     if args.json:
         print(json.dumps(_clean(report), indent=2))
     else:
@@ -189,9 +200,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
 
     from predictor import check_space, load_predictor
+    from predictor.drift import predictor_baseline
 
     try:
         from hwnas.encoding import encode
@@ -213,8 +227,15 @@ def _predict(args: argparse.Namespace) -> int:
         encs.append(enc)
         rows.append({"path": str(path), "hash": arch.hash})
     latency = model.predict_ms(np.stack(encs))
+    baseline = predictor_baseline(model.header)
+    fitted_on = model.header.get("fitted_on")
+    seen = set(fitted_on) if isinstance(fitted_on, list) else None
     for row, ms in zip(rows, latency, strict=True):
         row["latency_ms"] = float(ms)
+        # the reference figure this prediction is relative to: compare a measurement
+        # x reference_ms / its own reference (predictor/drift.py); null for raw predictors
+        row["reference_ms"] = baseline
+        row["in_training"] = None if seen is None else row["hash"][:16] in seen
         row["target_name"] = model.header.get("target_name")
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -223,5 +244,24 @@ def _predict(args: argparse.Namespace) -> int:
         target = model.header.get("target_name")
         print(f"{'architecture'.ljust(width)}  {'hash':12}  predicted ms ({target})")
         for r in rows:
-            print(f"{r['path'].ljust(width)}  {r['hash'][:12]}  {r['latency_ms']:.4f}")
+            mark = "  (in training data)" if r["in_training"] else ""
+            print(f"{r['path'].ljust(width)}  {r['hash'][:12]}  {r['latency_ms']:.4f}{mark}")
+        if baseline is not None:
+            print(
+                f"predictions are relative to a reference-network figure of {baseline:.4f} ms "
+                "(the predictor's baseline): compare a measurement corrected by its own reference"
+            )
+    if seen is None:
+        print(
+            "the predictor file does not list its training architectures (older file): "
+            "cannot tell which of these it was fitted on",
+            file=sys.stderr,
+        )
+    else:
+        n_in = sum(1 for r in rows if r["in_training"])
+        print(
+            f"{n_in} of {len(rows)} architectures are in the predictor's training data "
+            "(train/val splits)" + (": their predictions say nothing of its accuracy" if n_in else ""),
+            file=sys.stderr,
+        )
     return 0

@@ -62,6 +62,16 @@ def space_source(space_name: str) -> Any:
     return SpaceCandidates(space_name)
 
 
+def _unstable(store: Any, fingerprint_key: str, run_id: str) -> dict[str, int]:
+    """Unstable rows stored by this run, and why (predictor.dataset.unstable_counts)."""
+    from predictor.dataset import unstable_counts
+
+    ok = list(store.rows(kind="profile", status="ok", fingerprint_key=fingerprint_key))
+    refs = [float(r["reference_ms"]) for r in ok if r["reference_ms"] and r["reference_ms"] > 0]
+    mine = [r for r in ok if r["run_id"] == run_id]
+    return unstable_counts(mine, best_reference=min(refs) if refs else None)
+
+
 def _profile(args: argparse.Namespace) -> int:
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
@@ -90,7 +100,9 @@ def _profile(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             remeasure_unstable=args.remeasure_unstable,
         )
+        unstable = _unstable(store, summary.fingerprint_key, summary.run_id)
     data = summary.to_dict()
+    data.update(unstable)
     data["db"] = str(args.db)
     data["space"] = source.space_name
     if args.json:
@@ -110,6 +122,13 @@ def _profile(args: argparse.Namespace) -> int:
             f"{k} {v / summary.wall_s:.0%}" for k, v in summary.phases.items() if v > 0
         )
         print(f"wall time: {split}")
+    if unstable["unstable_rows"]:
+        print(
+            f"{unstable['unstable_rows']} of {summary.ok} figures stored now were flagged unstable: "
+            f"{unstable['unstable_split_half']} split-half (even and odd rounds disagreed: a busy "
+            f"host), {unstable['unstable_reference_drift']} reference drift (the reference network "
+            "ran >5% above its best: the host ran slow); `hwnas db repeat` re-measures a sample"
+        )
     if summary.remeasured:
         print(f"{summary.remeasured} unstable figures (host busy) were timed again before storing")
     if summary.kept_as_repeat:

@@ -25,6 +25,14 @@ _PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+# What a provider needs besides onnxruntime-gpu, for the error when it did not load.
+_PROVIDER_LIBRARIES = {
+    "CUDAExecutionProvider": "the CUDA 12 runtime and cuDNN 9 libraries (libcudart, libcublas, "
+    "libcudnn: pip install nvidia-cudnn-cu12 nvidia-cublas-cu12 nvidia-cuda-runtime-cu12, or a "
+    "CUDA toolkit on LD_LIBRARY_PATH)",
+    "TensorrtExecutionProvider": "TensorRT 10 (libnvinfer: pip install tensorrt-cu12, or a "
+    "TensorRT install on LD_LIBRARY_PATH) besides the CUDA libraries",
+}
 _NUMPY_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -75,6 +83,24 @@ def static_input_shape(
                 "model with static shapes except the batch dimension"
             )
     return tuple(out)
+
+
+def check_session_providers(session: Any, wanted: str, target: str, path: Path) -> None:
+    """RuntimeMissing unless `wanted` is the provider the session actually runs on first.
+
+    ONNX Runtime falls back to the next provider in the list (down to the CPU) when a GPU
+    provider's libraries cannot load, and says so only in a log line: without this check a
+    GPU target would store CPU timings under its GPU fingerprint.
+    """
+    got = list(session.get_providers())
+    if got and got[0] == wanted:
+        return
+    need = _PROVIDER_LIBRARIES.get(wanted, "its runtime libraries")
+    raise RuntimeMissing(
+        f"target '{target}': ONNX Runtime did not load {wanted} for {path.name} (the session "
+        f"runs on {', '.join(got) or 'nothing'}): it needs {need}; refusing to time on another "
+        f"provider. {GPU_EXTRA} installs onnxruntime-gpu"
+    )
 
 
 def fixed_inputs(
@@ -252,6 +278,7 @@ class OnnxRuntimeBackend(Backend):
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         session = self.create_session(path)
+        check_session_providers(session, _PROVIDERS[self.provider], self.spec.name, path)
         inputs = []
         for inp in session.get_inputs():
             dtype = _NUMPY_DTYPES.get(inp.type)

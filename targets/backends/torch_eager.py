@@ -65,17 +65,22 @@ def onnx_input_specs(path: Path, batch_size: int) -> list[tuple[str, tuple[int, 
 
 
 class _TorchRunner(Runner):
-    def __init__(self, module: torch.nn.Module, inputs: list[torch.Tensor], sync: bool) -> None:
+    """Runs the module; on CUDA, waits for the runner's own device (not the current one:
+    with `cuda:1` the current device may be `cuda:0`, whose queue is empty)."""
+
+    def __init__(
+        self, module: torch.nn.Module, inputs: list[torch.Tensor], device: torch.device
+    ) -> None:
         self._module = module
         self._inputs = inputs
-        self._sync = sync
+        self._device = device if device.type == "cuda" else None
 
     def run(self) -> None:
         torch = _import_torch()
         with torch.inference_mode():
             self._module(*self._inputs)
-        if self._sync:
-            torch.cuda.synchronize()
+        if self._device is not None:
+            torch.cuda.synchronize(self._device)
 
     def close(self) -> None:
         self._module = None  # type: ignore[assignment]
@@ -142,4 +147,4 @@ class TorchEagerBackend(Backend):
                 t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
                 for t in inputs
             ]
-        return _TorchRunner(module, inputs, sync=device.type == "cuda")
+        return _TorchRunner(module, inputs, device)
