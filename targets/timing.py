@@ -305,24 +305,45 @@ def compile_reference(backend: Backend, spec: TargetSpec) -> Runner:
 
 
 def measure_onnx(
-    paths: Sequence[Path | str],
+    models: Sequence[Path | str | ModelArtifact],
     spec: TargetSpec,
     protocol: Protocol | None = None,
+    *,
+    backend: Backend | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Measurement]:
-    """Compile each ONNX file for `spec` and time them together (one protocol run)."""
+    """Compile each model for `spec` and time them together (one protocol run), with the
+    reference network in the same rounds and its drift checked.
+
+    A model is an ONNX path, or a ModelArtifact (which can also build the torch module for
+    the eager backend). `backend` reuses one the caller opened for `spec`. A model that
+    fails while timed is a UserError naming it (by `names`, default its ONNX path).
+    """
     from targets.registry import create_backend
 
     protocol = protocol or Protocol.for_target(spec)
-    checked = [_check_onnx_path(Path(p)) for p in paths]
-    backend = create_backend(spec)
+    artifacts = [m if isinstance(m, ModelArtifact) else ModelArtifact(Path(m)) for m in models]
+    for artifact in artifacts:
+        _check_onnx_path(Path(artifact.onnx_path))
+    backend = backend or create_backend(spec)
     runners: dict[str, Runner] = {}
     reference: Runner | None = None
     try:
-        for i, path in enumerate(checked):
-            runners[str(i)] = compile_instances(backend, ModelArtifact(path), protocol.sessions)
+        for i, artifact in enumerate(artifacts):
+            runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
         if protocol.reference:
             reference = compile_reference(backend, spec)
-        results = measure_runners(runners, protocol, reference)
+        try:
+            results = measure_runners(runners, protocol, reference)
+        except RunnerFailed as exc:
+            which = (
+                "the reference network"
+                if exc.name == REFERENCE_NAME
+                else (names or [str(a.onnx_path) for a in artifacts])[int(exc.name)]
+            )
+            raise UserError(
+                f"{which}: failed while running on target {spec.name}: {exc.error}"
+            ) from None
         if reference is not None:
             results = check_reference_drift(
                 results,
@@ -335,4 +356,4 @@ def measure_onnx(
             runner.close()
         if reference is not None:
             reference.close()
-    return [results[str(i)] for i in range(len(checked))]
+    return [results[str(i)] for i in range(len(artifacts))]
