@@ -226,7 +226,8 @@ def load_dataset(
     elif len(fkeys) > 1 and not allow_mixed:
         raise UserError(
             f"profile store {dbp} mixes {len(fkeys)} fingerprints for target '{target_name}' "
-            f"(different runtime, driver, CPU/GPU or settings): {_describe_fingerprints(fkeys, prof_ok)}; "
+            f"(different runtime, driver, CPU/GPU, settings or timing protocol): "
+            f"{_describe_fingerprints(fkeys, prof_ok)}; "
             "pick one with --fingerprint KEY or pass --allow-mixed to pool them"
         )
     keep = set(fkeys)
@@ -419,6 +420,12 @@ def _describe_fingerprints(fkeys: Counter[str], rows: list[dict[str, Any]]) -> s
         label = ""
         if isinstance(fp, dict):
             label = " ".join(str(fp[x]) for x in ("cpu", "gpu", "runtime") if x in fp)
+            proto = fp.get("protocol")
+            if isinstance(proto, dict):
+                label += (
+                    f" protocol {proto.get('statistic')} {proto.get('min_rounds')}-"
+                    f"{proto.get('rounds')} rounds x {proto.get('runs_per_round')}"
+                )
         parts.append(f"{(k or '?')[:12]} ({n} rows{', ' + label if label else ''})")
     return "; ".join(parts)
 
