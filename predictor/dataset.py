@@ -23,9 +23,24 @@ import numpy as np
 from profiling.store import ProfileStore
 from targets.errors import UserError
 
-MIN_SAMPLES = 50  # profiled architectures needed to fit anything at all
+MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
+MIN_SAMPLES_INIT = 30  # ... to adapt one fitted on another target (`predictor fit --init`)
 MIN_EVAL = 5  # architectures needed in each of validation and test
 RECOMMENDED_SAMPLES = 1000
+
+
+def min_samples(init: bool = False) -> int:
+    """The one rule for how many profiled architectures a fit needs (profile, run, fit)."""
+    return MIN_SAMPLES_INIT if init else MIN_SAMPLES
+
+
+def samples_rule() -> str:
+    """The rule in words, for every message that enforces or hints at it."""
+    return (
+        f"a latency predictor needs at least {MIN_SAMPLES} profiled architectures "
+        f"({MIN_SAMPLES_INIT} to adapt one fitted on another target with --init; "
+        f"~{RECOMMENDED_SAMPLES} for an accurate one from scratch)"
+    )
 SPLITS = ("train", "val", "test")
 LABELS = ("auto", "raw", "reference")
 
@@ -182,9 +197,8 @@ def load_dataset(
         rows = store.select(_COLUMNS, kinds=("profile", "repeat"))
     if not rows:
         raise UserError(
-            f"profile store {dbp} holds no profile measurements; fitting needs at least {min_samples} "
-            f"profiled architectures (~{RECOMMENDED_SAMPLES} for a useful predictor): "
-            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target_name} "
+            f"profile store {dbp} holds no profile measurements; {samples_rule()}: "
+            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target} "
             f"--samples {RECOMMENDED_SAMPLES} --db {dbp}`"
         )
 
@@ -280,12 +294,12 @@ def load_dataset(
     hashes = sorted(enc)
     n = len(hashes)
     if n < min_samples:
+        suggest = RECOMMENDED_SAMPLES if min_samples >= MIN_SAMPLES else 4 * min_samples
         raise UserError(
             f"profile store {dbp} has {n} profiled architectures for target '{target_name}' "
-            f"(fingerprint {fkey[:12]}); fitting needs at least {min_samples} "
-            f"(~{RECOMMENDED_SAMPLES} for a useful predictor): "
-            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target_name} "
-            f"--samples {RECOMMENDED_SAMPLES} --db {dbp}` to add more"
+            f"(fingerprint {fkey[:12]}); this fit needs at least {min_samples} ({samples_rule()}): "
+            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target} "
+            f"--samples {suggest} --db {dbp}` to add more"
         )
     dims = Counter(len(enc[h]) for h in hashes)
     if len(dims) > 1:

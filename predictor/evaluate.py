@@ -82,34 +82,53 @@ def fit_predictor(
     seed: int = 0,
     max_train: int | None = None,
     time_budget_s: float | None = None,
+    progress: bool = False,
 ) -> FitResult:
-    """Fit the MLP (and baselines) on the train split, early-stop on val, score on test."""
+    """Fit the MLP (and baselines) on the train split, early-stop on val, score on test.
+
+    `progress`: a bar (terminal) or a line now and then (elsewhere) on stderr, counting
+    MLP epochs (at most cfg.max_epochs; early stopping ends sooner), then each baseline.
+    """
+    from targets.progress import Progress
+
     check_splits(ds)
     cfg = cfg or MLPConfig()
     t0 = time.perf_counter()
     tr, va = budget_split(ds, max_train)
     te = ds.indices("test")
     layout = build_feature_layout(ds.encoding_layout, features)
-    model, info = train_mlp(
-        ds.X[tr],
-        ds.latency_ms[tr],
-        ds.X[va],
-        ds.latency_ms[va],
-        layout,
-        cfg,
-        seed=seed,
-        time_budget_s=time_budget_s,
-    )
-    preds = {MLP_NAME: model.predict_ms(ds.X[te])}
-    fitted = fit_baselines(
-        ds.X[tr],
-        ds.latency_ms[tr],
-        ds.X[va],
-        ds.latency_ms[va],
-        features=layout,
-        seed=seed,
-        names=baselines,
-    )
+    bar = Progress(cfg.max_epochs + len(baselines), "fit mlp", unit="step", enabled=progress)
+    try:
+        model, info = train_mlp(
+            ds.X[tr],
+            ds.latency_ms[tr],
+            ds.X[va],
+            ds.latency_ms[va],
+            layout,
+            cfg,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            on_epoch=bar.update,
+        )
+        preds = {MLP_NAME: model.predict_ms(ds.X[te])}
+        fitted = {}
+        for i, name in enumerate(baselines):
+            bar.desc = f"fit {name}"
+            bar.update(cfg.max_epochs + i)
+            fitted.update(
+                fit_baselines(
+                    ds.X[tr],
+                    ds.latency_ms[tr],
+                    ds.X[va],
+                    ds.latency_ms[va],
+                    features=layout,
+                    seed=seed,
+                    names=(name,),
+                )
+            )
+        bar.update(cfg.max_epochs + len(baselines))
+    finally:
+        bar.close()
     for name, b in fitted.items():
         preds[name] = b.predict_ms(ds.X[te])
     report: dict[str, Any] = {
@@ -330,9 +349,30 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if "mlp" in report:
         t = report["mlp"]["training"]
+        total = (
+            f"; with the baselines {report.get('seconds', 0):.1f} s"
+            if report.get("baselines")
+            else " (no baselines fitted)"
+        )
         lines.append(
             f"MLP: {report['mlp']['n_features']} {report['mlp']['features']} features, "
-            f"{report['mlp']['config']['members']} members, best epochs {t['best_epochs']}, {t['seconds']:.1f} s; "
-            f"fit with baselines {report.get('seconds', 0):.1f} s"
+            f"{report['mlp']['config']['members']} members, best epochs {t['best_epochs']}, {t['seconds']:.1f} s"
+            + total
         )
+    if "transfer" in report:
+        tr = report["transfer"]
+        how = (
+            f"output layer refitted (ridge towards the scaled known weights, lambda {tr['ridge_lambda']:g})"
+            if tr.get("ridge_lambda") is not None
+            else "the known predictor times the scale (cross-validation kept it)"
+            if tr["method"] == "ridge"
+            else tr["method"]
+        )
+        lines.append(
+            f"adapted from {tr.get('from') or 'a known predictor'} (target {tr.get('from_target')}) "
+            f"on {tr['n_adapt']} profiles of this target: scale x{tr['scale']:.4f}, {how}; "
+            f"{report.get('seconds', 0):.1f} s"
+        )
+    if "note" in report:
+        lines.append(report["note"])
     return "\n".join(lines)

@@ -104,11 +104,14 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     try:
         payload = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        first = (
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        )
+        # Our words, never torch's: its advice (weights_only=False) would run the file's code.
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            why = "it holds Python objects, which a predictor file never does (refused unread)"
+        else:
+            why = "it is corrupted, truncated or in another format"
         raise UserError(
-            f"{p} is not a readable hwnas predictor file (corrupted, truncated or another format): {first}"
+            f"{p} is not an hwnas predictor file: {why}; give a file written by "
+            "`hwnas predictor fit --out FILE`"
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise UserError(
@@ -195,12 +198,10 @@ def load_predictor(path: str | os.PathLike[str]) -> LatencyPredictor:
         model.load_state_dict(state, strict=True)
     except UserError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        )
+    except (KeyError, TypeError, ValueError, RuntimeError):
         raise UserError(
-            f"{path}: the predictor header and weights do not fit together (corrupted file): {first}"
+            f"{path}: the predictor header and weights do not fit together (corrupted file); "
+            "fit it again with `hwnas predictor fit`"
         ) from None
     if len(header.get("encoding_layout", [])) != model.dim:
         raise UserError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -210,6 +210,7 @@ def train_mlp(
     *,
     seed: int = 0,
     time_budget_s: float | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[LatencyPredictor, TrainInfo]:
     """Fit the ensemble on squared relative error, with early stopping on the validation split.
 
@@ -284,6 +285,8 @@ def train_mlp(
                     best = torch.where(better, val, best)
                     best_epoch = torch.where(better, torch.full_like(best_epoch, epoch), best_epoch)
                 since = torch.where(better, torch.zeros_like(since), since + 1)
+            if on_epoch is not None:  # progress (epochs done)
+                on_epoch(epoch + 1)
             if epoch + 1 >= cfg.min_epochs and bool((since >= cfg.patience).all()):
                 break
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:

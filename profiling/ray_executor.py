@@ -216,7 +216,7 @@ def run_profile_ray(
         fp = measurement_fingerprint(probed["fingerprint"], protocol)  # keyed by protocol too
         run = ProfileRun(
             store, source, spec, fingerprint_key(fp), samples, seed,
-            retry_failed=retry_failed, breaker=breaker or FailureBreaker(spec.name, 16),
+            retry_failed=retry_failed, breaker=breaker or FailureBreaker(spec.cli_ref, 16),
             executor="ray", overlap=True, progress=progress,
         )  # fmt: skip
         capacity = max_in_flight or int(devices) + 1  # one queued group keeps a device busy

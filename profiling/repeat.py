@@ -131,7 +131,9 @@ def repeat_measurements(
                         if old["latency_ms"]:
                             item["pct_diff"] = (new - old["latency_ms"]) / old["latency_ms"] * 100
                     items.append(item)
-                bar.set(len(items), sum(i["status"] == "ok" for i in items), 0)
+                bar.note(outcome.results)
+                n_ok = sum(i["status"] == "ok" for i in items)
+                bar.set(len(items), n_ok, len(items) - n_ok)
     finally:
         if reference is not None:
             reference.close()

@@ -85,7 +85,7 @@ def run_profile(
         source.space_name, source.space_key, source.space_config, source.encoding_layout
     )
     protocol = protocol or Protocol.for_target(spec)
-    breaker = FailureBreaker(spec.name, max_failures_in_a_row)
+    breaker = FailureBreaker(spec.cli_ref, max_failures_in_a_row)
     if executor == "ray":
         from profiling.ray_executor import run_profile_ray
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -25,35 +24,28 @@ from profiling.claims import CandidateStream, Claimer
 from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, write_rows
 from profiling.store import ProfileStore, pid_alive
 from targets.errors import UserError
+from targets.progress import Progress as TargetsProgress
 from targets.spec import TargetSpec
 
 
 class Progress:
-    """tqdm with rate and ETA on a terminal; silent otherwise."""
+    """targets.progress.Progress with the profiler's counters (ok, failed, unstable so far)."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+        self.bar = TargetsProgress(total, desc, initial=initial, enabled=enabled)
+        self.unstable = 0
 
-            self.bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=desc,
-                unit="arch",
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
+    def note(self, results: Sequence[Result]) -> None:
+        """Count the figures the protocol marked unstable (the host was busy)."""
+        self.unstable += sum(
+            1 for r in results if r.measurement is not None and r.measurement.get("stable") is False
+        )
 
     def set(self, n: int, ok: int, failed: int) -> None:
-        if self.bar is not None:
-            self.bar.n = min(n, self.bar.total)
-            self.bar.set_postfix(ok=ok, failed=failed, refresh=False)
-            self.bar.refresh()
+        self.bar.update(n, ok=ok, failed=failed, unstable=self.unstable)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 class FailureBreaker:
@@ -178,6 +170,7 @@ class ProfileRun:
                 self.summary.failed += 1
             self.breaker.record(res)
         self.phases["store"] += time.perf_counter() - t0
+        self.bar.note(outcome.results)
         self.bar.set(self.claimer.done(), self.summary.ok, self.summary.failed)
         self.breaker.check()
 

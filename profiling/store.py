@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from targets.cache import shareable
 from targets.errors import UserError
 from targets.fingerprint import canonical_json
 
@@ -728,16 +729,14 @@ class ProfileStore:
         try:
             if fmt == "csv":
                 with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                    writer = csv.writer(fh)
-                    writer.writerow(COLUMNS)
-                    for r in rows:
-                        writer.writerow(["" if r[c] is None else r[c] for c in COLUMNS])
+                    write_csv(rows, fh)
             else:
                 os.close(fd)
                 table = pa.table(
                     {c: pa.array([r[c] for r in rows], type=_ARROW_TYPES[c](pa)) for c in COLUMNS}
                 )
                 pq.write_table(table, tmp)
+            shareable(tmp)  # mkstemp makes 0600; an export is for others to read
             os.replace(tmp, out)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -746,6 +745,17 @@ class ProfileStore:
                 raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
             raise
         return len(rows)
+
+
+def write_csv(rows: Iterable[Mapping[str, Any]], fh: Any) -> int:
+    """Rows as CSV (a header line, then one line per row; NULL as empty) to an open text file."""
+    writer = csv.writer(fh)
+    writer.writerow(COLUMNS)
+    n = 0
+    for r in rows:
+        writer.writerow(["" if r[c] is None else r[c] for c in COLUMNS])
+        n += 1
+    return n
 
 
 _INT_COLUMNS = {"id", "repetitions", "rounds", "stable", "pid"}

@@ -92,7 +92,7 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
     from targets.spec import load_target_file
 
     if isinstance(name_or_path, Path):
-        return load_target_file(name_or_path)
+        return _checked_file_target(load_target_file(name_or_path))
     key = str(name_or_path).strip()
     if key in _registered:
         return _registered[key]
@@ -100,11 +100,30 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
     if key in builtins:
         return builtins[key]
     if _looks_like_path(key) or Path(key).is_file():
-        return load_target_file(key)
+        return _checked_file_target(load_target_file(key))
     known = ", ".join(list_targets())
     raise UserError(
         f"unknown target '{key}'; known targets: {known}; or give the path of a .toml file "
         "(see docs/targets.md)"
+    )
+
+
+def _checked_file_target(spec: TargetSpec) -> TargetSpec:
+    """A file target may repeat a known target's name only with its settings.
+
+    Stores, predictors and hints resolve a target by name; two targets of one name with
+    other settings would be mixed up (the built-in would win).
+    """
+    known = _registered.get(spec.name) or _builtin_specs().get(spec.name)
+    if known is None or known.settings() == spec.settings():
+        return spec
+    ours, theirs = spec.settings(), known.settings()
+    diff = [k for k in ours if ours[k] != theirs[k]]
+    shown = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} here" for k in diff[:3])
+    raise UserError(
+        f"{spec.source}: name '{spec.name}' is the {known.source or 'registered'} target with "
+        f"other settings ({shown}); give this target its own name, e.g. "
+        f'name = "my-{spec.name}"'
     )
 
 

@@ -9,6 +9,7 @@ timed, instead of as a backend exception halfway through a profile run.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import sys
 from collections.abc import Mapping
@@ -132,8 +133,55 @@ class TargetSpec:
             "source": self.source,
         }
 
+    @property
+    def cli_ref(self) -> str:
+        """What to type after --target to get this target again: its file, else its name."""
+        if self.source and self.source not in ("builtin", "registered") and self.source.endswith(".toml"):
+            return self.source
+        return self.name
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides how a network runs (not the name, description or source)."""
+        data = self.to_dict()
+        for key in ("name", "description", "source"):
+            data.pop(key)
+        return data
+
+    def to_toml(self) -> str:
+        """The spec as a target file that `load_target_file` reads back to an equal spec.
+
+        The protocol's defaults are listed as comments (valid TOML whatever their value,
+        None included) so a user sees every knob and uncomments the ones to change.
+        """
+        out = [f"# {self.name} ({self.source or 'registered'})"]
+        for key in ("name", "description", "backend", "device", "precision", "batch_size", "threads"):
+            out.append(f"{key} = {toml_value(getattr(self, key))}")
+        if self.options:
+            out.append("\n[options]")
+            out += [f"{k} = {toml_value(v)}" for k, v in self.options.items() if v is not None]
+        out.append("\n[protocol]  # uncomment a default to change it (docs/targets.md)")
+        for key, value in Protocol.for_target(self).to_dict().items():
+            if key in self.protocol and value is not None:
+                out.append(f"{key} = {toml_value(value)}")
+            elif value is None:
+                out.append(f"# {key} = ...  # default: not set")
+            else:
+                out.append(f"# {key} = {toml_value(value)}  # default")
+        return "\n".join(out) + "\n"
+
     def __reduce__(self):  # MappingProxyType does not pickle; Ray ships specs to workers
         return (_rebuild_spec, (self.to_dict(),))
+
+
+def toml_value(value: Any) -> str:
+    """A scalar as TOML writes it (JSON string escapes are valid TOML basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def _rebuild_spec(data: dict[str, Any]) -> TargetSpec:
@@ -303,19 +351,54 @@ def _toml_error_line(exc: Exception) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_KEY_LINE_RE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_TABLE_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+
+
+def _key_line(text: str, dotted: str) -> int | None:
+    """The 1-based line that sets `dotted` ('threads', 'options.provider') in TOML text."""
+    table, _, key = dotted.rpartition(".")
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE_RE.match(line)
+        if header:
+            current = header.group(1)
+            continue
+        if current == table and (m := _KEY_LINE_RE.match(line)) and m.group(1) == key:
+            return number
+    if table == "" and key in ("options", "protocol"):
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = _TABLE_RE.match(line)
+            if header and header.group(1) == key:
+                return number
+    return None
+
+
 def parse_target_text(text: str, source: str, default_name: str | None = None) -> TargetSpec:
-    """Parse TOML text; a syntax error names the source and the line."""
+    """Parse TOML text; every error names the source, the line and the key."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(exc)
         at = f" line {line}:" if line is not None else ""
+        lines = text.splitlines()
+        m = _KEY_LINE_RE.match(lines[line - 1]) if line is not None and 0 < line <= len(lines) else None
+        key = f" key '{m.group(1)}':" if m else ""
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc).splitlines()[0])
         raise UserError(
-            f"{source}:{at} invalid TOML: {reason}; fix the syntax "
+            f"{source}:{at}{key} invalid TOML: {reason}; fix the syntax "
             "(strings in double quotes, one key = value per line, tables as [options])"
         ) from None
-    return parse_target(data, source, default_name=default_name)
+    try:
+        return parse_target(data, source, default_name=default_name)
+    except UserError as exc:
+        # parse_target sees data, not text: add the line of the key the message names.
+        msg = str(exc)
+        named = re.search(r"key '([A-Za-z0-9_.-]+)'", msg)
+        line = _key_line(text, named.group(1)) if named else None
+        if line is None or not msg.startswith(f"{source}: "):
+            raise
+        raise UserError(msg.replace(f"{source}: ", f"{source}: line {line}: ", 1)) from None
 
 
 def load_target_file(path: str | Path) -> TargetSpec:

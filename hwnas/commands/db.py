@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export = s.add_parser("export", help="write every row to a CSV or Parquet file")
     export.add_argument("--db", required=True, type=Path)
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    export.add_argument("--out", required=True, type=Path)
+    export.add_argument(
+        "--out", required=True, type=Path, help="file to write, or - for standard output (csv)"
+    )
     export.set_defaults(func=_export)
 
     repeat = s.add_parser(
@@ -96,8 +99,18 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from profiling.store import ProfileStore
+    from profiling.store import ProfileStore, write_csv
 
+    if str(args.out) == "-":
+        if args.format != "csv":
+            raise UserError(
+                "--out - writes CSV to standard output; parquet is binary: pass --out FILE.parquet"
+            )
+        with ProfileStore(args.db, readonly=True) as store:
+            rows = list(store.rows())
+        sys.stdout.flush()
+        write_csv(rows, sys.stdout)
+        return 0
     with ProfileStore(args.db, readonly=True) as store:
         n = store.export(args.out, args.format)
     print(f"wrote {n} rows to {args.out} ({args.format})")

@@ -48,6 +48,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "a budget that cuts in makes the result depend on the machine's speed)",
     )
     fit.add_argument("--no-baselines", action="store_true", help="fit the MLP only")
+    fit.add_argument(
+        "--init",
+        type=Path,
+        metavar="KNOWN.pt",
+        help="adapt this predictor, fitted on another target of the same space, to the "
+        "profiles of --target (needs far fewer profiles; docs/howto-new-target.md)",
+    )
+    fit.add_argument(
+        "--transfer-method",
+        choices=("ridge", "scale", "finetune"),
+        default="ridge",
+        help="with --init: how to adapt (default ridge: refit the output layer towards the "
+        "scaled known predictor; docs/benchmarks.md)",
+    )
     fit.add_argument("--val-frac", type=float, default=0.15)
     fit.add_argument("--test-frac", type=float, default=0.15)
     fit.add_argument("--seed", type=int, default=0, help="split and training seed")
@@ -104,16 +118,20 @@ def _fit(args: argparse.Namespace) -> int:
         build_header,
         fit_predictor,
         load_dataset,
+        load_predictor,
         render_report,
         save_predictor,
     )
     from predictor.baselines import BASELINES
+    from predictor.dataset import min_samples
 
     if args.members < 1 or args.max_epochs < 1:
         raise UserError("--members and --max-epochs must be at least 1")
+    init = load_predictor(args.init) if args.init is not None else None
     ds = load_dataset(
         args.db,
         args.target,
+        min_samples=min_samples(init is not None),
         space=args.space,
         fingerprint=args.fingerprint,
         allow_mixed=args.allow_mixed,
@@ -122,17 +140,33 @@ def _fit(args: argparse.Namespace) -> int:
         test_frac=args.test_frac,
         label=args.label,
     )
-    cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
-    result = fit_predictor(
-        ds,
-        cfg=cfg,
-        features=args.features,
-        baselines=() if args.no_baselines else BASELINES,
-        seed=args.seed,
-        max_train=args.max_train,
-        time_budget_s=args.time_budget,
-    )
+    if init is not None:
+        from predictor.transfer import transfer_predictor
+
+        result = transfer_predictor(
+            init,
+            ds,
+            method=args.transfer_method,
+            baselines=() if args.no_baselines else BASELINES,
+            seed=args.seed,
+            max_train=args.max_train,
+            init_path=str(args.init),
+        )
+    else:
+        cfg = MLPConfig(members=args.members, max_epochs=args.max_epochs)
+        result = fit_predictor(
+            ds,
+            cfg=cfg,
+            features=args.features,
+            baselines=() if args.no_baselines else BASELINES,
+            seed=args.seed,
+            max_train=args.max_train,
+            time_budget_s=args.time_budget,
+            progress=not args.json,
+        )
     header = build_header(result.model, ds, result.report)
+    if "transfer" in result.report:
+        header["transfer"] = result.report["transfer"]
     save_predictor(args.out, result.model, header)
     if args.json:
         print(json.dumps(_clean({**result.report, "out": str(args.out)}), indent=2))

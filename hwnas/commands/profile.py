@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +74,24 @@ def _unstable(store: Any, fingerprint_key: str, run_id: str) -> dict[str, int]:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from predictor.dataset import MIN_SAMPLES_INIT, samples_rule
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
-    if args.samples < 0:
-        raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if args.samples < 1:
+        raise UserError(
+            f"--samples must be at least 1, got {args.samples} (it is the number of "
+            f"architectures the store should hold; {samples_rule()})"
+        )
     if args.remeasure_unstable < 0:
         raise UserError(f"--remeasure-unstable must be >= 0, got {args.remeasure_unstable}")
     if args.address and args.executor != "ray":
         raise UserError("--address needs --executor ray")
     spec = load_target(args.target)
     source = space_source(args.space)
+    if args.samples < MIN_SAMPLES_INIT and not args.json:
+        print(f"note: {samples_rule()}; profile more before fitting", file=sys.stderr)
     with ProfileStore(args.db) as store:
         summary = run_profile(
             source,

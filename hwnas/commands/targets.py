@@ -62,40 +62,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_value(value: Any) -> str:
-    """A value as TOML would write it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     from targets.registry import load_target
     from targets.timing import Protocol
 
     spec = load_target(args.target)
-    protocol = Protocol.for_target(spec)
     if args.json:
         data = spec.to_dict()
-        data["resolved_protocol"] = protocol.to_dict()
+        data["resolved_protocol"] = Protocol.for_target(spec).to_dict()
         print(json.dumps(data, indent=2))
         return 0
-    print(f"# {spec.name} ({spec.source or 'registered'})")
-    if spec.description:
-        print(f"# {spec.description}")
-    for key in ("name", "backend", "device", "precision", "batch_size", "threads"):
-        print(f"{key} = {_format_value(getattr(spec, key))}")
-    if spec.options:
-        print("\n[options]")
-        for key, value in spec.options.items():
-            print(f"{key} = {_format_value(value)}")
-    print("\n[protocol]  # resolved: defaults + this target's overrides")
-    for key, value in protocol.to_dict().items():
-        mark = "" if key in spec.protocol else "  # default"
-        shown = "none" if value is None else _format_value(value)
-        print(f"{key} = {shown}{mark}")
+    # A valid target file: `targets show T > my.toml` then `targets check my.toml` works.
+    print(spec.to_toml(), end="")
     return 0
 
 

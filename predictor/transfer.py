@@ -1,0 +1,321 @@
+"""Adapt a predictor fitted on one target to another target of the same space.
+
+A new target should not cost a thousand profiles. What changes between two targets of one
+space (two thread counts, another graph optimisation level, another CPU) is mostly a
+scale, then the relative cost of some ops; what an architecture *is* (its ops, depths,
+connections and how they add up) does not. So the known predictor's hidden layers, learned
+from many profiles, are kept as they are, and only its output layer is refitted on the new
+target's few profiles:
+
+1. `scale`: one factor on the known predictor's output, fitted on relative error;
+2. `ridge` (the default): then every member's output layer (its weights on the last
+   hidden layer, its bias, and its linear per-op term) refitted by weighted least squares
+   on relative error, pulled towards the scaled known weights by a ridge penalty whose
+   strength is chosen by k-fold cross-validation on the new profiles. With few profiles
+   the penalty wins and the result stays the scaled known predictor; with more, the
+   per-op costs of the new target come through.
+
+Both are closed-form (deterministic, a fraction of a second). `finetune` (every layer
+trained again from the known weights, early-stopped on the validation split) is kept for
+comparison; docs/benchmarks.md ("Transfer to a new target") has the learning curves that
+chose the default. The adapted model is a plain LatencyPredictor (same file format).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from predictor.model import LatencyPredictor, deterministic
+from targets.errors import UserError
+
+METHODS = ("ridge", "scale", "finetune")
+DEFAULT_METHOD = "ridge"
+LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+FOLDS = 5
+
+
+@dataclass
+class TransferInfo:
+    """What the adaptation did (saved in the predictor header under "transfer")."""
+
+    method: str
+    n_adapt: int
+    scale: float
+    ridge_lambda: float | None = None  # None: the scaled known predictor was kept
+    cv_rel_rmse: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "n_adapt": self.n_adapt,
+            "scale": round(self.scale, 6),
+            "ridge_lambda": self.ridge_lambda,
+            "cv_rel_rmse": {k: round(v, 5) for k, v in self.cv_rel_rmse.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_compatible(init: LatencyPredictor, space_key: str, encoding_dim: int, what: str) -> None:
+    """UserError unless the known predictor was fitted on the same space as the new profiles."""
+    h = init.header
+    if h.get("space_key") != space_key or init.dim != encoding_dim:
+        raise UserError(
+            f"{what} was fitted on space '{h.get('space_name')}' ({str(h.get('space_key'))[:12]}), "
+            f"the new profiles are of another space ({space_key[:12]}); --init needs a predictor "
+            "of the same space (fit one with `hwnas predictor fit` on that space's profiles)"
+        )
+
+
+def _parts(model: LatencyPredictor, X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member the design of the output layer [K, N, H+1+F] (hidden, 1, features) and
+    the current parameters [K, H+1+F]."""
+    with torch.no_grad():
+        x = model.featurise(torch.as_tensor(np.asarray(X), dtype=torch.float32)).double()
+        k = model.cfg.members
+        h = x.unsqueeze(0).expand(k, -1, -1)
+        for w, b in zip(list(model.weights)[:-1], list(model.biases)[:-1], strict=True):
+            h = model._act(torch.baddbmm(b.double().unsqueeze(1), h, w.double()))
+        ones = torch.ones(k, x.shape[0], 1, dtype=torch.float64)
+        cols = [h, ones]
+        params = [model.weights[-1].double().squeeze(-1), model.biases[-1].double()]
+        if model.skip is not None:
+            cols.append(x.unsqueeze(0).expand(k, -1, -1))
+            params.append(model.skip.double().squeeze(-1))
+        return torch.cat(cols, dim=2), torch.cat(params, dim=1)
+
+
+def _set_output(model: LatencyPredictor, theta: torch.Tensor) -> None:
+    """Write per-member output-layer parameters [K, H+1+F] back into the model."""
+    hidden = model.weights[-1].shape[1]
+    with torch.no_grad():
+        model.weights[-1].copy_(theta[:, :hidden].unsqueeze(-1).float())
+        model.biases[-1].copy_(theta[:, hidden : hidden + 1].float())
+        if model.skip is not None:
+            model.skip.copy_(theta[:, hidden + 1 :].unsqueeze(-1).float())
+
+
+def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
+    """argmin_a sum(((a * pred - t) / t)^2), the factor on relative error."""
+    r = pred / t
+    return float(np.sum(r) / max(np.sum(r * r), 1e-12))
+
+
+def _ridge(
+    phi: torch.Tensor, t: torch.Tensor, theta0: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Per member: argmin sum(((phi theta - t) / t)^2) + lam * |theta - theta0|^2."""
+    w = (1.0 / t**2).reshape(1, -1, 1)
+    a = phi.transpose(1, 2) @ (phi * w)
+    resid = t.reshape(1, -1) - torch.einsum("knd,kd->kn", phi, theta0)
+    rhs = (phi * w).transpose(1, 2) @ resid.unsqueeze(-1)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype).expand_as(a)
+    return theta0 + torch.linalg.solve(a + lam * eye, rhs).squeeze(-1)
+
+
+def _ensemble(phi: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
+    """The model's output (relative to y_mean) from the output-layer design: mean over
+    members, then the same smooth floor as LatencyPredictor.forward."""
+    rel = torch.einsum("knd,kd->kn", phi, theta).mean(0)
+    return torch.nn.functional.softplus(rel, beta=20.0).numpy()
+
+
+def _rel_rmse(pred: np.ndarray, t: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(((pred - t) / t) ** 2)))
+
+
+def adapt(
+    init: LatencyPredictor,
+    X: np.ndarray,
+    y_ms: np.ndarray,
+    *,
+    method: str = DEFAULT_METHOD,
+    X_val: np.ndarray | None = None,
+    y_val_ms: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[LatencyPredictor, TransferInfo]:
+    """A copy of `init` adapted to profiles (X, y_ms) of a new target; `init` is untouched.
+
+    `ridge` and `scale` fit on (X, y) together with (X_val, y_val) when given (they choose
+    their one hyperparameter by cross-validation); `finetune` early-stops on the val rows.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown transfer method '{method}'; choose from {', '.join(METHODS)}")
+    t0 = time.perf_counter()
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y_ms, dtype=np.float64)
+    if method == "finetune":
+        if X_val is None or y_val_ms is None:
+            raise UserError("transfer method 'finetune' needs validation rows")
+        model, scale = _finetune(init, X, y, np.asarray(X_val), np.asarray(y_val_ms), seed)
+        info = TransferInfo(method, len(X) + len(X_val), scale)
+        info.seconds = time.perf_counter() - t0
+        return model, info
+    if X_val is not None and y_val_ms is not None and len(X_val):
+        X = np.concatenate([X, np.asarray(X_val, dtype=np.float32)])
+        y = np.concatenate([y, np.asarray(y_val_ms, dtype=np.float64)])
+    if len(X) < 2 or np.any(y <= 0):
+        raise UserError("adapting a predictor needs at least 2 positive latencies")
+    model = copy.deepcopy(init)
+    model.header = {}
+    y_mean = float(model.y_mean)
+    t = torch.as_tensor(y / y_mean, dtype=torch.float64)
+    phi, theta = _parts(model, X)
+    scale = _fit_scale(_ensemble(phi, theta), t.numpy())
+    info = TransferInfo(method, len(X), scale)
+    best_lam: float | None = None
+    if method == "ridge" and len(X) >= 2 * FOLDS:
+        folds = np.random.default_rng(seed).permutation(len(X)) % FOLDS
+        scores: dict[str, float] = {}
+        for lam in (math.inf, *LAMBDAS):
+            errs = np.empty(len(X))
+            for f in range(FOLDS):
+                tr, te = folds != f, folds == f
+                a = _fit_scale(_ensemble(phi[:, tr], theta), t.numpy()[tr])
+                th = a * theta if math.isinf(lam) else _ridge(phi[:, tr], t[tr], a * theta, lam)
+                errs[te] = (_ensemble(phi[:, te], th) - t.numpy()[te]) / t.numpy()[te]
+            scores["scale only" if math.isinf(lam) else f"{lam:g}"] = float(
+                np.sqrt(np.mean(errs**2))
+            )
+        info.cv_rel_rmse = scores
+        best = min(scores, key=lambda k: scores[k])
+        best_lam = None if best == "scale only" else float(best)
+    new_theta = scale * theta if best_lam is None else _ridge(phi, t, scale * theta, best_lam)
+    _set_output(model, new_theta)
+    model.eval()
+    model.requires_grad_(False)
+    info.ridge_lambda = best_lam
+    info.seconds = time.perf_counter() - t0
+    return model, info
+
+
+def _finetune(
+    init: LatencyPredictor,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+    lr: float = 1e-3,
+    max_epochs: int = 200,
+    patience: int = 30,
+) -> tuple[LatencyPredictor, float]:
+    """Every layer trained again from the (scaled) known weights, early-stopped on val."""
+    model = copy.deepcopy(init)
+    model.header = {}
+    y_mean = float(model.y_mean)
+    with deterministic(seed):
+        model.requires_grad_(True)
+        model.train()
+        phi, theta = _parts(model, X)
+        scale = _fit_scale(_ensemble(phi, theta), y / y_mean)
+        _set_output(model, scale * theta)
+        xs = model.featurise(torch.as_tensor(X, dtype=torch.float32)).detach()
+        xv = model.featurise(torch.as_tensor(X_val, dtype=torch.float32)).detach()
+        t = torch.as_tensor(y / y_mean, dtype=torch.float32)
+        tv = torch.as_tensor(y_val / y_mean, dtype=torch.float32)
+        opt = torch.optim.Adam([p for p in model.parameters()], lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        best, best_state, since = math.inf, copy.deepcopy(model.state_dict()), 0
+        bs = max(8, min(64, len(X)))
+        for _ in range(max_epochs):
+            perm = torch.randperm(len(X), generator=gen)
+            for i in range(0, len(X), bs):
+                idx = perm[i : i + bs]
+                out = model.members_output(xs[idx])
+                loss = (((out - t[idx]) / t[idx]) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                val = float((((model.members_output(xv).mean(0) - tv) / tv) ** 2).mean())
+            if val < best * (1 - 1e-4):
+                best, best_state, since = val, copy.deepcopy(model.state_dict()), 0
+            else:
+                since += 1
+                if since >= patience:
+                    break
+        model.load_state_dict(best_state)
+    model.eval()
+    model.requires_grad_(False)
+    return model, scale
+
+
+KNOWN_AS_IS = "known predictor as is"
+
+
+def transfer_predictor(
+    init: LatencyPredictor,
+    ds: Any,
+    *,
+    method: str = DEFAULT_METHOD,
+    baselines: Any = (),
+    seed: int = 0,
+    max_train: int | None = None,
+    init_path: str = "",
+) -> Any:
+    """`fit_predictor`'s counterpart for `predictor fit --init`: adapt `init` to dataset `ds`
+    (train + validation rows, at most `max_train` of them), score it on the test split.
+
+    The report puts next to it the known predictor unchanged and the baselines fitted from
+    scratch on the same rows, so the gain of transferring is visible.
+    """
+    from predictor.baselines import fit_baselines
+    from predictor.dataset import MIN_EVAL
+    from predictor.evaluate import MLP_NAME, FitResult, budget_split, dataset_summary, repeatability
+    from predictor.features import build_feature_layout
+    from predictor.metrics import regression_metrics
+
+    check_compatible(init, ds.space_key, ds.dim, init_path or "the --init predictor")
+    t0 = time.perf_counter()
+    tr, va = budget_split(ds, max_train)
+    te = ds.indices("test")
+    model, info = adapt(
+        init,
+        ds.X[tr],
+        ds.latency_ms[tr],
+        method=method,
+        X_val=ds.X[va],
+        y_val_ms=ds.latency_ms[va],
+        seed=seed,
+    )
+    report: dict[str, Any] = {
+        "dataset": dataset_summary(ds, n_train=len(tr), n_val=len(va), n_test=len(te)),
+        "split": "test",
+        "test": {},
+        "transfer": {
+            "from": init_path,
+            "from_target": init.header.get("target_name"),
+            "from_fingerprint_key": init.header.get("fingerprint_key"),
+            **info.to_json(),
+        },
+        "seed": seed,
+    }
+    if len(te) >= MIN_EVAL:
+        preds = {MLP_NAME: model.predict_ms(ds.X[te]), KNOWN_AS_IS: init.predict_ms(ds.X[te])}
+        if baselines:
+            layout = build_feature_layout(ds.encoding_layout, "counts")
+            fitted = fit_baselines(
+                ds.X[tr], ds.latency_ms[tr], ds.X[va], ds.latency_ms[va],
+                features=layout, seed=seed, names=baselines,
+            )  # fmt: skip
+            preds.update({name: b.predict_ms(ds.X[te]) for name, b in fitted.items()})
+            report["baselines"] = {
+                n: {"params": b.params, "seconds": round(b.seconds, 2)} for n, b in fitted.items()
+            }
+        report["test"] = {n: regression_metrics(ds.latency_ms[te], p) for n, p in preds.items()}
+        report["repeatability"] = repeatability(ds, te, preds[MLP_NAME])
+    else:
+        report["note"] = (
+            f"only {len(te)} architectures fall in the test split: too few to score; judge the "
+            "predictor on a held-out set (`hwnas predictor eval FILE --db HELDOUT.db --split all`)"
+        )
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return FitResult(model=model, report=report)
