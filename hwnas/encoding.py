@@ -212,6 +212,101 @@ class ArchParameters(nn.Module):
         return Architecture(space=space, stages=tuple(stages), reductions=reductions)
 
     @torch.no_grad()
+    def _draw(self, n: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+        """Index draws for `n` architectures, one [n, ...] tensor per choice, in layout order:
+        per cell node (inputs [n, 2], their ops [n, 2]); per stage the depth index [n], then
+        per cell slot (inputs [n, 2] as window offsets, their ops [n, 2])."""
+
+        def probs(logits: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(logits.detach().double().cpu(), dim=-1)
+
+        def edges(beta: torch.Tensor, alpha: torch.Tensor) -> list[torch.Tensor]:
+            p = probs(beta)
+            if p.numel() <= EDGES_PER_NODE:
+                ins = torch.arange(p.numel()).expand(n, -1)
+            else:  # successive draws without replacement, each in proportion to p
+                ins = torch.multinomial(p.expand(n, -1), EDGES_PER_NODE, generator=generator)
+                ins = ins.sort(dim=-1).values
+            ops = torch.multinomial(probs(alpha), n, replacement=True, generator=generator).T
+            return [ins, ops.gather(1, ins)]
+
+        out: list[torch.Tensor] = []
+        for c in range(NUM_STAGES + NUM_STAGES - 1):
+            for i in range(self.space.nodes):
+                out += edges(self.beta[self._node(c, i)], self.alpha[self._node(c, i)])
+        for s in range(NUM_STAGES):
+            out.append(torch.multinomial(probs(self.depth[s]), n, replacement=True, generator=generator))
+            for k in range(self.space.max_depth):
+                out += edges(self.conn_beta[self._slot(s, k)], self.conn_alpha[self._slot(s, k)])
+        return out
+
+    @torch.no_grad()
+    def sample_encodings(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The one-hot encodings [n, D] of `n` architectures drawn as `sample` draws them.
+
+        Vectorised (a Python loop per architecture took ~17 ms each on this host); row r
+        equals `encode(sample(g))` for the r-th draw of a generator in the same state when n=1.
+        """
+        space = self.space
+        draws = iter(self._draw(n, generator))
+        rows = torch.arange(n)
+        parts: list[torch.Tensor] = []
+
+        def scatter(n_in: int, n_ops: int, keep: torch.Tensor | None = None) -> None:
+            ins, ops = next(draws), next(draws)
+            block = torch.zeros(n, n_in, n_ops)
+            for e in range(ins.shape[1]):
+                block[rows, ins[:, e], ops[:, e]] = 1.0
+            if keep is not None:
+                block *= keep[:, None, None]
+            parts.append(block.reshape(n, -1))
+
+        for _ in range(NUM_STAGES + NUM_STAGES - 1):
+            for i in range(space.nodes):
+                scatter(NUM_CELL_INPUTS + i, len(CELL_OPS))
+        choices = torch.tensor(space.depth_choices)
+        for _ in range(NUM_STAGES):
+            d = next(draws)
+            parts.append(nn.functional.one_hot(d, len(choices)).float())
+            for k in range(space.max_depth):
+                scatter(len(space.window_of(k)), len(STAGE_OPS), keep=(choices[d] > k).float())
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator | None = None) -> Architecture:
+        """One discrete architecture drawn from the distributions these logits describe.
+
+        What a relaxed encoding stands for (the latency loss's meaning: the expected latency
+        of these draws, docs/benchmarks.md): per node, two inputs drawn without replacement,
+        each in proportion to softmax(beta) (the relaxed edge weights approximate their
+        inclusion probabilities), and for each an op by softmax(alpha); per stage a depth by
+        its softmax and, per existing cell, two window states and their ops the same way.
+        Inputs are stored in index order. Same generator state, same architecture.
+        """
+        space = self.space
+        draws = iter([t[0].tolist() for t in self._draw(1, generator)])
+
+        def genotype() -> Genotype:
+            nodes = []
+            for _ in range(space.nodes):
+                ins, ops = next(draws), next(draws)
+                nodes.append(tuple((CELL_OPS[o], j) for j, o in zip(ins, ops, strict=True)))
+            return tuple(nodes)  # type: ignore[return-value]
+
+        cells = [genotype() for _ in range(NUM_STAGES + NUM_STAGES - 1)]
+        stages = []
+        for s in range(NUM_STAGES):
+            depth = space.depth_choices[int(next(draws))]
+            conns = []
+            for k in range(space.max_depth):
+                ins, ops = next(draws), next(draws)
+                start = space.window_of(k).start
+                if k < depth:
+                    conns.append(tuple((STAGE_OPS[o], start + j) for j, o in zip(ins, ops, strict=True)))
+            stages.append(Stage(cell=cells[s], depth=depth, connections=tuple(conns)))  # type: ignore[arg-type]
+        return Architecture(space=space, stages=tuple(stages), reductions=tuple(cells[NUM_STAGES:]))
+
+    @torch.no_grad()
     def set_from(self, arch: Architecture, strength: float = 10.0) -> ArchParameters:
         """Put logit `strength` on the architecture's choices (0 elsewhere): a relaxed form
         whose argmax is `arch`, for tests and for warm-starting a search."""

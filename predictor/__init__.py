@@ -6,8 +6,11 @@ Public API (the search and the CLI code against these):
   split train/val/test by architecture hash.
 - `fit_predictor(ds, ...) -> FitResult`: the MLP and the sklearn baselines, scored on test.
 - `LatencyPredictor`: `model(encoding [..., D]) -> latency ms [...]`, differentiable.
-- `save_predictor(path, model, header)`, `load_predictor(path) -> LatencyPredictor`
+- `save_predictor(path, model, header)`, `load_predictor(path, device="cpu") -> LatencyPredictor`
   (`torch.load(weights_only=True)`), `check_space(model, space_key)`.
+- For the search: `check_layout(model, layout_names)` (the encoding layout, by hash of its
+  names, `layout_hash`) and `deploy_space_config(model)` (the deploy space the predictions
+  are for; hwnas.latency.check_predictor_for_search lets a narrower supernet use it).
 - `evaluate(model, ds, split)`, `render_report(report)`, `relaxation_gap(model, relaxed, derived)`.
 """
 
@@ -16,7 +19,15 @@ from __future__ import annotations
 from predictor.dataset import Dataset, load_dataset
 from predictor.evaluate import FitResult, evaluate, fit_predictor, render_report
 from predictor.features import FeatureLayout, build_feature_layout
-from predictor.io import build_header, check_space, load_predictor, save_predictor
+from predictor.io import (
+    build_header,
+    check_layout,
+    check_space,
+    deploy_space_config,
+    layout_hash,
+    load_predictor,
+    save_predictor,
+)
 from predictor.model import LatencyPredictor, MLPConfig
 from predictor.relax import categorical_blocks_check, relaxation_gap
 
@@ -29,9 +40,12 @@ __all__ = [
     "build_feature_layout",
     "build_header",
     "categorical_blocks_check",
+    "check_layout",
     "check_space",
+    "deploy_space_config",
     "evaluate",
     "fit_predictor",
+    "layout_hash",
     "load_dataset",
     "load_predictor",
     "relaxation_gap",

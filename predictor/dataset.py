@@ -169,6 +169,7 @@ def load_dataset(
     min_samples: int = MIN_SAMPLES,
     label: str = "auto",
     baseline_ms: float | None = None,
+    include_unstable: bool = False,
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
 
@@ -183,6 +184,9 @@ def load_dataset(
     3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
     `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
     its outputs and these labels are on the same footing).
+
+    Rows the timing protocol flagged unstable (`stable = 0`: its rounds disagreed, the host
+    was busy) are left out unless `include_unstable`; rows with no flag are kept.
     """
     if label not in LABELS:
         raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -218,7 +222,16 @@ def load_dataset(
         for r in rows
         if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
     ]
+    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
+    if not include_unstable:
+        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok and unstable and not include_unstable:
+        raise UserError(
+            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
+            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
+            "quieter host, or fit on them anyway with --include-unstable"
+        )
     if not prof_ok:
         failed = [r for r in rows if r["status"] != "ok"]
         first = next((r["error"] for r in failed if r["error"]), "no error recorded")
@@ -343,7 +356,20 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
-            **unstable_counts(prof_ok),
+            # why rows were flagged, over every ok profile row of the kept fingerprints
+            # (the left-out ones too); `unstable_rows` counts all flagged ok rows
+            **unstable_counts(
+                prof_ok
+                + [
+                    r
+                    for r in unstable
+                    if not include_unstable
+                    and r["kind"] == "profile"
+                    and r["fingerprint_key"] in keep
+                ]
+            ),
+            "unstable_rows": len(unstable),
+            "include_unstable": include_unstable,
         },
     )
     return ds

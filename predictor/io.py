@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> di
         "space_key": ds.space_key,
         "space_config": ds.space_config,
         "encoding_layout": list(ds.encoding_layout),
+        "encoding_layout_hash": layout_hash(ds.encoding_layout),
+        "include_unstable": bool(ds.stats.get("include_unstable", False)),
         "label": ds.stats.get("label", "raw"),
         "reference_baseline_ms": ds.stats.get("reference_baseline_ms"),
         "encoding_dim": model.dim,
@@ -184,12 +187,31 @@ def verify_checksum(path: Path, payload: dict[str, Any]) -> None:
         )
 
 
-def load_predictor(path: str | os.PathLike[str]) -> LatencyPredictor:
-    """Rebuild a saved predictor (eval mode, CPU) with its header in `.header`.
+def _device(device: str | torch.device | None, path: str | os.PathLike[str]) -> torch.device:
+    """A usable torch device, or UserError naming what to pass instead."""
+    try:
+        dev = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(
+            f"loading {path}: {device!r} is not a torch device (use 'cpu', 'cuda' or 'cuda:N')"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"loading {path} on {dev}: this torch has no usable CUDA device; use device='cpu'"
+        )
+    return dev
+
+
+def load_predictor(
+    path: str | os.PathLike[str], device: str | torch.device | None = "cpu"
+) -> LatencyPredictor:
+    """Rebuild a saved predictor (eval mode, on `device`) with its header in `.header`.
 
     Its weights are frozen (the search optimises the architecture, not the predictor);
-    gradients still flow through it to the encoding.
+    gradients still flow through it to the encoding. Encodings on another device are
+    moved to the predictor's; `predict_ms` returns NumPy on the CPU from any device.
     """
+    dev = _device(device, path)
     header, state = read_header(path)
     try:
         features = FeatureLayout.from_json(header["feature_layout"])
@@ -210,7 +232,7 @@ def load_predictor(path: str | os.PathLike[str]) -> LatencyPredictor:
     model.header = header
     model.eval()
     model.requires_grad_(False)
-    return model
+    return model.to(dev)
 
 
 def check_space(model: LatencyPredictor, space_key: str, *, what: str = "the architecture") -> None:
@@ -222,3 +244,59 @@ def check_space(model: LatencyPredictor, space_key: str, *, what: str = "the arc
             f"space '{h.get('space_name')}' (key {str(h.get('space_key'))[:12]}); fit a predictor on profiles "
             "of that space (`hwnas profile --space ...` then `hwnas predictor fit`)"
         )
+
+
+# -- what a predictor predicts for: the encoding layout and the deploy space ---------------------
+def layout_hash(names: Sequence[str]) -> str:
+    """sha256 of the encoding layout's entry names, in order (JSON list): two spaces with one
+    hash encode their architectures identically, whatever their widths."""
+    text = json.dumps([str(n) for n in names], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def predictor_layout_hash(model: LatencyPredictor) -> str:
+    """The layout hash of the encoding the predictor reads (from the names in its header)."""
+    names = model.header.get("encoding_layout")
+    if not isinstance(names, list) or len(names) != model.dim:
+        raise UserError(
+            "the predictor's header has no encoding layout of its input size (corrupted or "
+            "hand-built file); fit it again with `hwnas predictor fit`"
+        )
+    return layout_hash(names)
+
+
+def check_layout(
+    model: LatencyPredictor, names: Sequence[str], *, what: str = "the search space"
+) -> None:
+    """UserError unless encodings laid out as `names` are what the predictor reads.
+
+    Separate from the deploy space: a supernet of another width encodes the same choices
+    in the same layout, and the predictor's answer for it is the deploy network's latency.
+    """
+    mine = predictor_layout_hash(model)
+    theirs = layout_hash(names)
+    if mine == theirs:
+        return
+    own = model.header.get("encoding_layout") or []
+    diff = next(
+        (f"entry {i}: '{a}' vs the predictor's '{b}'" for i, (a, b) in enumerate(zip(names, own, strict=False)) if a != b),
+        f"{len(names)} entries vs the predictor's {len(own)}",
+    )
+    raise UserError(
+        f"{what} encodes architectures differently from the predictor (layout {theirs[:12]} vs "
+        f"{mine[:12]}; first difference: {diff}): its nodes, depth choices or window differ from "
+        f"space '{model.header.get('space_name')}'; fit a predictor on profiles of a space with "
+        "the same choices"
+    )
+
+
+def deploy_space_config(model: LatencyPredictor) -> dict[str, Any]:
+    """The space config (a dict, as stored) of the deploy network whose latency the predictor
+    predicts; hwnas turns it into a SpaceConfig (hwnas.latency.check_predictor_for_search)."""
+    cfg = model.header.get("space_config")
+    if not isinstance(cfg, dict) or not cfg:
+        raise UserError(
+            "the predictor's header records no space config (fitted on a store without one); "
+            "fit it again on a store written by `hwnas profile`"
+        )
+    return dict(cfg)

@@ -106,7 +106,7 @@ class LatencyPredictor(nn.Module):
             raise ValueError(
                 f"encoding has {encoding.shape[-1]} entries, the predictor expects {self.dim}"
             )
-        x = encoding.reshape(-1, self.dim).to(self.feature_matrix.dtype)
+        x = encoding.reshape(-1, self.dim).to(self.feature_matrix)
         return (x @ self.feature_matrix - self.x_mean) / self.x_std
 
     def members_output(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,10 +130,15 @@ class LatencyPredictor(nn.Module):
         ms = nn.functional.softplus(rel, beta=20.0) * self.y_mean
         return ms.reshape(encoding.shape[:-1])
 
+    @property
+    def device(self) -> torch.device:
+        return self.feature_matrix.device
+
     @torch.no_grad()
     def predict_ms(self, X: np.ndarray) -> np.ndarray:
-        """NumPy convenience for evaluation: [N, D] -> [N] ms."""
-        return self(torch.as_tensor(np.asarray(X), dtype=torch.float32)).double().numpy()
+        """NumPy convenience for evaluation: [N, D] -> [N] ms (on the model's device, back on CPU)."""
+        x = torch.as_tensor(np.asarray(X), dtype=torch.float32, device=self.device)
+        return self(x).double().cpu().numpy()
 
     def set_normalisation(self, x_mean: np.ndarray, x_std: np.ndarray, y_mean: float) -> None:
         self.x_mean.copy_(torch.as_tensor(x_mean, dtype=torch.float32))

@@ -26,8 +26,8 @@ def relaxation_gap(
     model: LatencyPredictor, relaxed: torch.Tensor, derived: torch.Tensor
 ) -> dict[str, Any]:
     """Statistics of predictor(relaxed) vs predictor(derived), rows paired: [N, D] each."""
-    r = model(relaxed).double().numpy()
-    d = model(derived).double().numpy()
+    r = model(relaxed).double().cpu().numpy()
+    d = model(derived).double().cpu().numpy()
     gap = r / d - 1.0
     out: dict[str, Any] = {
         "n": int(len(r)),
@@ -81,3 +81,32 @@ def categorical_blocks_check(
         row["median_abs_rel_gap_to_expected"] = float((r / expected - 1.0).abs().median())
         rows.append(row)
     return rows
+
+
+@torch.no_grad()
+def expectation_gap(
+    model: LatencyPredictor, relaxed: torch.Tensor, samples: torch.Tensor
+) -> dict[str, Any]:
+    """predictor(relaxed) [N] against the mean prediction over its draws `samples` [N, K, D].
+
+    The relaxed prediction's meaning is the expected latency of the architectures the
+    relaxation describes; the gap is relaxed / expected - 1 (negative: relaxed too low).
+    """
+    r = model(relaxed).double().cpu().numpy()
+    e = model(samples).double().mean(-1).cpu().numpy()
+    gap = r / e - 1.0
+    out: dict[str, Any] = {
+        "n": int(len(r)),
+        "samples": int(samples.shape[1]),
+        "relaxed_ms_mean": float(r.mean()),
+        "expected_ms_mean": float(e.mean()),
+        "mean_gap": float(gap.mean()),
+        "median_gap": float(np.median(gap)),
+        "median_abs_gap": float(np.median(np.abs(gap))),
+        "p90_abs_gap": float(np.quantile(np.abs(gap), 0.9)),
+        "expected_spread": float(np.std(e) / np.mean(e)),
+        "spearman": float("nan"),
+    }
+    if len(r) >= 3 and np.ptp(r) > 0 and np.ptp(e) > 0:
+        out["spearman"] = float(stats.spearmanr(r, e).statistic)
+    return out

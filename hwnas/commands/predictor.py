@@ -72,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="learn the stored latency (raw) or the latency corrected by the reference "
         "network timed in the same rounds (reference); auto: reference when every row has it",
     )
+    fit.add_argument(
+        "--include-unstable",
+        action="store_true",
+        help="also fit on rows the timing protocol flagged unstable (host busy while timing); "
+        "default: leave them out",
+    )
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     fit.set_defaults(func=_fit)
 
@@ -139,6 +145,7 @@ def _fit(args: argparse.Namespace) -> int:
         val_frac=args.val_frac,
         test_frac=args.test_frac,
         label=args.label,
+        include_unstable=args.include_unstable,
     )
     if init is not None:
         from predictor.transfer import transfer_predictor
@@ -214,6 +221,7 @@ def _eval(args: argparse.Namespace) -> int:
             # the predictor's own baseline, not this store's median: the labels are then
             # this store's latencies corrected to the predictor's footing (predictor/drift.py)
             baseline_ms=predictor_baseline(h),
+            include_unstable=bool(h.get("include_unstable", False)),
         )
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):

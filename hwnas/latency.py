@@ -1,0 +1,107 @@
+"""The latency predictor as the search sees it: which deploy network it predicts for.
+
+A predictor is fitted on profiles of one deploy space (its header's space config) and
+reads encodings of one layout. A search may run a narrower supernet (fewer channels, as
+`--search-channels` asks): the encoding does not depend on width, so the predictor still
+applies, and what it predicts is the latency of the *deploy* network the found
+architecture becomes. Anything else that differs (the choices, the input, the head, the
+network's version) would make its answer about another network, and is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hwnas.encoding import ArchParameters, encoding_layout
+from hwnas.space import SpaceConfig
+from predictor.io import check_layout, deploy_space_config
+from predictor.relax import expectation_gap
+from targets.errors import UserError
+
+# Fields a search space may change against the deploy space: its width, and its labels.
+SEARCH_MAY_DIFFER = ("channels", "name", "description")
+
+
+def predictor_deploy_space(predictor: Any) -> SpaceConfig:
+    """The deploy SpaceConfig a loaded predictor predicts for; UserError if this hwnas
+    would build another network from it (its key changed, e.g. a new network version)."""
+    header = predictor.header
+    deploy = SpaceConfig.from_dict(deploy_space_config(predictor), where="the predictor's space config")
+    if header.get("space_key") and deploy.key != header["space_key"]:
+        raise UserError(
+            f"the predictor was fitted on space '{deploy.name}' with key {str(header['space_key'])[:12]}, "
+            f"but this hwnas gives that config key {deploy.key[:12]}: the space's network changed since "
+            "(for example a new network version); profile the space again and fit a new predictor"
+        )
+    return deploy
+
+
+def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> SpaceConfig:
+    """The deploy space whose latency `predictor` gives for architectures of `search_space`.
+
+    Accepts a search space that differs from the deploy space only in width (`channels`)
+    or name; refuses, with what differs and what to do, another encoding layout or any
+    other field (input size, classes, stem, ...).
+    """
+    check_layout(
+        predictor, encoding_layout(search_space), what=f"search space '{search_space.name}'"
+    )
+    deploy = predictor_deploy_space(predictor)
+    mine, theirs = search_space.to_dict(), deploy.to_dict()
+    diff = [
+        f"{k}={mine.get(k)!r} (deploy {theirs.get(k)!r})"
+        for k in sorted(set(mine) | set(theirs))
+        if k not in SEARCH_MAY_DIFFER and mine.get(k) != theirs.get(k)
+    ]
+    if diff:
+        raise UserError(
+            f"search space '{search_space.name}' differs from the predictor's deploy space "
+            f"'{deploy.name}' in {', '.join(diff)}; only the width (channels) may differ. "
+            f"Search with the deploy space's settings, or fit a predictor on profiles of "
+            f"a space with these"
+        )
+    return deploy
+
+
+# -- the relaxed prediction's meaning: the expected latency of the architectures it describes ----
+DEFAULT_SCALES = (0.0, 0.3, 1.0, 3.0, 10.0)
+CENTRE_SCALE = 1e-3  # "scale 0": ArchParameters' own initialisation, the search's start
+
+
+def relaxed_points(
+    space: SpaceConfig, scale: float, seeds: Sequence[int], samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each seed, random `ArchParameters` at logit scale `scale` (normal logits times
+    the scale; 0 means the centre, CENTRE_SCALE): their relaxed encodings [N, D] and the
+    one-hot encodings of `samples` architectures drawn from each [N, samples, D]."""
+    relaxed, drawn = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        params = ArchParameters(space, init_scale=max(float(scale), CENTRE_SCALE), generator=gen)
+        with torch.no_grad():
+            relaxed.append(params.encode())
+        drawn.append(params.sample_encodings(samples, gen))
+    return torch.stack(relaxed), torch.stack(drawn)
+
+
+def relaxed_calibration(
+    predictor: Any,
+    space: SpaceConfig,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    n: int = 50,
+    samples: int = 64,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Per logit scale: predictor(relaxed) against the mean prediction over `samples`
+    architectures drawn from the same logits (`ArchParameters.sample`), on `n` random
+    ArchParameters seeded `seed * 1_000_003 + i` (the same for every scale)."""
+    rows = []
+    seeds = [seed * 1_000_003 + i for i in range(n)]
+    for scale in scales:
+        relaxed, drawn = relaxed_points(space, scale, seeds, samples)
+        rows.append({"scale": float(scale), **expectation_gap(predictor, relaxed, drawn)})
+    return rows
