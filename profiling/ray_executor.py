@@ -95,9 +95,13 @@ class _Device:
 _DEVICES: dict[str, _Device] = {}  # per worker process: (spec, reference on/off) -> device
 
 
+def _device_key(spec: TargetSpec, protocol: Protocol) -> str:
+    return repr((spec, protocol.reference))
+
+
 def _device(spec: TargetSpec, protocol: Protocol) -> tuple[_Device, bool]:
     """This worker's device for `spec`, opened on first use; True when opened now."""
-    key = repr((spec, protocol.reference))
+    key = _device_key(spec, protocol)
     device = _DEVICES.get(key)
     if device is not None:
         return device, False
@@ -128,7 +132,7 @@ def _measure_on_device(
         )  # fmt: skip
     if any(r.error and REFERENCE_NAME in r.error for r in outcome.results):
         # the reference itself failed: compile it afresh for the next group
-        _DEVICES.pop(next(k for k, d in _DEVICES.items() if d is device), None)
+        _DEVICES.pop(_device_key(spec, protocol), None)
         device.close()
     return {
         "results": [asdict(r) for r in outcome.results],

@@ -116,6 +116,41 @@ def _drifted(tmp_path: Path):
     return spec
 
 
+def _items(tmp_path: Path, n: int) -> list:
+    """What the driver ships to a device: candidates with their ONNX bytes."""
+    src, items = SyntheticCandidates(), []
+    for i in range(n):
+        cand = src.sample(0, i)
+        path = tmp_path / f"{i}.onnx"
+        src.export(cand.arch_json, path, 1)
+        items.append((cand, path.read_bytes(), None, "t0"))
+    return items
+
+
+def test_a_failing_reference_is_compiled_afresh(tmp_path: Path, monkeypatch) -> None:
+    import profiling.ray_executor as rx
+    from targets.backends.base import Runner
+
+    class Broken(Runner):
+        closed = False
+
+        def run(self) -> None:
+            raise RuntimeError("reference fell over")
+
+        def close(self) -> None:
+            Broken.closed = True
+
+    monkeypatch.setattr(rx, "_DEVICES", {})
+    spec = _drifted(tmp_path)
+    device, _ = rx._device(spec, _fast())
+    device.reference.close()
+    device.reference = Broken()
+    out = rx._measure_on_device(spec, _fast(), None, _items(tmp_path, 1))
+    (res,) = out["results"]
+    assert res["status"] == "failed" and "__reference__" in res["error"]
+    assert rx._DEVICES == {} and Broken.closed  # the next group compiles it again
+
+
 def test_device_compiles_the_reference_once_per_worker(tmp_path: Path, monkeypatch) -> None:
     """What a Ray task runs, called here twice in one process: one reference compile."""
     import profiling.ray_executor as rx
@@ -129,13 +164,7 @@ def test_device_compiles_the_reference_once_per_worker(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(rx, "reference_runner", counting)
     monkeypatch.setattr(rx, "_DEVICES", {})
-    spec, src = _drifted(tmp_path), SyntheticCandidates()
-    items = []
-    for i in range(2):
-        cand = src.sample(0, i)
-        path = tmp_path / f"{i}.onnx"
-        src.export(cand.arch_json, path, 1)
-        items.append((cand, path.read_bytes(), None, "t0"))
+    spec, items = _drifted(tmp_path), _items(tmp_path, 2)
     try:
         first = rx._measure_on_device(spec, _fast(), None, items[:1], 1)
         second = rx._measure_on_device(spec, _fast(), None, items[1:], 1)
