@@ -51,7 +51,10 @@ def test_fit_prints_table_then_eval_and_json(cli, small_store: Path, tmp_path: P
     )
     assert code == 0, stderr
     report = json.loads(stdout)
-    assert report["split"] == "all" and report["test"]["mlp"]["n"] == 400
+    # the architectures the predictor was fitted on are scored apart from the others
+    held, trained = report["test"]["mlp"]["n"], report["training_rows"]["n"]
+    assert report["split"] == "all" and held + trained == 400 and 0 < held < trained
+    assert report["training_rows"]["metrics"]["n"] == trained
 
     # Same seed, same result; --json is machine-readable.
     again = tmp_path / "again.pt"
