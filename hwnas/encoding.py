@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+# The layout is plain Python (no torch) so commands that only inspect a space start fast.
+from hwnas.layout import _cell_names, encoding_layout, encoding_size  # noqa: F401 (re-exported)
 from hwnas.space import (
     CELL_OPS,
     NUM_CELL_INPUTS,
@@ -31,35 +33,6 @@ from hwnas.space import (
 )
 
 EDGES_PER_NODE = 2
-
-
-def _cell_names(prefix: str, space: SpaceConfig) -> list[str]:
-    return [
-        f"{prefix}.node{i}.in{j}.{op}"
-        for i in range(space.nodes)
-        for j in range(NUM_CELL_INPUTS + i)
-        for op in CELL_OPS
-    ]
-
-
-def encoding_layout(space: SpaceConfig) -> list[str]:
-    """One name per entry of the encoding vector (stored with profiles and predictors)."""
-    names: list[str] = []
-    for s in range(NUM_STAGES):
-        names += _cell_names(f"stage{s}.cell", space)
-    for r in range(NUM_STAGES - 1):
-        names += _cell_names(f"reduction{r}.cell", space)
-    for s in range(NUM_STAGES):
-        names += [f"stage{s}.depth.{d}" for d in space.depth_choices]
-        for k in range(space.max_depth):
-            names += [
-                f"stage{s}.conn{k}.in{j}.{op}" for j in space.window_of(k) for op in STAGE_OPS
-            ]
-    return names
-
-
-def encoding_size(space: SpaceConfig) -> int:
-    return len(encoding_layout(space))
 
 
 def _encode_genotype(g: Genotype, space: SpaceConfig) -> list[float]:

@@ -69,6 +69,7 @@ def build_header(model: LatencyPredictor, ds: Any, report: dict[str, Any]) -> di
         },
         "training": report.get("mlp", {}).get("training"),
         "baselines": report.get("baselines"),
+        "transfer": report.get("transfer"),  # predictor fit --init: adapted from which predictor
     }
 
 

@@ -158,6 +158,22 @@ def adapt(
         info = TransferInfo(method, len(X) + len(X_val), scale)
         info.seconds = time.perf_counter() - t0
         return model, info
+    with deterministic(seed):  # one torch thread: small solves, and a busy host
+        model, info = _adapt_output(init, X, y, method, X_val, y_val_ms, seed)
+    info.seconds = time.perf_counter() - t0
+    return model, info
+
+
+def _adapt_output(
+    init: LatencyPredictor,
+    X: np.ndarray,
+    y: np.ndarray,
+    method: str,
+    X_val: np.ndarray | None,
+    y_val_ms: np.ndarray | None,
+    seed: int,
+) -> tuple[LatencyPredictor, TransferInfo]:
+    """`scale` and `ridge`: refit the output layer in closed form (see the module doc)."""
     if X_val is not None and y_val_ms is not None and len(X_val):
         X = np.concatenate([X, np.asarray(X_val, dtype=np.float32)])
         y = np.concatenate([y, np.asarray(y_val_ms, dtype=np.float64)])
@@ -192,7 +208,6 @@ def adapt(
     model.eval()
     model.requires_grad_(False)
     info.ridge_lambda = best_lam
-    info.seconds = time.perf_counter() - t0
     return model, info
 
 

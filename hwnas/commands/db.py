@@ -134,9 +134,9 @@ def _pick_target(store: Any, name: str | None) -> Any:
         return load_target(names[0])
     except UserError as exc:
         raise UserError(
-            f"the store's target '{names[0]}' is not a known target ({exc}); "
-            "pass its .toml file with --target"
-        ) from None
+            f"the store's target '{names[0]}' is not a built-in target: it was profiled from a "
+            f"target file; pass that file: --target {names[0]}.toml (or its path)"
+        ) from exc
 
 
 def _repeat(args: argparse.Namespace) -> int:

@@ -172,8 +172,6 @@ def _fit(args: argparse.Namespace) -> int:
             progress=not args.json,
         )
     header = build_header(result.model, ds, result.report)
-    if "transfer" in result.report:
-        header["transfer"] = result.report["transfer"]
     save_predictor(args.out, result.model, header)
     if args.json:
         print(json.dumps(_clean({**result.report, "out": str(args.out)}), indent=2))

@@ -41,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=40, help="architectures to re-measure")
     p.add_argument("--fresh", type=int, default=16, help="fresh architectures to predict + measure")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="KNOWN.pt",
+        help="adapt this predictor of another target of the same space instead of fitting "
+        "from scratch (needs far fewer --samples; see hwnas predictor fit --init)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -64,14 +71,20 @@ def _run(args: argparse.Namespace) -> int:
         render_report,
         save_predictor,
     )
+    from predictor.dataset import min_samples, samples_rule
     from predictor.drift import compare, corrected_ms, describe, predictor_baseline
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
     from targets.timing import measure_onnx
 
-    if args.samples < 60:
-        raise UserError(f"--samples must be at least 60 to fit a predictor, got {args.samples}")
+    if args.samples < min_samples(args.init is not None):
+        raise UserError(f"--samples is {args.samples}: {samples_rule()}")
+    init = None
+    if args.init is not None:
+        from predictor import load_predictor
+
+        init = load_predictor(args.init)
     torch.manual_seed(args.seed)
     out: Path = args.out
     try:
@@ -110,8 +123,18 @@ def _run(args: argparse.Namespace) -> int:
         }  # fmt: skip
 
     t = _step("3/4 fit the latency predictor (MLP) and baselines; score on held-out architectures")
-    ds = load_dataset(db, spec.name, space=args.space, seed=args.seed)
-    result = fit_predictor(ds, seed=args.seed)
+    ds = load_dataset(
+        db, spec.cli_ref, space=args.space, seed=args.seed, min_samples=min_samples(init is not None)
+    )
+    if init is not None:
+        from predictor.baselines import BASELINES
+        from predictor.transfer import transfer_predictor
+
+        result = transfer_predictor(
+            init, ds, baselines=BASELINES, seed=args.seed, init_path=str(args.init)
+        )
+    else:
+        result = fit_predictor(ds, seed=args.seed, progress=not args.no_progress)
     save_predictor(out / "predictor.pt", result.model, build_header(result.model, ds, result.report))
     print(render_report(result.report))
     summary["predictor_test"] = result.report["test"]

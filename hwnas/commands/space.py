@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from hwnas.encoding import encoding_size
+from hwnas.layout import encoding_size
 from hwnas.space import CELL_OPS, STAGE_OPS, get_space, list_spaces
 
 
