@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,13 +42,39 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(f"hwnas.commands.{name}")
         except ModuleNotFoundError as exc:
             if exc.name == f"hwnas.commands.{name}":
-                continue  # group not written yet
+                raise MissingCommand(
+                    f"hwnas: command '{name}' has no module hwnas/commands/{name}.py (listed in "
+                    "hwnas.cli.COMMAND_MODULES): a file was renamed or the install is incomplete; "
+                    "reinstall hwnas (`pip install -e .`) or fix COMMAND_MODULES"
+                ) from None
             raise
         module.add_parser(sub)
     return parser
 
 
+class MissingCommand(RuntimeError):
+    """A command listed in COMMAND_MODULES whose module does not exist (a broken install)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that closes the pipe early (`hwnas ... | head -1`) ends it
+    quietly with the status a tool killed by SIGPIPE has (141), not a traceback."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush is silent too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MissingCommand as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

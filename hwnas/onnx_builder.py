@@ -68,10 +68,11 @@ class OnnxBuilder:
         return self._conv(x, conv, weight, bias)
 
     def batchnorm(self, x: str, bn: nn.BatchNorm2d) -> str:
+        """Eval-mode BatchNorm on its own (after pooling, where there is no conv to fold into)."""
         scale, shift = bn_affine(bn)
         shape = (1, -1, 1, 1)
-        y = self.op("Mul", [x, self.const(scale.reshape(shape), "s")])
-        return self.op("Add", [y, self.const(shift.reshape(shape), "t")])
+        y = self.op("Mul", [x, self.const(scale.reshape(shape).astype(np.float32), "s")])
+        return self.op("Add", [y, self.const(shift.reshape(shape).astype(np.float32), "t")])
 
     def max_pool(self, x: str, pool: nn.MaxPool2d) -> str:
         k, s, p = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)

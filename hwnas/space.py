@@ -5,10 +5,14 @@ classifier. Every stage has its own normal-cell genotype, depth and inter-cell c
 every reduction has its own genotype. An `Architecture` is plain JSON data, validated on
 load, and keyed by a sha256 of its canonical JSON.
 
-Inside a stage the states are numbered: 0 and 1 are the stage inputs, 2 + k is the output of
-cell k. Cell k takes two distinct states from the window of the last `window` states (indices
-max(0, 2 + k - window) .. 1 + k), each through a stage-level op. Inside a cell, node i takes two
-distinct inputs from {0: cell input 0, 1: cell input 1, 2 + j: node j < i}, each through an op.
+Inside a stage the states are numbered: 0 and 1 are the stage's two inputs (its input tensor
+through two 1x1 convs, as H-DAS), 2 + k is the output of cell k. Cell k takes two distinct
+states from the window of the last `window` states (indices max(0, 2 + k - window) .. 1 + k),
+each through a stage-level op; the two are summed and the sum is fed as both of the cell's
+inputs. Inside a cell, node i sums two edges from distinct inputs of {0: cell input 0,
+1: cell input 1, 2 + j: node j < i}, each through an op. Both pairs are stored in input-index
+order (canonical): the order they are written in does not change the network or the hash.
+The network itself is `hwnas.network` on `hwnas.skeleton` (network version NETWORK_VERSION).
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from targets.fingerprint import canonical_json
 
 SCHEMA = "hwnas.architecture/1"
 
+#: The macro network that `hwnas.network` builds for an architecture. Part of every space's
+#: config (so of its key): stores and predictors made with another network are refused.
+#: 1: the first network (stem x3, per-stage 1x1 projection, FactorizedReduce shortcuts, pools
+#:    without BN, a cell's two connections fed to different inputs);
+#: 2: H-DAS's evaluation network (hwnas.skeleton).
+NETWORK_VERSION = 2
+
 #: Cell-level ops (DARTS); ``none`` exists only in the relaxed supernet.
 CELL_OPS: tuple[str, ...] = (
     "max_pool_3x3",
@@ -43,6 +54,21 @@ CELL_OPS: tuple[str, ...] = (
 STAGE_OPS: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 NUM_STAGES = 3
 NUM_CELL_INPUTS = 2
+
+
+#: Supported range of each numeric field of a space config (inclusive). A config from a file
+#: is data: these bounds keep a typo (10^6 nodes or channels) from exhausting memory.
+SPACE_BOUNDS: dict[str, tuple[int, int]] = {
+    "in_channels": (1, 64),
+    "input_size": (1, 1024),
+    "num_classes": (1, 100_000),
+    "channels": (2, 1024),
+    "depth_choices": (1, 32),
+    "window": (2, 16),
+    "nodes": (1, 12),
+    "stem_multiplier": (1, 16),
+    "upsample": (1, 32),
+}
 
 
 def sha256_hex(data: Any) -> str:
@@ -61,15 +87,33 @@ class SpaceConfig:
     depth_choices: tuple[int, ...]  # cells per stage, same choices for every stage
     window: int = 3  # a cell reads from the last `window` states of its stage
     nodes: int = 4  # intermediate nodes per cell
-    stem_multiplier: int = 3
+    stem_multiplier: int = 4  # H-DAS: the stem has 4C channels
     upsample: int = 1  # nearest-neighbour upsampling before the stem (small inputs)
     description: str = ""
+    network_version: int = NETWORK_VERSION  # the macro network the config is built with
 
     def __post_init__(self) -> None:
-        if not self.depth_choices or min(self.depth_choices) < 1:
-            raise ValueError(f"space {self.name!r}: depth_choices must be positive integers")
-        if self.window < 2:
-            raise ValueError(f"space {self.name!r}: window must be >= 2")
+        for name, (low, high) in SPACE_BOUNDS.items():
+            value = getattr(self, name)
+            values = value if name == "depth_choices" else (value,)
+            if name == "depth_choices" and not values:
+                raise ValueError(f"space {self.name!r}: depth_choices must not be empty")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"space {self.name!r}: {name} must be integers, got {v!r}")
+                if not low <= v <= high:
+                    raise ValueError(
+                        f"space {self.name!r}: {name} = {v} is outside the supported range "
+                        f"{low}..{high}"
+                    )
+        if len(set(self.depth_choices)) != len(self.depth_choices):
+            raise ValueError(f"space {self.name!r}: depth_choices has duplicates {list(self.depth_choices)}")
+        if self.network_version != NETWORK_VERSION:
+            raise ValueError(
+                f"space {self.name!r} was made for network version {self.network_version}; this "
+                f"hwnas builds network version {NETWORK_VERSION} (H-DAS's macro network): "
+                "regenerate it for the current version"
+            )
 
     @property
     def max_depth(self) -> int:
@@ -108,9 +152,29 @@ class SpaceConfig:
         )
         if missing:
             raise UserError(f"{where}: missing field(s) {missing}")
+        # configs written before the field existed describe the first network
+        version = data.get("network_version", 1)
+        if version != NETWORK_VERSION:
+            raise UserError(
+                f"{where}: made for network version {version}, but this hwnas builds network "
+                f"version {NETWORK_VERSION} (H-DAS's macro network, README 'The search space'), "
+                "another network: for latencies, profile again and fit a new predictor; for an "
+                "architecture file, regenerate it (`hwnas arch sample`) or set its space's "
+                f'"network_version" to {NETWORK_VERSION} and the registered config (its hash changes)'
+            )
+        for name, limit in (("name", 64), ("description", 1000)):
+            value = data.get(name, "")
+            if not isinstance(value, str) or len(value) > limit:
+                raise UserError(f"{where}: field {name!r} must be a string of at most {limit} characters")
+        choices = data["depth_choices"]
+        if not isinstance(choices, list | tuple) or len(choices) > SPACE_BOUNDS["depth_choices"][1]:
+            raise UserError(
+                f"{where}: field 'depth_choices' must be a list of at most "
+                f"{SPACE_BOUNDS['depth_choices'][1]} integers, got {json.dumps(choices)[:80]}"
+            )
         try:
             values = dict(data)
-            values["depth_choices"] = tuple(int(d) for d in values["depth_choices"])
+            values["depth_choices"] = tuple(choices)
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{where}: invalid space config: {exc}") from exc
@@ -212,11 +276,27 @@ Edge = tuple[str, int]  # (op, input index)
 Genotype = tuple[tuple[Edge, Edge], ...]  # one pair of edges per node
 
 
+def _canonical_pairs(pairs: Sequence[Sequence[Edge]]) -> tuple[tuple[Edge, Edge], ...]:
+    """Each pair of edges in input-index order: a node sums its two edges and a cell sums its
+    two connections, so the order they are written in carries no meaning; storing one order
+    gives one hash (and one profile) per network."""
+    return tuple(
+        tuple(sorted(((str(op), int(idx)) for op, idx in pair), key=lambda e: (e[1], e[0])))  # type: ignore[misc]
+        for pair in pairs
+    )
+
+
 @dataclass(frozen=True)
 class Stage:
+    """A stage's choices; node inputs and connections are kept in index order (canonical)."""
+
     cell: Genotype  # the stage's own normal-cell genotype
     depth: int
     connections: tuple[tuple[Edge, Edge], ...]  # per cell: two (stage op, state index)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cell", _canonical_pairs(self.cell))
+        object.__setattr__(self, "connections", _canonical_pairs(self.connections))
 
 
 @dataclass(frozen=True)
@@ -227,6 +307,10 @@ class Architecture:
     stages: tuple[Stage, ...]
     reductions: tuple[Genotype, ...]
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "reductions", tuple(_canonical_pairs(g) for g in self.reductions))
 
     def to_dict(self) -> dict[str, Any]:
         def geno(g: Genotype) -> list[list[list[Any]]]:

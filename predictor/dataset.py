@@ -168,8 +168,8 @@ def load_dataset(
     test_frac: float = 0.15,
     min_samples: int = MIN_SAMPLES,
     label: str = "auto",
-    baseline_ms: float | None = None,
     include_unstable: bool = False,
+    baseline_ms: float | None = None,
 ) -> Dataset:
     """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
 
@@ -182,11 +182,12 @@ def load_dataset(
     reference figure of the rows: host drift between measurements cancels; on the
     development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
     3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
-    `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
-    its outputs and these labels are on the same footing).
 
     Rows the timing protocol flagged unstable (`stable = 0`: its rounds disagreed, the host
     was busy) are left out unless `include_unstable`; rows with no flag are kept.
+
+    `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
+    its outputs and these labels are on the same footing).
     """
     if label not in LABELS:
         raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -222,6 +223,7 @@ def load_dataset(
         for r in rows
         if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
     ]
+    ok_all = ok
     unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
     if not include_unstable:
         ok = [r for r in ok if r["stable"] is None or r["stable"]]
@@ -259,6 +261,7 @@ def load_dataset(
         )
     keep = set(fkeys)
     ok = [r for r in ok if r["fingerprint_key"] in keep]
+    prof_ok_all = [r for r in ok_all if r["kind"] == "profile" and r["fingerprint_key"] in keep]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
     if len(keep) == 1:
         fkey = next(iter(keep))
@@ -356,19 +359,7 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
-            # why rows were flagged, over every ok profile row of the kept fingerprints
-            # (the left-out ones too); `unstable_rows` counts all flagged ok rows
-            **unstable_counts(
-                prof_ok
-                + [
-                    r
-                    for r in unstable
-                    if not include_unstable
-                    and r["kind"] == "profile"
-                    and r["fingerprint_key"] in keep
-                ]
-            ),
-            "unstable_rows": len(unstable),
+            **unstable_counts(prof_ok_all),
             "include_unstable": include_unstable,
         },
     )
@@ -414,8 +405,13 @@ def describe_unstable(stats: dict[str, Any]) -> str | None:
         f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
         f"split-half (even and odd rounds disagreed: a busy host), "
         f"{stats.get('unstable_reference_drift', 0)} reference drift (the reference network ran "
-        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); they are used, but "
-        "re-measure them (`hwnas db repeat`) if the fit looks noisy"
+        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); "
+        + (
+            "they are used, but re-measure them (`hwnas db repeat`) if the fit looks noisy"
+            if stats.get("include_unstable", True)
+            else "they are left out (--include-unstable fits on them); re-measure them "
+            "(`hwnas db repeat`) to use them"
+        )
     )
 
 

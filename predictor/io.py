@@ -22,6 +22,7 @@ import torch
 
 from predictor.features import FeatureLayout
 from predictor.model import LatencyPredictor, MLPConfig
+from profiling.space_config import version_mismatch
 from targets.errors import UserError
 
 FORMAT = "hwnas-latency-predictor"
@@ -218,6 +219,8 @@ def load_predictor(
         features = FeatureLayout.from_json(header["feature_layout"])
         cfg = MLPConfig.from_json(header["model"]["config"])
         model = LatencyPredictor(features, cfg)
+        if "relax_w" not in state:  # a file from before the relaxed correction: uncalibrated
+            state = {**state, "relax_w": torch.zeros(features.dim)}
         model.load_state_dict(state, strict=True)
     except UserError:
         raise
@@ -236,10 +239,27 @@ def load_predictor(
     return model.to(dev)
 
 
-def check_space(model: LatencyPredictor, space_key: str, *, what: str = "the architecture") -> None:
-    """UserError unless `space_key` is the space the predictor was fitted on."""
+def check_space(
+    model: LatencyPredictor,
+    space_key: str,
+    *,
+    what: str = "the architecture",
+    space_config: dict[str, Any] | None = None,
+) -> None:
+    """UserError unless `space_key` is the space the predictor was fitted on; with
+    `space_config` a predictor fitted for another network version says so (profile again)."""
     h = model.header
     if space_key != h.get("space_key"):
+        if space_config is not None and space_config.get("name") == h.get("space_name"):
+            msg = version_mismatch(
+                h.get("space_config"),
+                space_config,
+                made=f"{what}: the predictor was fitted on profiles (space '{h.get('space_name')}') made",
+                redo=f"profile again (`hwnas profile --space {h.get('space_name')} --db NEW.db ...`) "
+                "and fit a new predictor on that store (`hwnas predictor fit`)",
+            )
+            if msg:
+                raise UserError(msg)
         raise UserError(
             f"{what} belongs to another space (key {space_key[:12]}) than the predictor, which was fitted on "
             f"space '{h.get('space_name')}' (key {str(h.get('space_key'))[:12]}); fit a predictor on profiles "

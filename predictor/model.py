@@ -96,6 +96,10 @@ class LatencyPredictor(nn.Module):
         self.register_buffer("x_mean", torch.zeros(features.dim))
         self.register_buffer("x_std", torch.ones(features.dim))
         self.register_buffer("y_mean", torch.ones(()))  # mean training latency, ms
+        # Relaxed-encoding correction (predictor.relax.fit_relaxed_correction): relative
+        # latency added per unit of each feature group's spread sum x(1-x), which is 0 on
+        # every one-hot encoding, so discrete predictions never change. Zero = uncalibrated.
+        self.register_buffer("relax_w", torch.zeros(features.dim))
         self.header: dict[str, Any] = {}
         self._act = ACTIVATIONS[self.cfg.activation]
 
@@ -124,8 +128,22 @@ class LatencyPredictor(nn.Module):
             h = h + torch.bmm(x, self.skip)
         return h.squeeze(-1)
 
-    def forward(self, encoding: torch.Tensor) -> torch.Tensor:
+    def spread_features(self, encoding: torch.Tensor) -> torch.Tensor:
+        """Per feature group, sum of x(1-x) over its entries [N, F]: 0 at a vertex of the
+        simplex, largest at its centre; about the variance of the group's count under
+        sampling, which is what separates E[f(draws)] from f(E[draws]) (Jensen)."""
+        x = encoding.reshape(-1, self.dim).to(self.feature_matrix)
+        return (x * (1.0 - x)) @ self.feature_matrix
+
+    def relative(self, encoding: torch.Tensor) -> torch.Tensor:
+        """Latency / y_mean before the positive floor [N]: the ensemble plus the relaxed term."""
         rel = self.members_output(self.featurise(encoding)).mean(0)
+        if bool(self.relax_w.any()):
+            rel = rel + self.spread_features(encoding) @ self.relax_w
+        return rel
+
+    def forward(self, encoding: torch.Tensor) -> torch.Tensor:
+        rel = self.relative(encoding)
         # A smooth floor keeps latency positive on odd (relaxed) inputs; identity above ~0.2x mean.
         ms = nn.functional.softplus(rel, beta=20.0) * self.y_mean
         return ms.reshape(encoding.shape[:-1])

@@ -391,21 +391,41 @@ class ProfileStore:
                 ):
                     conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
                 return
-        self.check_space(space_name, space_key, encoding_layout)
+        self.check_space(space_name, space_key, encoding_layout, space_config=space_config)
 
     def check_space(
-        self, space_name: str, space_key: str, encoding_layout: Sequence[str] | None = None
+        self,
+        space_name: str,
+        space_key: str,
+        encoding_layout: Sequence[str] | None = None,
+        *,
+        space_config: Mapping[str, Any] | None = None,
     ) -> None:
+        """UserError unless the store is unbound or bound to this space; with `space_config`
+        the message says what changed (a new network version: profile again)."""
+        from profiling.space_config import changed_fields, version_mismatch  # here: merges cleanly
+
         bound = self.space_binding()
         if bound is None:
             return
         if bound["space_key"] != space_key:
+            if space_config is not None and bound["space_name"] == space_name:
+                msg = version_mismatch(
+                    bound["space_config"],
+                    space_config,
+                    made=f"profile store {self.path} was profiled (space '{bound['space_name']}')",
+                    redo="profile again into a new store (a new --db; for `hwnas run`, a new --out)",
+                )
+                if msg:
+                    raise UserError(msg)
             same = bound["space_name"] == space_name
+            changed = changed_fields(bound["space_config"], space_config) if space_config else ""
             raise UserError(
                 f"profile store {self.path} holds measurements of space "
                 f"'{bound['space_name']}' (config {bound['space_key'][:12]}), not of space "
                 f"'{space_name}' (config {space_key[:12]})"
                 + (" - same name, different config" if same else "")
+                + (f" ({changed})" if changed else "")
                 + f"; pass a new --db for space '{space_name}'"
             )
         if encoding_layout is not None and list(encoding_layout) != bound["encoding_layout"]:

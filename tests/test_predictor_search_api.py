@@ -157,7 +157,8 @@ def test_unstable_rows_are_left_out_unless_asked(tmp_path: Path, cli) -> None:
     assert len(full) == 100 and full.stats["include_unstable"] is True
 
     out = tmp_path / "p.pt"
-    common = ("--db", db, "--target", "ort-cpu", "--no-baselines", "--members", "1", "--max-epochs", "5")
+    common = ("--db", db, "--target", "ort-cpu", "--no-baselines", "--members", "1", "--max-epochs", "5",
+              "--relaxed-points", "0")
     code, _, err = cli("predictor", "fit", *common, "--out", out)
     assert code == 0, err
     h = load_predictor(out).header

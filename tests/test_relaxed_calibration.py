@@ -3,6 +3,8 @@ same logits (`ArchParameters.sample`), and a predictor calibrated to it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -70,3 +72,87 @@ def test_relaxed_encoding_is_the_draws_mean_at_the_centre() -> None:
     params = _params(1e-3, 5)
     draws = params.sample_encodings(20000, torch.Generator().manual_seed(6)).double()
     assert np.allclose(draws.mean(0).numpy(), params.encode().detach().double().numpy(), atol=0.02)
+
+
+# -- the calibrated latency loss ---------------------------------------------------------------
+def _nonlinear_predictor(seed: int = 0):
+    """A predictor made deliberately nonlinear (a random tanh MLP with large weights on the
+    tiny layout's count features): f(E[x]) and E[f(x)] differ by several percent."""
+    from predictor.features import build_feature_layout
+    from predictor.model import LatencyPredictor, MLPConfig
+
+    layout = build_feature_layout(encoding_layout(SPACE))
+    model = LatencyPredictor(layout, MLPConfig(members=1, hidden=(24,), activation="tanh"))
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.stack([torch.as_tensor(encode(a)) for a in sample_architectures(SPACE, 11, 200)])
+    f = X @ model.feature_matrix
+    std = f.std(0)
+    model.set_normalisation(f.mean(0).numpy(), torch.where(std > 0, std, 1.0).numpy(), 2.0)
+    with torch.no_grad():
+        w0, w1 = model.weights
+        w0.copy_(torch.randn(w0.shape, generator=gen) * 0.15)
+        model.biases[0].copy_(torch.randn(model.biases[0].shape, generator=gen))
+        w1.copy_(torch.randn(w1.shape, generator=gen).abs() * 0.1)
+        model.biases[1].fill_(0.5)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def test_calibration_makes_relaxed_prediction_the_expected_latency() -> None:
+    from hwnas.latency import calibrate_predictor, relaxed_calibration
+
+    model = _nonlinear_predictor()
+    judge = {"scales": (0.0, 1.0, 10.0), "n": 20, "samples": 48, "seed": 7}
+    before = relaxed_calibration(model, SPACE, **judge)
+    onehot = torch.stack([torch.as_tensor(encode(a)) for a in sample_architectures(SPACE, 2, 50)])
+    discrete = model(onehot)
+    assert abs(before[0]["mean_gap"]) > 0.02, before[0]  # the test can see a miscalibration
+
+    report = calibrate_predictor(model, SPACE, points=180, samples=48, seed=0)
+    assert report["n_points"] == 180 and abs(report["val_mean_gap_after"]) < abs(report["val_mean_gap_before"])
+    after = relaxed_calibration(model, SPACE, **judge)  # seeds the fit never saw
+    assert torch.equal(model(onehot), discrete)  # one-hot predictions unchanged, bit for bit
+    for b, a in zip(before, after, strict=True):
+        print(
+            f"scale {a['scale']}: mean gap {b['mean_gap']:+.4f} -> {a['mean_gap']:+.4f}, "
+            f"median abs gap {b['median_abs_gap']:.4f} -> {a['median_abs_gap']:.4f}"
+        )
+        assert abs(a["mean_gap"]) < 0.02, a
+        # per relaxation: includes the 48-draw mean's own noise (a few % for this function)
+        assert a["median_abs_gap"] < max(0.03, b["median_abs_gap"]), a
+    assert abs(after[0]["mean_gap"]) < abs(before[0]["mean_gap"]) / 3
+    assert after[-1]["spearman"] > 0.9
+
+
+def test_fit_cli_stores_the_correction_and_old_files_still_load(tmp_path, cli) -> None:
+    from test_predictor_search_api import _store
+
+    from predictor.io import load_predictor, read_header
+
+    db = tmp_path / "tiny.db"
+    _store(db, n=100)
+    common = ("--db", db, "--target", "ort-cpu", "--no-baselines", "--members", "1", "--max-epochs", "5")
+    out = tmp_path / "cal.pt"
+    code, stdout, err = cli(
+        "predictor", "fit", *common, "--out", out, "--relaxed-points", "36", "--relaxed-samples", "8"
+    )
+    assert code == 0, err
+    assert "relaxed encodings: calibrated" in stdout
+    model = load_predictor(out)
+    assert model.header["relaxed_correction"]["n_points"] == 36
+    assert float(model.relax_w.abs().sum()) > 0
+
+    plain = tmp_path / "plain.pt"
+    code, _, err = cli("predictor", "fit", *common, "--out", plain, "--relaxed-points", "0")
+    assert code == 0, err
+    assert load_predictor(plain).header["relaxed_correction"] is None
+    assert float(load_predictor(plain).relax_w.abs().sum()) == 0
+
+    # a file written before the correction existed: no relax_w tensor; loads uncalibrated
+    header, state = read_header(plain)
+    state.pop("relax_w")
+    torch.save({"header": json.dumps(header), "state_dict": state}, tmp_path / "old.pt")
+    old = load_predictor(tmp_path / "old.pt")
+    X = torch.stack([torch.as_tensor(encode(a)) for a in sample_architectures(SPACE, 1, 4)])
+    assert torch.equal(old(X), load_predictor(plain)(X))

@@ -99,7 +99,7 @@ def describe(arch: Architecture) -> str:
         lines.append(f"stage {s}: depth {stage.depth}")
         state = ["in0", "in1"] + [f"cell{k}" for k in range(stage.depth)]
         for k, ((a_op, a), (b_op, b)) in enumerate(stage.connections):
-            lines.append(f"  cell{k} <- {a_op}({state[a]}), {b_op}({state[b]})")
+            lines.append(f"  cell{k} <- {a_op}({state[a]}) + {b_op}({state[b]})")
         lines.append("  normal cell:")
         lines += _format_genotype(stage.cell)
         if s < len(arch.reductions):
