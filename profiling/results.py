@@ -44,6 +44,8 @@ class Result:
 
 @dataclass
 class GroupOutcome:
+    """A timed group: one Result per candidate, in order, and where and how long it took."""
+
     results: list[Result]
     compile_s: float = 0.0
     timing_s: float = 0.0
