@@ -359,6 +359,7 @@ def load_dataset(
             "fingerprints": len(keep),
             "label": label,
             "reference_baseline_ms": baseline,
+            "target_ref": target,  # what the user typed: a name, or the target file for hints
             **unstable_counts(prof_ok_all),
             "include_unstable": include_unstable,
         },

@@ -231,10 +231,17 @@ def repeatability(ds: Dataset, idx: np.ndarray, mlp_pred: np.ndarray) -> dict[st
     if have.sum() < MIN_FOR_STATISTICS:
         out["note"] = (
             f"{int(have.sum())} of these architectures were measured again; re-measure some "
-            f"(`hwnas db repeat --db {ds.db} -n 200`) to see how close the predictor gets to the measurement's own "
+            f"(`hwnas db repeat --db {ds.db}{_target_option(ds)} -n 200`) to see how close the predictor gets to "
+            "the measurement's own "
             "repeatability"
         )
     return out
+
+
+def _target_option(ds: Dataset) -> str:
+    """` --target FILE` when the target came from a file (db repeat cannot resolve its name)."""
+    ref = str(ds.stats.get("target_ref") or "")
+    return f" --target {ref}" if ref.endswith(".toml") else ""
 
 
 def dataset_summary(ds: Dataset, **counts: int) -> dict[str, Any]:

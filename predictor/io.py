@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,12 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         payload = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         # Our words, never torch's: its advice (weights_only=False) would run the file's code.
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        if zipfile.is_zipfile(p) and "global" in str(exc).lower():
             why = "it holds Python objects, which a predictor file never does (refused unread)"
         else:
             why = "it is corrupted, truncated or in another format"
         raise UserError(
-            f"{p} is not an hwnas predictor file: {why}; give a file written by "
+            f"{p} is not a readable hwnas predictor file: {why}; give a file written by "
             "`hwnas predictor fit --out FILE`"
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):

@@ -160,7 +160,7 @@ def test_no_torch_text_when_a_file_is_not_a_predictor(cli, tmp_path: Path) -> No
 
 
 def test_sample_counts_follow_one_rule(cli, tmp_path: Path) -> None:
-    from predictor.dataset import MIN_SAMPLES, samples_rule
+    from predictor.dataset import MIN_SAMPLES, MIN_SAMPLES_INIT, samples_rule
 
     rule = samples_rule()
     code, _, err = cli(
@@ -170,6 +170,12 @@ def test_sample_counts_follow_one_rule(cli, tmp_path: Path) -> None:
     assert not (tmp_path / "p.db").exists()
     code, _, err = cli("run", "--out", tmp_path / "run", "--samples", str(MIN_SAMPLES - 1))
     assert code == 2 and rule in one_line(err)
+    code, _, err = cli(
+        "run", "--out", tmp_path / "run", "--samples", str(MIN_SAMPLES_INIT - 1),
+        "--init", tmp_path / "known.pt",
+    )  # fmt: skip
+    assert code == 2 and rule in one_line(err)
+    assert not (tmp_path / "run").exists()
     db = tmp_path / "small.db"
     make_synthetic_store(db, MIN_SAMPLES - 1, target="my-ort2")
     target = tmp_path / "my-ort2.toml"

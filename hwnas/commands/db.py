@@ -160,7 +160,7 @@ def _repeat(args: argparse.Namespace) -> int:
             args.n,
             seed=args.seed,
             group_size=args.group_size,
-            progress=not args.no_progress and not args.json,
+            progress=not args.no_progress,  # stderr: --json output stays clean
         )
     data = report.to_dict()
     if args.json:

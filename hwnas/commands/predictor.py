@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--no-baselines", action="store_true", help="fit the MLP only")
     fit.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or lines (stderr)"
+    )
+    fit.add_argument(
         "--init",
         type=Path,
         metavar="KNOWN.pt",
@@ -185,7 +188,7 @@ def _fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_train=args.max_train,
             time_budget_s=args.time_budget,
-            progress=not args.json,
+            progress=not args.no_progress,
         )
     calibration = _calibrate(result.model, ds, args)
     if calibration is not None:

@@ -102,7 +102,7 @@ def _profile(args: argparse.Namespace) -> int:
             executor=args.executor,
             address=args.address,
             group_size=args.group_size,
-            progress=not args.no_progress and not args.json,
+            progress=not args.no_progress,  # stderr: --json output stays clean
             overlap=args.overlap,
             retry_failed=args.retry_failed,
             remeasure_unstable=args.remeasure_unstable,
