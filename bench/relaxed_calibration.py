@@ -50,14 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _table(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
     lines = [
         "| logit scale | mean gap before | median abs gap before | Spearman before "
-        "| mean gap after | median abs gap after | p90 abs gap after | Spearman after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mean gap after | median abs gap after | p90 abs gap after | Spearman after "
+        "| noise of the draws' mean (median SE) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b, a in zip(before, after, strict=True):
         lines.append(
             f"| {a['scale']:g} | {100 * b['mean_gap']:+.2f} % | {100 * b['median_abs_gap']:.2f} % "
             f"| {b['spearman']:.3f} | {100 * a['mean_gap']:+.2f} % | {100 * a['median_abs_gap']:.2f} % "
-            f"| {100 * a['p90_abs_gap']:.2f} % | {a['spearman']:.3f} |"
+            f"| {100 * a['p90_abs_gap']:.2f} % | {a['spearman']:.3f} | {100 * a['median_rel_sem']:.2f} % |"
         )
     return "\n".join(lines)
 

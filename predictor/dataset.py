@@ -223,17 +223,7 @@ def load_dataset(
         for r in rows
         if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
     ]
-    ok_all = ok
-    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
-    if not include_unstable:
-        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
-    if not prof_ok and unstable and not include_unstable:
-        raise UserError(
-            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
-            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
-            "quieter host, or fit on them anyway with --include-unstable"
-        )
     if not prof_ok:
         failed = [r for r in rows if r["status"] != "ok"]
         first = next((r["error"] for r in failed if r["error"]), "no error recorded")
@@ -261,8 +251,19 @@ def load_dataset(
         )
     keep = set(fkeys)
     ok = [r for r in ok if r["fingerprint_key"] in keep]
-    prof_ok_all = [r for r in ok_all if r["kind"] == "profile" and r["fingerprint_key"] in keep]
+    prof_ok_all = [r for r in ok if r["kind"] == "profile"]
+    # Rows the protocol flagged unstable: left out here, after the fingerprint checks (a
+    # store mixing fingerprints is refused whatever the flags say).
+    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
+    if not include_unstable:
+        ok = [r for r in ok if r["stable"] is None or r["stable"]]
     prof_ok = [r for r in ok if r["kind"] == "profile"]
+    if not prof_ok:
+        raise UserError(
+            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
+            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
+            "quieter host, or fit on them anyway with --include-unstable"
+        )
     if len(keep) == 1:
         fkey = next(iter(keep))
         fp = _parse_meta_value(prof_ok[0]["fingerprint"]) or {}

@@ -93,7 +93,10 @@ def expectation_gap(
     relaxation describes; the gap is relaxed / expected - 1 (negative: relaxed too low).
     """
     r = model(relaxed).double().cpu().numpy()
-    e = model(samples).double().mean(-1).cpu().numpy()
+    drawn = model(samples).double().cpu()
+    e = drawn.mean(-1).numpy()
+    # standard error of the K-draw mean, relative: the noise floor of each pair's gap
+    sem = (drawn.std(-1) / np.sqrt(drawn.shape[-1])).numpy() / e
     gap = r / e - 1.0
     out: dict[str, Any] = {
         "n": int(len(r)),
@@ -105,6 +108,7 @@ def expectation_gap(
         "median_abs_gap": float(np.median(np.abs(gap))),
         "p90_abs_gap": float(np.quantile(np.abs(gap), 0.9)),
         "expected_spread": float(np.std(e) / np.mean(e)),
+        "median_rel_sem": float(np.median(sem)),
         "spearman": float("nan"),
     }
     if len(r) >= 3 and np.ptp(r) > 0 and np.ptp(e) > 0:
