@@ -314,7 +314,14 @@ def load_dataset(
         suggest = RECOMMENDED_SAMPLES if min_samples >= MIN_SAMPLES else 4 * min_samples
         raise UserError(
             f"profile store {dbp} has {n} profiled architectures for target '{target_name}' "
-            f"(fingerprint {fkey[:12]}); this fit needs at least {min_samples} ({samples_rule()}): "
+            f"(fingerprint {fkey[:12]}"
+            + (
+                f"; {len(unstable)} rows flagged unstable were left out: --include-unstable "
+                "fits on them too"
+                if unstable and not include_unstable
+                else ""
+            )
+            + f"); this fit needs at least {min_samples} ({samples_rule()}): "
             f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target} "
             f"--samples {suggest} --db {dbp}` to add more"
         )

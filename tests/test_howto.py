@@ -63,7 +63,7 @@ def test_howto_runs_verbatim(tmp_path: Path) -> None:
     run(
         "hwnas profile --space tiny --target debug --samples 50 --db known.db --seed 7 --no-progress\n"
         "hwnas predictor fit --db known.db --target debug --out known.pt --no-baselines"
-        " --members 2 --max-epochs 60\n",
+        " --members 2 --max-epochs 60 --include-unstable\n",
         known,
     )
     env["KNOWN"] = str(known / "known.pt")

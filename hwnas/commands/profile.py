@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +89,6 @@ def _profile(args: argparse.Namespace) -> int:
         raise UserError("--address needs --executor ray")
     spec = load_target(args.target)
     source = space_source(args.space)
-    if args.samples < MIN_SAMPLES_INIT and not args.json:
-        print(f"note: {samples_rule()}; profile more before fitting", file=sys.stderr)
     with ProfileStore(args.db) as store:
         summary = run_profile(
             source,
@@ -145,4 +142,6 @@ def _profile(args: argparse.Namespace) -> int:
         )
     if summary.exhausted and summary.done_after < summary.requested:
         print(f"the space yields no new architectures: stopped at {summary.done_after}")
+    if summary.done_after < MIN_SAMPLES_INIT:
+        print(f"note: {samples_rule()}; profile more before fitting")
     return 0
