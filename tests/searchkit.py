@@ -1,0 +1,52 @@
+"""Shared by the search tests: a real (small) latency predictor fitted on synthetic profiles.
+
+The latency of an architecture is a sum of per-op costs, a stage's cost scaled by its depth,
+plus noise; nothing is exported or timed. Fitting 1 MLP member on 160 architectures takes a
+few seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.encoding import encode, encoding_layout
+from hwnas.space import SpaceConfig, sample_architectures
+from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor.synthetic import write_store
+
+OP_MS = {
+    "max_pool_3x3": 0.012, "avg_pool_3x3": 0.013, "skip_connect": 0.002, "sep_conv_3x3": 0.040,
+    "sep_conv_5x5": 0.048, "dil_conv_3x3": 0.024, "dil_conv_5x5": 0.028,
+}
+STAGE_OP_MS = {"skip_connect": 0.002, "max_pool_3x3": 0.010, "avg_pool_3x3": 0.011}
+
+
+def synthetic_ms(X: np.ndarray, layout: list[str]) -> np.ndarray:
+    add = np.zeros(len(layout))
+    depth_w = np.zeros(len(layout))
+    for i, name in enumerate(layout):
+        t = name.split(".")
+        if t[1] == "depth":
+            depth_w[i] = 0.15 * float(t[2])
+        elif t[1] == "cell":
+            add[i] = OP_MS[t[-1]] * (3.0 if t[0].startswith("stage") else 1.5)
+        else:
+            add[i] = STAGE_OP_MS[t[-1]]
+    return 0.3 + X @ add + X @ depth_w
+
+
+def make_predictor(folder: Path, space: SpaceConfig, n: int = 160) -> Path:
+    layout = encoding_layout(space)
+    archs = sample_architectures(space, 0, n)
+    X = np.stack([encode(a) for a in archs])
+    y = synthetic_ms(X, layout)
+    rows = [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)]
+    db = folder / f"{space.name}.db"
+    write_store(db, rows, space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout)
+    ds = load_dataset(db, "ort-cpu")
+    fit = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=(), seed=0)
+    path = folder / f"{space.name}.pt"
+    save_predictor(path, fit.model, build_header(fit.model, ds, fit.report))
+    return path
