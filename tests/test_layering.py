@@ -5,6 +5,7 @@ imports under `if TYPE_CHECKING:` do not (they never run)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,14 @@ def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> set[str]:
-    """The package modules an import statement loads (the module, or `from m import sub`)."""
+def _targets(
+    node: ast.Import | ast.ImportFrom,
+    module: str,
+    is_package: bool,
+    modules: Collection[str] = (),
+) -> set[str]:
+    """The modules an import statement takes names from: `from pkg import sub` (a submodule
+    among `modules`) needs the submodule only, not what pkg/__init__ defines."""
     if isinstance(node, ast.Import):
         return {a.name for a in node.names}
     if node.level:
@@ -81,7 +88,10 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
         name = ".".join(base + ([node.module] if node.module else []))
     else:
         name = node.module or ""
-    return {name} | {f"{name}.{a.name}" for a in node.names}
+    subs = {f"{name}.{a.name}" for a in node.names}
+    if all(sub in modules for sub in subs):
+        return subs
+    return {name} | subs
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -91,7 +101,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         edges: set[str] = set()
         for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
-            for target in _targets(node, name, path.name == "__init__.py"):
+            for target in _targets(node, name, path.name == "__init__.py", modules):
                 # `from a.b import name` names a module or a name in one; the parent
                 # packages' __init__ run too, but are not counted (each would tie every
                 # module of a package to the package's face)
@@ -153,3 +163,11 @@ def test_cycle_finder_sees_function_level_imports(tmp_path: Path) -> None:
     assert graph == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
     assert find_cycle({"x": {"y"}, "y": set()}) is None
+
+
+def test_from_package_import_submodule_needs_only_the_submodule() -> None:
+    """`from pkg import sub` inside a module pkg/__init__ imports is no cycle (Python loads
+    the submodule alone); `from pkg import name` takes a name from pkg/__init__ and is one."""
+    sub, name = (ast.parse(t).body[0] for t in ("from pkg import sub", "from pkg import name"))
+    assert _targets(sub, "pkg.mod", False, {"pkg", "pkg.sub"}) == {"pkg.sub"}
+    assert _targets(name, "pkg.mod", False, {"pkg", "pkg.sub"}) == {"pkg", "pkg.name"}
