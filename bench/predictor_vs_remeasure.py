@@ -12,13 +12,13 @@ For the test-split architectures that have 'repeat' rows, compares the predictio
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from collections import defaultdict
 
 import numpy as np
 
 from predictor import load_dataset, load_predictor
 from predictor.metrics import format_table, regression_metrics
+from profiling.store import ProfileStore
 
 
 def main() -> None:
@@ -32,14 +32,14 @@ def main() -> None:
     # the same label the predictor learned (raw or reference-corrected); re-measurements
     # below are always the raw stored latency of the later process
     ds = load_dataset(args.db, args.target, seed=args.seed, label=str(model.header.get("label") or "raw"))
-    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    with ProfileStore(args.db, readonly=True) as store:
+        rows = store.select(
+            ("arch_hash", "latency_ms", "started_at"),
+            kind="repeat", status="ok", fingerprint_key=ds.fingerprint_key,
+        )  # fmt: skip
     repeats: dict[str, list[float]] = defaultdict(list)
-    for h, ms in con.execute(
-        "SELECT arch_hash, latency_ms FROM measurements WHERE kind='repeat' AND status='ok' "
-        "AND fingerprint_key=? ORDER BY started_at",
-        (ds.fingerprint_key,),
-    ):
-        repeats[h].append(ms)
+    for r in sorted(rows, key=lambda r: r["started_at"] or ""):
+        repeats[r["arch_hash"]].append(r["latency_ms"])
     test = [i for i in ds.indices("test") if ds.hashes[i] in repeats]
     if not test:
         raise SystemExit("no test architecture has a repeat measurement: run `hwnas db repeat` first")

@@ -75,7 +75,7 @@ def _export_loop(source: Any, directory: str, stop: Any) -> None:
 
 
 def overlap_check(args: argparse.Namespace) -> dict[str, Any]:
-    from profiling.runner import export_group, open_backend, reference_runner
+    from profiling.groups import export_group, open_backend, reference_runner
     from targets.backends.base import ModelArtifact
     from targets.registry import load_target
     from targets.timing import Protocol, measure_runners

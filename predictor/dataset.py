@@ -1,7 +1,8 @@
 """(encoding, latency) datasets read from a profile store, split by architecture hash.
 
-The store is read with plain `sqlite3` in read-only mode, so the predictor depends only
-on the schema in docs/architecture.md, never on profiling's code or a writer's lock.
+The store is opened read-only through `profiling.store.ProfileStore` and read with its
+query method, so the schema and its SQL live in one module and a reader never takes a
+writer's lock.
 The split hashes each architecture hash with a seed: it is stable when the store grows
 (an architecture never moves from test to train), and every measurement of one
 architecture lands in one split, so repeated architectures cannot leak into the test set.
@@ -9,10 +10,8 @@ architecture lands in one split, so repeated architectures cannot leak into the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from profiling.store import ProfileStore
 from targets.errors import UserError
 
 MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
@@ -122,7 +122,7 @@ def _parse_meta_value(text: str | None) -> Any:
         return text  # a bare string (e.g. a space key written without JSON quotes)
 
 
-def _connect_ro(db: str | Path) -> sqlite3.Connection:
+def _open(db: str | Path) -> ProfileStore:
     path = Path(db)
     if not path.exists():
         raise UserError(
@@ -130,48 +130,21 @@ def _connect_ro(db: str | Path) -> sqlite3.Connection:
         )
     if path.is_dir():
         raise UserError(f"profile store {path} is a directory, not an SQLite file")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path} is not a readable SQLite profile store ({exc})") from None
-    if "measurements" not in tables:
-        con.close()
-        raise UserError(
-            f"{path} has no `measurements` table: it is not a profile store (or an empty one); "
-            "create one with `hwnas profile`"
-        )
-    return con
+    return ProfileStore(path, readonly=True)
 
 
 def read_meta(db: str | Path) -> dict[str, Any]:
     """The store's meta table (space_key, space_config, encoding_layout, ...), values JSON-decoded."""
-    con = _connect_ro(db)
-    try:
-        try:
-            rows = con.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.DatabaseError:
-            rows = []
-    finally:
-        con.close()
-    return {k: _parse_meta_value(v) for k, v in rows}
+    with _open(db) as store:
+        return {k: _parse_meta_value(v) for k, v in store.meta().items()}
 
 
-def _rows(con: sqlite3.Connection, db: Path) -> list[sqlite3.Row]:
-    con.row_factory = sqlite3.Row
-    try:
-        columns = {r[1] for r in con.execute("PRAGMA table_info(measurements)")}
-        stable = "stable" if "stable" in columns else "NULL AS stable"  # older stores
-        return con.execute(
-            "SELECT id, kind, arch_hash, encoding, space_name, space_key, target_name, fingerprint,"
-            f" fingerprint_key, status, error, latency_ms, spread, reference_ms, {stable}"
-            " FROM measurements"
-            " WHERE kind IN ('profile', 'repeat') ORDER BY id"
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(
-            f"cannot read measurements from {db}: {exc} (is the store from an older hwnas?)"
-        ) from None
+# What the dataset reads of each row (the store's column names).
+_COLUMNS = (
+    "id", "kind", "arch_hash", "encoding", "space_name", "space_key", "target_name",
+    "fingerprint", "fingerprint_key", "status", "error", "latency_ms", "spread",
+    "reference_ms", "stable",
+)  # fmt: skip
 
 
 def _resolve_target_name(target: str) -> str:
@@ -224,14 +197,9 @@ def load_dataset(
         )
     dbp = Path(db)
     target_name = _resolve_target_name(target)
-    con = _connect_ro(dbp)
-    try:
-        meta = {}
-        with contextlib.suppress(sqlite3.DatabaseError):
-            meta = {k: _parse_meta_value(v) for k, v in con.execute("SELECT key, value FROM meta")}
-        rows = _rows(con, dbp)
-    finally:
-        con.close()
+    with _open(dbp) as store:
+        meta = {k: _parse_meta_value(v) for k, v in store.meta().items()}
+        rows = store.select(_COLUMNS, kinds=("profile", "repeat"))
     if not rows:
         raise UserError(
             f"profile store {dbp} holds no profile measurements; {samples_rule()}: "
@@ -317,7 +285,7 @@ def load_dataset(
     if baseline is not None and baseline_ms is not None:
         baseline = float(baseline_ms)
 
-    def value(r: sqlite3.Row) -> float:
+    def value(r: dict[str, Any]) -> float:
         if baseline is None:
             return float(r["latency_ms"])
         return float(r["latency_ms"]) / float(r["reference_ms"]) * baseline
@@ -487,7 +455,7 @@ def _parse_encoding(text: str | None, row_id: int, db: Path) -> list[float]:
     return [float(v) for v in vec]
 
 
-def _describe_fingerprints(fkeys: Counter[str], rows: list[sqlite3.Row]) -> str:
+def _describe_fingerprints(fkeys: Counter[str], rows: list[dict[str, Any]]) -> str:
     first = {}
     for r in rows:
         first.setdefault(r["fingerprint_key"], r["fingerprint"])
@@ -508,7 +476,7 @@ def _describe_fingerprints(fkeys: Counter[str], rows: list[sqlite3.Row]) -> str:
 
 
 def _resolve_space(
-    meta: dict[str, Any], rows: list[sqlite3.Row], space: str | None, db: Path
+    meta: dict[str, Any], rows: list[dict[str, Any]], space: str | None, db: Path
 ) -> tuple[str, dict[str, Any], list[str] | None]:
     """The space key, config and layout the dataset is bound to; UserError if ambiguous or absent."""
     meta_key = meta.get("space_key")

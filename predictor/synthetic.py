@@ -1,8 +1,8 @@
 """A synthetic profile store for tests, demos and benchmarks of the predictor.
 
-Real stores come from `hwnas profile`; this one follows the same SQLite schema
-(docs/architecture.md) so the predictor can be exercised in seconds without
-exporting or timing a single network. The latency is a realistic nonlinear
+Real stores come from `hwnas profile`; this one is written through the same
+`ProfileStore` (one schema, profiling/store.py) so the predictor can be exercised in
+seconds without exporting or timing a single network. The latency is a realistic nonlinear
 function of a DARTS-like hierarchical encoding: per-op costs that depend on the
 stage's width and resolution, a stage depth that multiplies its cell's cost (an
 interaction no per-op lookup table can represent), node-level fusion effects, a
@@ -12,14 +12,15 @@ smooth cache effect and multiplicative measurement noise.
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from profiling.store import ProfileStore
+from targets.fingerprint import canonical_json, fingerprint_key
 
 OPS: tuple[str, ...] = (
     "max_pool_3x3",
@@ -36,38 +37,6 @@ _OP_WORK = np.array([0.35, 0.40, 0.05, 2.2, 3.1, 1.3, 1.8])
 _OP_LAUNCH = np.array([0.010, 0.010, 0.002, 0.030, 0.032, 0.018, 0.019])
 _STAGE_OP_WORK = np.array([0.05, 0.35, 0.40])
 _CONV = np.array([False, False, False, True, True, True, True])
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    arch_hash TEXT NOT NULL,
-    arch_json TEXT,
-    encoding TEXT,
-    space_name TEXT,
-    space_key TEXT,
-    target_name TEXT,
-    fingerprint TEXT,
-    fingerprint_key TEXT,
-    status TEXT NOT NULL,
-    error TEXT,
-    latency_ms REAL,
-    statistic TEXT,
-    median_ms REAL,
-    p10_ms REAL,
-    min_ms REAL,
-    spread REAL,
-    repetitions INTEGER,
-    rounds INTEGER,
-    reference_ms REAL,
-    host TEXT,
-    pid INTEGER,
-    run_id TEXT,
-    started_at TEXT,
-    finished_at TEXT
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -101,7 +70,7 @@ class SyntheticSpace:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(_canonical(self.config()).encode()).hexdigest()
+        return hashlib.sha256(canonical_json(self.config()).encode()).hexdigest()
 
     def layout(self) -> list[str]:
         """One name per encoding entry; a block is the entries sharing the prefix before the last '.'."""
@@ -193,15 +162,6 @@ class SyntheticSpace:
         return cost, i
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def fingerprint_key(fp: dict[str, Any]) -> str:
-    """Same definition as targets.timing.fingerprint_key: sha256 of canonical JSON."""
-    return hashlib.sha256(_canonical(fp).encode()).hexdigest()
-
-
 def synthetic_fingerprint(variant: int = 0) -> dict[str, Any]:
     return {
         "backend": "onnxruntime",
@@ -236,7 +196,7 @@ def make_synthetic_store(
     for _ in range(n):
         x = space.sample(rng)
         enc = [int(v) for v in x]
-        arch_json = _canonical({"space": space.name, "encoding": enc})
+        arch_json = canonical_json({"space": space.name, "encoding": enc})
         samples.append(
             (hashlib.sha256(arch_json.encode()).hexdigest(), arch_json, enc, space.latency_ms(x))
         )
@@ -285,41 +245,23 @@ def write_store(
     fkey = fingerprint_key(fp)
     # Host speed differs per fingerprint, like two machines of one model.
     speed = 1.0 + 0.25 * fingerprint_variant
-    con = sqlite3.connect(str(path))
-    try:
-        con.executescript(SCHEMA)
-        meta = {
-            "space_name": space_name,
-            "space_key": space_key,
-            "space_config": _canonical(space_config),
-            "encoding_layout": json.dumps(layout),
-        }
-        con.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", meta.items())
-        rows = []
-        for k, (h, arch_json, enc, latency) in enumerate(samples):
-            true = latency * speed
-            base = dict(
-                arch_hash=h, arch_json=arch_json, encoding=json.dumps(enc), fp=fp, fkey=fkey
-            )
-            args = (space_name, space_key, target)
-            if only_failed:
-                rows.append(_row(*args, "profile", base, None, rng, "export failed: boom"))
-                continue
-            rows.append(_row(*args, "profile", base, true * rng.lognormal(0, noise), rng))
-            if rng.random() < repeat_fraction:
-                rows.append(_row(*args, "repeat", base, true * rng.lognormal(0, noise), rng))
-            if k < failed:
-                rows.append(_row(*args, "profile", base, None, rng, "timing unstable"))
-        con.executemany(
-            "INSERT INTO measurements(kind, arch_hash, arch_json, encoding, space_name, space_key,"
-            " target_name, fingerprint, fingerprint_key, status, error, latency_ms, statistic,"
-            " median_ms, p10_ms, min_ms, spread, repetitions, rounds, reference_ms, host, pid,"
-            " run_id, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
-        con.commit()
-    finally:
-        con.close()
+    rows = []
+    for k, (h, arch_json, enc, latency) in enumerate(samples):
+        true = latency * speed
+        base = dict(arch_hash=h, arch_json=arch_json, encoding=list(enc), fp=fp, fkey=fkey)
+        args = (space_name, space_key, target)
+        if only_failed:
+            rows.append(_row(*args, "profile", base, None, rng, "export failed: boom"))
+            continue
+        ok = [_row(*args, "profile", base, true * rng.lognormal(0, noise), rng)]
+        if rng.random() < repeat_fraction:
+            ok.append(_row(*args, "repeat", base, true * rng.lognormal(0, noise), rng))
+        if k < failed:  # a failed attempt first, then the retry that succeeded
+            rows.append(_row(*args, "profile", base, None, rng, "timing unstable"))
+        rows += ok
+    with ProfileStore(path) as store:
+        store.bind_space(space_name, space_key, space_config, layout)
+        store.insert_measurements(rows)
 
 
 def _row(
@@ -331,33 +273,33 @@ def _row(
     latency: float | None,
     rng: np.random.Generator,
     error: str | None = None,
-) -> tuple[Any, ...]:
+) -> dict[str, Any]:
     ok = latency is not None
     spread = float(rng.uniform(0.02, 0.08)) if ok else None
-    return (
-        kind,
-        base["arch_hash"],
-        base["arch_json"],
-        base["encoding"],
-        space_name,
-        space_key,
-        target,
-        _canonical(base["fp"]),
-        base["fkey"],
-        "ok" if ok else "failed",
-        error,
-        latency,
-        "p10" if ok else None,
-        latency * 1.04 if ok else None,
-        latency,
-        latency * 0.98 if ok else None,
-        spread,
-        450 if ok else None,
-        15 if ok else None,
-        0.5 if ok else None,
-        "synthetic",
-        0,
-        "synthetic-run",
-        "2025-01-01T00:00:00",
-        "2025-01-01T00:00:01",
-    )
+    return {
+        "kind": kind,
+        "arch_hash": base["arch_hash"],
+        "arch_json": base["arch_json"],
+        "encoding": base["encoding"],
+        "space_name": space_name,
+        "space_key": space_key,
+        "target_name": target,
+        "fingerprint": base["fp"],
+        "fingerprint_key": base["fkey"],
+        "status": "ok" if ok else "failed",
+        "error": error,
+        "latency_ms": latency,
+        "statistic": "p10" if ok else None,
+        "median_ms": latency * 1.04 if ok else None,
+        "p10_ms": latency,
+        "min_ms": latency * 0.98 if ok else None,
+        "spread": spread,
+        "repetitions": 450 if ok else None,
+        "rounds": 15 if ok else None,
+        "reference_ms": 0.5 if ok else None,
+        "host": "synthetic",
+        "pid": 0,
+        "run_id": "synthetic-run",
+        "started_at": "2025-01-01T00:00:00",
+        "finished_at": "2025-01-01T00:00:01",
+    }

@@ -30,24 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from profiling.candidates import Candidate, CandidateSource
-from profiling.runner import (
-    FailureBreaker,
-    GroupOutcome,
-    Prepared,
-    ProfileSummary,
-    Result,
-    error_text,
+from profiling.groups import (
+    REMEASURE_UNSTABLE,
+    Drift,
     export_group,
-    make_row,
     measure_group,
     open_backend,
     reference_runner,
-    start_run,
 )
+from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, error_text
+from profiling.session import FailureBreaker, ProfileRun
 from profiling.store import ProfileStore, utc_now
+from targets.backends.base import Backend, Runner
 from targets.errors import UserError
+from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
-from targets.timing import Protocol, fingerprint_key, measurement_fingerprint
+from targets.timing import REFERENCE_NAME, Protocol, measurement_fingerprint
 
 RAY_EXTRA = "pip install 'hwnas[ray]'"
 PROBE_TIMEOUT_S = 300.0
@@ -77,33 +75,72 @@ def _probe(spec: TargetSpec) -> dict[str, Any]:
     return {"fingerprint": backend.fingerprint(), "host": socket.gethostname()}
 
 
+class _Device:
+    """A device host's open backend and compiled reference network, kept by the worker
+    process between tasks: the reference is compiled once per worker, not once per group."""
+
+    def __init__(self, spec: TargetSpec, protocol: Protocol) -> None:
+        self.backend: Backend = open_backend(spec)
+        self.fingerprint = self.backend.fingerprint()
+        self.drift = Drift.for_target(self.backend, spec)
+        self.reference: Runner | None = reference_runner(self.backend, spec, protocol)
+
+    def close(self) -> None:
+        if self.reference is not None:
+            with contextlib.suppress(Exception):
+                self.reference.close()
+            self.reference = None
+
+
+_DEVICES: dict[str, _Device] = {}  # per worker process: (spec, reference on/off) -> device
+
+
+def _device_key(spec: TargetSpec, protocol: Protocol) -> str:
+    return repr((spec, protocol.reference))
+
+
+def _device(spec: TargetSpec, protocol: Protocol) -> tuple[_Device, bool]:
+    """This worker's device for `spec`, opened on first use; True when opened now."""
+    key = _device_key(spec, protocol)
+    device = _DEVICES.get(key)
+    if device is not None:
+        return device, False
+    device = _DEVICES[key] = _Device(spec, protocol)
+    return device, True
+
+
 def _measure_on_device(
     spec: TargetSpec,
     protocol: Protocol,
     source: CandidateSource | None,
     items: list[tuple[Candidate, bytes | None, str | None, str]],
+    remeasure_unstable: int = REMEASURE_UNSTABLE,
 ) -> dict[str, Any]:
     """Compile and time one group on this host; plain data back (no pickle written to disk)."""
-    backend = open_backend(spec)
-    reference = reference_runner(backend, spec, protocol)
-    try:
-        with tempfile.TemporaryDirectory(prefix="hwnas-ray-") as tmp:
-            prepared: list[Prepared] = []
-            for cand, data, error, started in items:
-                path = None
-                if data is not None:
-                    path = str(Path(tmp) / f"{cand.arch_hash[:24]}.onnx")
-                    Path(path).write_bytes(data)
-                prepared.append(Prepared(cand, path, error, started))
-            outcome = measure_group(backend, protocol, source, prepared, reference)
-    finally:
-        if reference is not None:
-            reference.close()
+    device, opened = _device(spec, protocol)
+    with tempfile.TemporaryDirectory(prefix="hwnas-ray-") as tmp:
+        prepared: list[Prepared] = []
+        for cand, data, error, started in items:
+            path = None
+            if data is not None:
+                path = str(Path(tmp) / f"{cand.arch_hash[:24]}.onnx")
+                Path(path).write_bytes(data)
+            prepared.append(Prepared(cand, path, error, started))
+        outcome = measure_group(
+            device.backend, protocol, source, prepared, device.reference, remeasure_unstable,
+            device.drift,
+        )  # fmt: skip
+    if any(r.error and REFERENCE_NAME in r.error for r in outcome.results):
+        # the reference itself failed: compile it afresh for the next group
+        _DEVICES.pop(_device_key(spec, protocol), None)
+        device.close()
     return {
         "results": [asdict(r) for r in outcome.results],
         "compile_s": outcome.compile_s,
         "timing_s": outcome.timing_s,
-        "fingerprint": backend.fingerprint(),
+        "remeasured": outcome.remeasured,
+        "reference_compiled": opened and device.reference is not None,
+        "fingerprint": device.fingerprint,
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
@@ -155,6 +192,7 @@ def run_profile_ray(
     max_in_flight: int | None = None,
     num_cpus: float = 1.0,
     breaker: FailureBreaker | None = None,
+    remeasure_unstable: int = REMEASURE_UNSTABLE,
 ) -> ProfileSummary:
     """`run_profile` with measurement groups sent to Ray device hosts (see module doc)."""
     ray = import_ray()
@@ -180,13 +218,15 @@ def run_profile_ray(
                 f"{type(exc).__name__}: {_first_line(exc)}"
             ) from None
         fp = measurement_fingerprint(probed["fingerprint"], protocol)  # keyed by protocol too
-        key = fingerprint_key(fp)
-        capacity = max_in_flight or int(devices) + 1  # one queued group keeps a device busy
-        return _drive(
-            ray, remote, source, spec, store, samples, seed, group_size, progress,
-            retry_failed, protocol, fp, key, capacity, t_start,
-            breaker or FailureBreaker(spec.name, 16),
+        run = ProfileRun(
+            store, source, spec, fingerprint_key(fp), samples, seed,
+            retry_failed=retry_failed, breaker=breaker or FailureBreaker(spec.cli_ref, 16),
+            executor="ray", overlap=True, progress=progress,
         )  # fmt: skip
+        capacity = max_in_flight or int(devices) + 1  # one queued group keeps a device busy
+        task = _Task(remote, spec, protocol, remeasure_unstable)
+        _drive(ray, task, run, group_size, fp, capacity)
+        return run.finish(t_start)
     finally:
         if opened:
             with contextlib.suppress(Exception):
@@ -198,60 +238,45 @@ def _first_line(exc: BaseException) -> str:
     return text[-1] if text else ""
 
 
+class _Task:
+    """Submits a measurement group to a device host."""
+
+    def __init__(self, remote: Any, spec: TargetSpec, protocol: Protocol, remeasure: int) -> None:
+        self.remote, self.spec, self.protocol, self.remeasure = remote, spec, protocol, remeasure
+
+    def submit(self, source: CandidateSource, prepared: list[Prepared]) -> Any:
+        items = []
+        for p in prepared:
+            data = Path(p.onnx_path).read_bytes() if p.onnx_path else None
+            if p.onnx_path:
+                Path(p.onnx_path).unlink(missing_ok=True)
+            items.append((p.candidate, data, p.error, p.started_at))
+        # only eager torch rebuilds the module on the device; ONNX backends need nothing
+        # of the space there
+        shipped = source if self.spec.backend == "torch" else None
+        return self.remote.remote(self.spec, self.protocol, shipped, items, self.remeasure)
+
+
 def _drive(
-    ray: Any,
-    remote: Any,
-    source: CandidateSource,
-    spec: TargetSpec,
-    store: ProfileStore,
-    samples: int,
-    seed: int,
-    group_size: int,
-    progress: bool,
-    retry_failed: bool,
-    protocol: Protocol,
-    fp: dict[str, Any],
-    key: str,
-    capacity: int,
-    t_start: float,
-    breaker: FailureBreaker,
-) -> ProfileSummary:
-    include_failed = not retry_failed
-    summary, bar, stream, claimer = start_run(
-        store, source, spec, key, samples, seed, include_failed,
-        executor="ray", overlap=True, progress=progress,
-    )  # fmt: skip
-    run_id = summary.run_id
-    phases = summary.phases
+    ray: Any, task: _Task, run: ProfileRun, group_size: int, fp: dict[str, Any], capacity: int
+) -> None:
+    """Keep up to `capacity` groups on the devices; store each as it comes back."""
+    spec, phases, summary = run.spec, run.phases, run.summary
     in_flight: dict[Any, list[Prepared]] = {}
     odd_hosts: set[str] = set()
     try:
         with tempfile.TemporaryDirectory(prefix=f"hwnas-profile-{os.getpid()}-") as tmp:
             while True:
                 while len(in_flight) < capacity:
-                    t0 = time.perf_counter()
-                    s0, w0 = stream.sample_s, claimer.wait_s
                     pending = sum(len(g) for g in in_flight.values())
-                    group = claimer.next_group(group_size, pending, wait=not in_flight)
-                    phases["sample"] += stream.sample_s - s0
-                    phases["wait"] += claimer.wait_s - w0
-                    phases["store"] += time.perf_counter() - t0 - (stream.sample_s - s0)
-                    phases["store"] -= claimer.wait_s - w0
+                    group = run.claim(group_size, pending, wait=not in_flight)
                     if not group:
                         break
                     t0 = time.perf_counter()
-                    prepared = export_group(source, group, tmp, spec.batch_size)
-                    items = []
-                    for p in prepared:
-                        data = Path(p.onnx_path).read_bytes() if p.onnx_path else None
-                        if p.onnx_path:
-                            Path(p.onnx_path).unlink(missing_ok=True)
-                        items.append((p.candidate, data, p.error, p.started_at))
+                    prepared = export_group(run.source, group, tmp, spec.batch_size)
+                    ref = task.submit(run.source, prepared)
                     phases["export"] += time.perf_counter() - t0
-                    # only eager torch rebuilds the module on the device; ONNX backends need
-                    # nothing of the space there
-                    shipped = source if spec.backend == "torch" else None
-                    in_flight[remote.remote(spec, protocol, shipped, items)] = prepared
+                    in_flight[ref] = prepared
                 if not in_flight:
                     break
                 t0 = time.perf_counter()
@@ -263,8 +288,9 @@ def _drive(
                     device = summary.device_s
                     device["compile"] = device.get("compile", 0.0) + outcome.compile_s
                     device["timing"] = device.get("timing", 0.0) + outcome.timing_s
-                    rows_fp = measurement_fingerprint(outcome.fingerprint or fp, protocol)
-                    if fingerprint_key(rows_fp) != key and outcome.host not in odd_hosts:
+                    summary.reference_compiles += int(outcome.reference_compiled)
+                    rows_fp = measurement_fingerprint(outcome.fingerprint or fp, task.protocol)
+                    if fingerprint_key(rows_fp) != run.key and outcome.host not in odd_hosts:
                         odd_hosts.add(outcome.host)
                         warnings.warn(
                             f"device host {outcome.host} has another fingerprint than the "
@@ -273,41 +299,12 @@ def _drive(
                             RuntimeWarning,
                             stacklevel=2,
                         )
-                    t0 = time.perf_counter()
-                    for p, res in zip(prepared, outcome.results, strict=True):
-                        row = make_row(
-                            kind="profile",
-                            candidate=p.candidate,
-                            source=source,
-                            spec=spec,
-                            fingerprint=rows_fp,
-                            result=res,
-                            run_id=run_id,
-                            host=outcome.host,
-                            pid=outcome.pid,
-                        )
-                        _, stored_kind = store.insert_measurement(row, release_run_id=run_id)
-                        if stored_kind != "profile":
-                            summary.kept_as_repeat += 1
-                        elif res.status == "ok":
-                            summary.ok += 1
-                        else:
-                            summary.failed += 1
-                        breaker.record(res)
-                    phases["store"] += time.perf_counter() - t0
-                    bar.set(claimer.done(), summary.ok, summary.failed)
-                    breaker.check()
-            summary.exhausted = stream.exhausted
+                    run.store_group(prepared, outcome, rows_fp)
     finally:
         for ref in in_flight:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        bar.close()
-        with contextlib.suppress(UserError):
-            store.release_claims(run_id)
-    summary.done_after = store.count_done(key, include_failed=include_failed)
-    summary.wall_s = time.perf_counter() - t_start
-    return summary
+        run.close()
 
 
 def _collect(ray: Any, ref: Any, prepared: list[Prepared], fp: dict[str, Any]) -> GroupOutcome:
@@ -330,6 +327,8 @@ def _collect(ray: Any, ref: Any, prepared: list[Prepared], fp: dict[str, Any]) -
         results=[Result(**r) for r in out["results"]],
         compile_s=out["compile_s"],
         timing_s=out["timing_s"],
+        remeasured=out["remeasured"],
+        reference_compiled=out["reference_compiled"],
         fingerprint=out["fingerprint"],
         host=out["host"],
         pid=out["pid"],

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from targets.cache import shareable
 from targets.errors import UserError
+from targets.fingerprint import canonical_json
 
 STORE_FORMAT = "hwnas-profile-store"
 SCHEMA_VERSION = 1
@@ -136,10 +137,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process on this host still runs (a zombie counts as dead)."""
     try:
@@ -234,7 +231,8 @@ class ProfileStore:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
             raise UserError(
-                f"{self.path} is not a hwnas profile store (sqlite: {exc}); pass another --db path"
+                f"{self.path} is not a hwnas profile store: not a readable SQLite file "
+                f"({exc}); pass another --db path"
             ) from exc
 
     def _set_wal(self, conn: sqlite3.Connection) -> None:
@@ -449,25 +447,37 @@ class ProfileStore:
         """
         values = _normalise_row(row)
         with self._write("write a measurement to") as conn:
-            if values["kind"] == "profile":
-                dup = conn.execute(
-                    "SELECT 1 FROM measurements WHERE fingerprint_key=? AND kind='profile' "
-                    "AND arch_hash=? AND status='ok' LIMIT 1",
-                    (values["fingerprint_key"], values["arch_hash"]),
-                ).fetchone()
-                if dup is not None:
-                    values["kind"] = "repeat"
-            cur = conn.execute(
-                f"INSERT INTO measurements ({', '.join(_INSERT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})",
-                [values[c] for c in _INSERT_COLUMNS],
+            return self._insert(conn, values, release_run_id)
+
+    def insert_measurements(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Store many rows in ONE transaction (all or none; synthetic stores, imports);
+        returns the kind each was stored as, by the rule of `insert_measurement`."""
+        values = [_normalise_row(r) for r in rows]
+        with self._write("write measurements to") as conn:
+            return [self._insert(conn, v, None)[1] for v in values]
+
+    def _insert(
+        self, conn: sqlite3.Connection, values: dict[str, Any], release_run_id: str | None
+    ) -> tuple[int, str]:
+        if values["kind"] == "profile":
+            dup = conn.execute(
+                "SELECT 1 FROM measurements WHERE fingerprint_key=? AND kind='profile' "
+                "AND arch_hash=? AND status='ok' LIMIT 1",
+                (values["fingerprint_key"], values["arch_hash"]),
+            ).fetchone()
+            if dup is not None:
+                values["kind"] = "repeat"
+        cur = conn.execute(
+            f"INSERT INTO measurements ({', '.join(_INSERT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})",
+            [values[c] for c in _INSERT_COLUMNS],
+        )
+        if release_run_id is not None:
+            conn.execute(
+                "DELETE FROM claims WHERE arch_hash=? AND run_id=?",
+                (values["arch_hash"], release_run_id),
             )
-            if release_run_id is not None:
-                conn.execute(
-                    "DELETE FROM claims WHERE arch_hash=? AND run_id=?",
-                    (values["arch_hash"], release_run_id),
-                )
-            return int(cur.lastrowid or 0), str(values["kind"])
+        return int(cur.lastrowid or 0), str(values["kind"])
 
     # -- claims ------------------------------------------------------------------------
 
@@ -592,14 +602,36 @@ class ProfileStore:
 
     def rows(self, **where: Any) -> Iterator[dict[str, Any]]:
         """Rows as dicts (JSON columns left as text), filtered by column equality."""
+        yield from self.select(**where)
+
+    def select(
+        self,
+        columns: Sequence[str] = COLUMNS,
+        *,
+        kinds: Sequence[str] | None = None,
+        **where: Any,
+    ) -> list[dict[str, Any]]:
+        """The store's read query: `columns` of the rows whose kind is one of `kinds` (all
+        when None) and whose columns equal `where`, in insertion order, as dicts (JSON
+        columns left as text). Readers (the predictor's dataset too) use this, never SQL."""
+        unknown = [c for c in columns if c not in COLUMNS]
+        if unknown or not columns:
+            raise ValueError(f"unknown columns {unknown!r}; the store has {COLUMNS}")
         clause, params = _where(where)
+        if kinds is not None:
+            bad = [k for k in kinds if k not in KINDS]
+            if bad or not kinds:
+                raise ValueError(f"kinds must be among {KINDS}, got {list(kinds)!r}")
+            clause += (" AND " if clause else " WHERE ") + (
+                f"kind IN ({', '.join('?' for _ in kinds)})"
+            )
+            params += list(kinds)
         with self._errors("read"):
             cur = self.conn.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM measurements{clause} ORDER BY id", params
+                f"SELECT {', '.join(columns)} FROM measurements{clause} ORDER BY id", params
             )
             rows = cur.fetchall()
-        for r in rows:
-            yield dict(zip(COLUMNS, tuple(r), strict=True))
+        return [dict(zip(columns, tuple(r), strict=True)) for r in rows]
 
     def fingerprints(self) -> list[dict[str, Any]]:
         """Distinct (target_name, fingerprint_key, fingerprint) with their row counts."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiling.candidates import Candidate
+from targets.fingerprint import canonical_json
 
 if TYPE_CHECKING:
     import torch
@@ -53,9 +54,7 @@ class SyntheticCandidates:
             "channels": list(CHANNELS),
             "kernels": list(KERNELS),
         }
-        self.space_key = hashlib.sha256(
-            json.dumps(self.space_config, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        self.space_key = hashlib.sha256(canonical_json(self.space_config).encode()).hexdigest()
         self.encoding_layout: list[str] = (
             ["depth"]
             + [f"layer{i}.channels" for i in range(MAX_DEPTH)]
@@ -72,7 +71,7 @@ class SyntheticCandidates:
         if self.fail_every > 0 and index % self.fail_every == self.fail_every - 1:
             arch["poison"] = self.fail_mode
             arch["index"] = index  # keep poisoned candidates distinct
-        arch_json = json.dumps(arch, sort_keys=True, separators=(",", ":"))
+        arch_json = canonical_json(arch)
         arch_hash = hashlib.sha256(arch_json.encode()).hexdigest()
         encoding = [depth / MAX_DEPTH]
         encoding += [

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from targets.errors import UserError
+from targets.protocol import Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -152,8 +153,6 @@ class TargetSpec:
         The protocol's defaults are listed as comments (valid TOML whatever their value,
         None included) so a user sees every knob and uncomments the ones to change.
         """
-        from targets.timing import Protocol  # local: timing imports this module's types
-
         out = [f"# {self.name} ({self.source or 'registered'})"]
         for key in ("name", "description", "backend", "device", "precision", "batch_size", "threads"):
             out.append(f"{key} = {toml_value(getattr(self, key))}")
@@ -289,7 +288,6 @@ def parse_target(
     protocol = data.get("protocol", {})
     if not isinstance(protocol, Mapping):
         raise UserError(f"{where}: key 'protocol' must be a table ([protocol]), got {protocol!r}")
-    from targets.timing import Protocol  # local: timing imports this module's types
 
     Protocol.from_overrides(protocol, where=where)  # validates; raises UserError
 

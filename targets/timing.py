@@ -15,16 +15,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import ModelArtifact, Runner, compile_instances
 from targets.errors import UserError
 from targets.fingerprint import fingerprint_key
+from targets.protocol import STAT_RE, Protocol
 
 if TYPE_CHECKING:
     from targets.backends.base import Backend
@@ -46,111 +46,6 @@ REFERENCE_NAME = "__reference__"
 # The clock measure_runners reads by default (nanoseconds). Tests pass their own `clock`
 # (or patch this) so that no test depends on how fast the machine is.
 DEFAULT_CLOCK: Callable[[], int] = time.perf_counter_ns
-# Protocol fields that change the figure a measurement reports (how many samples, which
-# statistic, what runs alongside); `max_spread` and `drift_tolerance` only set the
-# stable flag, so two protocols differing only there give comparable figures.
-FIGURE_FIELDS: tuple[str, ...] = (
-    "warmup",
-    "min_rounds",
-    "rounds",
-    "runs_per_round",
-    "round_warmup",
-    "statistic",
-    "tolerance",
-    "reference",
-    "sessions",
-)
-_STAT_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-
-
-def _valid_statistic(stat: str) -> bool:
-    if stat in ("min", "median", "mean"):
-        return True
-    match = _STAT_RE.match(stat)
-    return bool(match) and 0.0 <= float(match.group(1)) <= 100.0
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How to time. Defaults tuned on a shared, noisy 2-core host for ~1-3 ms CPU networks
-    in groups of ~8 (see docs/targets.md): ~0.1 s per network on a quiet host, more
-    rounds (up to `rounds`) only while the host is too noisy for the halves to agree."""
-
-    warmup: int = 5  # untimed runs per runner before the first round (arenas, caches)
-    min_rounds: int = 6  # interleaved rounds always done (capped at `rounds`)
-    rounds: int = 20  # at most this many rounds (stop early once every runner is stable)
-    runs_per_round: int = 8  # timed runs per runner per round
-    round_warmup: int = 1  # untimed run(s) at the start of each turn (caches after a switch)
-    statistic: str = "min"  # "pNN", "min", "median" or "mean" of the per-run times
-    tolerance: float = 0.02  # even-round vs odd-round statistic must agree within this
-    reference: bool = True  # time the fixed reference network in the same rounds
-    max_spread: float | None = None  # also unstable if (p90 - p10) / median exceeds this
-    drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its best
-    sessions: int = 1  # compiled instances per model, a different one each turn (odd: 1, 3, 5)
-
-    def __post_init__(self) -> None:
-        self._validate("protocol")
-
-    def _validate(self, where: str) -> None:
-        for name in ("warmup", "round_warmup"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UserError(f"{where}: key '{name}' must be an integer >= 0, got {value!r}")
-        for name in ("min_rounds", "rounds", "runs_per_round", "sessions"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{where}: key '{name}' must be an integer >= 1, got {value!r}")
-        if not isinstance(self.statistic, str) or not _valid_statistic(self.statistic):
-            raise UserError(
-                f"{where}: key 'statistic' is {self.statistic!r}; use \"min\", a percentile "
-                '"pNN" (0 <= NN <= 100, e.g. "p10"), "median" or "mean"'
-            )
-        if not isinstance(self.reference, bool):
-            raise UserError(f"{where}: key 'reference' must be true or false")
-        for name in ("tolerance", "max_spread", "drift_tolerance"):
-            value = getattr(self, name)
-            if name != "tolerance" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise UserError(f"{where}: key '{name}' must be a number > 0, got {value!r}")
-
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any], where: str = "protocol") -> Protocol:
-        """Defaults with `overrides` (a target's [protocol] table) applied and validated."""
-        known = [f.name for f in fields(cls)]
-        for key in overrides:
-            if key not in known:
-                import difflib
-
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(
-                    f"{where}: unknown key 'protocol.{key}'{hint}; allowed: {', '.join(known)}"
-                )
-        try:
-            proto = cls.__new__(cls)
-            for f in fields(cls):
-                object.__setattr__(proto, f.name, overrides.get(f.name, f.default))
-            proto._validate(where)
-        except UserError as exc:
-            raise UserError(str(exc).replace("key '", "key 'protocol.", 1)) from None
-        return proto
-
-    @classmethod
-    def for_target(cls, spec: TargetSpec) -> Protocol:
-        """The protocol a target asks for (its [protocol] overrides on the defaults)."""
-        return cls.from_overrides(spec.protocol, where=spec.source or spec.name)
-
-    def with_(self, **changes: Any) -> Protocol:
-        """A copy with some fields changed (validated)."""
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that change a figure: what a stored row must be keyed by, too."""
-        return {name: getattr(self, name) for name in FIGURE_FIELDS}
 
 
 def measurement_fingerprint(fp: Mapping[str, Any], protocol: Protocol) -> dict[str, Any]:
@@ -210,7 +105,7 @@ def _statistic(sorted_ms: Sequence[float], stat: str) -> float:
         return percentile(sorted_ms, 50.0)
     if stat == "mean":
         return math.fsum(sorted_ms) / len(sorted_ms)
-    match = _STAT_RE.match(stat)
+    match = STAT_RE.match(stat)
     assert match is not None  # validated by Protocol
     return percentile(sorted_ms, float(match.group(1)))
 
@@ -410,24 +305,45 @@ def compile_reference(backend: Backend, spec: TargetSpec) -> Runner:
 
 
 def measure_onnx(
-    paths: Sequence[Path | str],
+    models: Sequence[Path | str | ModelArtifact],
     spec: TargetSpec,
     protocol: Protocol | None = None,
+    *,
+    backend: Backend | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Measurement]:
-    """Compile each ONNX file for `spec` and time them together (one protocol run)."""
+    """Compile each model for `spec` and time them together (one protocol run), with the
+    reference network in the same rounds and its drift checked.
+
+    A model is an ONNX path, or a ModelArtifact (which can also build the torch module for
+    the eager backend). `backend` reuses one the caller opened for `spec`. A model that
+    fails while timed is a UserError naming it (by `names`, default its ONNX path).
+    """
     from targets.registry import create_backend
 
     protocol = protocol or Protocol.for_target(spec)
-    checked = [_check_onnx_path(Path(p)) for p in paths]
-    backend = create_backend(spec)
+    artifacts = [m if isinstance(m, ModelArtifact) else ModelArtifact(Path(m)) for m in models]
+    for artifact in artifacts:
+        _check_onnx_path(Path(artifact.onnx_path))
+    backend = backend or create_backend(spec)
     runners: dict[str, Runner] = {}
     reference: Runner | None = None
     try:
-        for i, path in enumerate(checked):
-            runners[str(i)] = compile_instances(backend, ModelArtifact(path), protocol.sessions)
+        for i, artifact in enumerate(artifacts):
+            runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
         if protocol.reference:
             reference = compile_reference(backend, spec)
-        results = measure_runners(runners, protocol, reference)
+        try:
+            results = measure_runners(runners, protocol, reference)
+        except RunnerFailed as exc:
+            which = (
+                "the reference network"
+                if exc.name == REFERENCE_NAME
+                else (names or [str(a.onnx_path) for a in artifacts])[int(exc.name)]
+            )
+            raise UserError(
+                f"{which}: failed while running on target {spec.name}: {exc.error}"
+            ) from None
         if reference is not None:
             results = check_reference_drift(
                 results,
@@ -440,4 +356,4 @@ def measure_onnx(
             runner.close()
         if reference is not None:
             reference.close()
-    return [results[str(i)] for i in range(len(checked))]
+    return [results[str(i)] for i in range(len(artifacts))]

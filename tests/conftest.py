@@ -16,6 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HWNAS_SHARED", ROOT.parent / "shared"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Tests keep the reference network and its best figures (the drift check's baseline,
+    which every profile run reads and lowers) in a cache of their own, not the user's."""
+    if os.environ.get("HWNAS_CACHE_DIR"):
+        yield
+        return
+    os.environ["HWNAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("hwnas-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("HWNAS_CACHE_DIR", None)
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Run `hwnas ...` in-process; returns (exit code, stdout, stderr)."""

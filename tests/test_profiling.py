@@ -15,16 +15,22 @@ from pathlib import Path
 
 import pytest
 
+import profiling.groups
 from profiling.candidates import Candidate, CandidateSource
-from profiling.runner import Prepared, measure_group, repeat_measurements, run_profile
+from profiling.groups import measure_group
+from profiling.repeat import repeat_measurements
+from profiling.results import Prepared
+from profiling.runner import run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
 from targets.backends.base import Backend, ModelArtifact, Runner
 from targets.errors import UserError
+from targets.fingerprint import fingerprint_key
 from targets.registry import load_target
-from targets.timing import Protocol
+from targets.timing import Measurement, Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
+
 
 def _fast_overrides() -> dict[str, int]:
     """A tiny protocol (fields the Protocol of targets/ knows), so tests take seconds."""
@@ -444,3 +450,73 @@ def test_unstable_figures_are_timed_again(debug, monkeypatch: pytest.MonkeyPatch
     assert out.remeasured == 0
     lenient = FAST.with_(tolerance=10.0)  # halves always agree: nothing to re-time
     assert measure_group(backend, lenient, None, prepared, None, remeasure_unstable=1).remeasured == 0
+
+
+def _scripted_timing(monkeypatch, stable: list[bool], reference_ms: float | None = None):
+    """Replace the timing under measure_group by scripted figures: the k-th timing pass
+    marks every runner stable[k] (no dependence on this host's speed)."""
+    calls: list[list[str]] = []
+
+    def fake(runners, protocol, reference=None):
+        calls.append(sorted(runners))
+        ok = stable[min(len(calls), len(stable)) - 1]
+        return {
+            name: Measurement(1.0, "min", 1.1, 1.0, 1.0, 0.1, 6, 2, reference_ms, ok)
+            for name in runners
+        }
+
+    monkeypatch.setattr(profiling.groups, "measure_runners", fake)
+    return calls
+
+
+def test_remeasure_times_only_unstable_figures_and_keeps_the_last(debug, monkeypatch) -> None:
+    names = ["a", "b", "c"]
+    prepared = [Prepared(Candidate(n, "{}", []), f"/nowhere/{n}.onnx", None, "t0") for n in names]
+    backend = _FlakyBackend(debug)
+    calls = _scripted_timing(monkeypatch, [False, True])
+    out = measure_group(backend, FAST, None, prepared, reference=None, remeasure_unstable=2)
+    assert out.remeasured == 3 and calls == [names, names]  # stable after one more pass
+    assert all(r.measurement["stable"] for r in out.results)  # the last figure is kept
+    calls = _scripted_timing(monkeypatch, [False])
+    out = measure_group(backend, FAST, None, prepared, reference=None, remeasure_unstable=0)
+    assert out.remeasured == 0 and len(calls) == 1
+    assert not any(r.measurement["stable"] for r in out.results)
+
+
+def _seed_baseline(cache: Path, spec, reference_ms: float) -> None:
+    """Pretend this fingerprint's reference once ran in `reference_ms` (its best figure)."""
+    from targets.reference import REFERENCE_VERSION
+    from targets.registry import create_backend
+
+    key = fingerprint_key(create_backend(spec).fingerprint())
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "reference-baselines.json"
+    path.write_text(json.dumps({f"{key}:min:ref-v{REFERENCE_VERSION}": reference_ms}))
+
+
+def test_local_profile_applies_the_reference_drift_check(tmp_path: Path, debug) -> None:
+    """A group whose reference ran slower than its best figure on this fingerprint is stored
+    unstable (as `hwnas measure` flags it); the best figure is kept per fingerprint."""
+    cache = tmp_path / "cache"
+    spec = replace(debug, options={**debug.options, "cache_dir": str(cache)})
+    src = SyntheticCandidates()
+    with ProfileStore(tmp_path / "p.db") as st:
+        run_profile(src, spec, st, 4, group_size=2, progress=False, protocol=FAST)
+        first = [r for r in st.rows() if r["status"] == "ok"]
+        (best,) = json.loads((cache / "reference-baselines.json").read_text()).values()
+        assert best == min(r["reference_ms"] for r in first)  # the run recorded its best
+        _seed_baseline(cache, spec, 1e-9)  # no real run comes near: the host 'drifted'
+        run_profile(src, spec, st, 8, group_size=2, progress=False, protocol=FAST)
+        new = [r for r in st.rows() if r["status"] == "ok"][len(first) :]
+    assert len(new) == 4 and all(r["reference_ms"] > 0 and r["stable"] == 0 for r in new)
+
+
+def test_repeat_applies_the_reference_drift_check(tmp_path: Path, debug) -> None:
+    cache = tmp_path / "cache"
+    spec = replace(debug, options={**debug.options, "cache_dir": str(cache)})
+    with ProfileStore(tmp_path / "p.db") as st:
+        run_profile(SyntheticCandidates(), spec, st, 3, progress=False, protocol=FAST)
+        _seed_baseline(cache, spec, 1e-9)
+        repeat_measurements(SyntheticCandidates(), spec, st, 3, progress=False, protocol=FAST)
+        rows = list(st.rows(kind="repeat", status="ok"))
+    assert len(rows) == 3 and all(r["stable"] == 0 for r in rows)

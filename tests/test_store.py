@@ -294,3 +294,49 @@ def test_store_survives_open_by_two_processes(tmp_path: Path) -> None:
         assert st.integrity_check() == "ok"
         assert st.space_binding()["space_key"] == "sk"
     assert os.path.getsize(path) > 0
+
+
+def test_select_is_the_read_query(tmp_path: Path) -> None:
+    """Readers get rows through `select` (columns, kinds, equality), never their own SQL."""
+    with ProfileStore(tmp_path / "p.db") as store:
+        for kind, h in (("profile", "a"), ("repeat", "a"), ("measure", "b")):
+            store.insert_measurement(row(0, kind=kind, arch_hash=h))
+        got = store.select(("arch_hash", "kind"), kinds=("profile", "repeat"))
+        assert got == [{"arch_hash": "a", "kind": "profile"}, {"arch_hash": "a", "kind": "repeat"}]
+        assert [r["kind"] for r in store.select(kinds=("measure",), arch_hash="b")] == ["measure"]
+        with pytest.raises(ValueError, match="unknown columns"):
+            store.select(("nope",))
+        with pytest.raises(ValueError, match="kinds must be among"):
+            store.select(kinds=("profiles",))
+
+
+def test_insert_measurements_is_one_transaction(tmp_path: Path) -> None:
+    with ProfileStore(tmp_path / "p.db") as store:
+        kinds = store.insert_measurements([row(0, arch_hash="a"), row(0, arch_hash="a")])
+        assert kinds == ["profile", "repeat"]  # the raced-duplicate rule, as insert_measurement
+        with pytest.raises(ValueError):  # one bad row: nothing of the batch is stored
+            store.insert_measurements([row(0, arch_hash="c"), row(1, kind="nope")])
+        assert store.count_rows() == 2
+
+
+def test_one_schema_for_every_store(tmp_path: Path) -> None:
+    """The predictor's synthetic store is a ProfileStore; no module but the store has SQL DDL
+    or reads the measurements table itself."""
+    from predictor.synthetic import SyntheticSpace, make_synthetic_store
+
+    db = tmp_path / "s.db"
+    make_synthetic_store(db, 60, failed=3)
+    with ProfileStore(db, readonly=True) as store:
+        assert store.space_binding()["space_key"] == SyntheticSpace().key
+        assert store.count_rows(kind="profile", status="failed") == 3
+        assert store.count_rows(kind="profile", status="ok") == 60
+        assert store.integrity_check() == "ok"
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(p.relative_to(root))
+        for layer in ("targets", "profiling", "predictor", "hwnas")
+        for p in (root / layer).rglob("*.py")
+        if p != root / "profiling" / "store.py"
+        and any(sql in p.read_text() for sql in ("CREATE TABLE", "FROM measurements"))
+    ]
+    assert not offenders, f"SQL of the profile store outside profiling/store.py: {offenders}"

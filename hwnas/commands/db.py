@@ -140,7 +140,7 @@ def _pick_target(store: Any, name: str | None) -> Any:
 
 
 def _repeat(args: argparse.Namespace) -> int:
-    from profiling.runner import repeat_measurements
+    from profiling.repeat import repeat_measurements
     from profiling.store import ProfileStore
 
     if args.n < 1:

@@ -103,18 +103,9 @@ def _export_architecture(
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from targets.backends.base import ModelArtifact, Runner, compile_instances
+    from targets.backends.base import ModelArtifact
     from targets.registry import create_backend, load_target
-    from targets.timing import (
-        REFERENCE_NAME,
-        Protocol,
-        RunnerFailed,
-        check_reference_drift,
-        compile_reference,
-        fingerprint_key,
-        measure_runners,
-        measurement_fingerprint,
-    )
+    from targets.timing import Protocol, fingerprint_key, measure_onnx, measurement_fingerprint
 
     spec = load_target(args.target)
     if args.seed is not None:
@@ -129,44 +120,21 @@ def cmd_measure(args: argparse.Namespace) -> int:
     backend = create_backend(spec)
     fp = backend.fingerprint()
     protocol = Protocol.for_target(spec)
-    device_key = fingerprint_key(fp)  # the reference baseline file is per device
     key = fingerprint_key(measurement_fingerprint(fp, protocol))  # as a profile row's key
 
-    runners: dict[str, Runner] = {}
-    reference: Runner | None = None
     with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-        try:
-            for i, (path, kind) in enumerate(models):
-                if kind == "json":
-                    onnx_path, build = _export_architecture(
-                        archs[i][1], path, Path(tmp), i, spec.batch_size
-                    )
-                    artifact = ModelArtifact(onnx_path, build_torch=build)
-                else:
-                    artifact = ModelArtifact(path)
-                runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
-            if protocol.reference:
-                reference = compile_reference(backend, spec)
-            try:
-                results = measure_runners(runners, protocol, reference)
-            except RunnerFailed as exc:
-                which = (
-                    "the reference network"
-                    if exc.name == REFERENCE_NAME
-                    else str(models[int(exc.name)][0])
+        artifacts = []
+        for i, (path, kind) in enumerate(models):
+            if kind == "json":
+                onnx_path, build = _export_architecture(
+                    archs[i][1], path, Path(tmp), i, spec.batch_size
                 )
-                raise UserError(
-                    f"{which}: failed while running on target {spec.name}: {exc.error}"
-                ) from None
-            if reference is not None:
-                results = check_reference_drift(
-                    results, device_key, protocol, spec.options.get("cache_dir")
-                )
-        finally:
-            for runner in runners.values():
-                runner.close()
-            if reference is not None:
-                reference.close()
+                artifacts.append(ModelArtifact(onnx_path, build_torch=build))
+            else:
+                artifacts.append(ModelArtifact(path))
+        names = [str(path) for path, _kind in models]
+        measured = measure_onnx(artifacts, spec, protocol, backend=backend, names=names)
+    results = {str(i): m for i, m in enumerate(measured)}
 
     rows = []
     for i, (path, _kind) in enumerate(models):

@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="time figures the protocol marks unstable up to N more times before storing "
-        "(local executor; costs throughput, see docs/benchmarks.md)",
+        "(costs throughput, see docs/benchmarks.md)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
