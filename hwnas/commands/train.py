@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.train import TrainConfig
+from hwnas.train_config import TrainConfig
 from targets.errors import UserError
 
 _D = TrainConfig()
