@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--all-inputs", action="store_true", help="GDAS: every input, only ops drawn")
     ap.add_argument("--only", help="restrict cell ops to names starting with these ('+'-separated)")
+    ap.add_argument("--warmup-full", type=int, default=0, metavar="N",
+                    help="first N steps on the full mixture, then the draws")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -55,7 +57,11 @@ def main() -> None:
     s.gumbel, s.tau = torch.Generator().manual_seed(args.seed), 1.0
     drawn = s.relaxed
 
+    step = 0
+
     def relaxed():  # type: ignore[no-untyped-def]
+        if step < args.warmup_full:
+            return relax(s.alpha, "full")
         r = drawn()
         f = relax(s.alpha, "sampled", k=cfg.samples, sample_inputs=cfg.sample_inputs,
                   generator=torch.Generator().manual_seed(args.seed))
@@ -73,6 +79,7 @@ def main() -> None:
     accs: list[float] = []
     t = time.perf_counter()
     for it in range(args.steps):
+        step = it
         x, y = s._batch(s.w_half, torch.randint(0, len(s.w_half), (32,), generator=g))
         logits, loss = s.weight_step(x, y)
         losses.append(loss)
