@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+CHANNELS_LAST = False  # --channels-last: both supernets and the input in NHWC
 DARTS_OPS = ("none",) + (
     "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 )
@@ -118,6 +119,9 @@ def _darts_stepper(c: int, batch: int) -> Any:
     w_opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam([net.alpha_normal, net.alpha_reduce], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    if CHANNELS_LAST:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> dict[str, float]:
         t = time.perf_counter()
@@ -166,6 +170,9 @@ def _hier_stepper(c: int, batch: int, mode: str, k: int) -> Any:
     s.gumbel = torch.Generator().manual_seed(0)
     s.tau = 1.0
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    if CHANNELS_LAST:
+        s.model.net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> dict[str, float]:
         t = time.perf_counter()
@@ -220,8 +227,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default="darts,full,sampled:1,sampled:2")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-RSS processes")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format for both supernets")
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global CHANNELS_LAST
+    CHANNELS_LAST = args.channels_last
     if args.config:
         _memory(args)
         return
@@ -240,7 +250,7 @@ def main() -> None:
     for cfg in configs:
         mem = subprocess.run(
             [sys.executable, __file__, "--config", cfg, "--channels", str(args.channels), "--batch", str(args.batch),
-             "--threads", str(args.threads)],
+             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else []),
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
         results[cfg].update(json.loads(mem))

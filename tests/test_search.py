@@ -349,3 +349,23 @@ def test_resume_after_kill_9_ends_with_the_uninterrupted_architecture(predictor:
     assert [{k: v for k, v in r.items() if k not in drop} for r in a["rows"]] == [
         {k: v for k, v in r.items() if k not in drop} for r in b["rows"]
     ]
+
+
+def test_sampled_all_inputs_draws_one_op_on_every_input_weighted_by_beta() -> None:
+    """GDAS's variant (--all-inputs): every candidate input is computed, each through its own
+    drawn op, weighted by the soft edge weights (so beta gets an exact gradient)."""
+    alpha = ArchParameters(DIGITS, init_scale=1.0, generator=torch.Generator().manual_seed(0))
+    r = relax(alpha, "sampled", k=1, tau=1.0, generator=torch.Generator().manual_seed(1), sample_inputs=False)
+    full = relax(alpha, "full")
+    for c, cf in zip(r.cells, full.cells, strict=True):
+        for b, bf in zip(c, cf, strict=True):
+            n_in = b.weights.shape[0]
+            assert sorted(j for j, _ in b.active) == list(range(n_in))  # one op per input
+            for j, o in b.active:  # forward weight = the full relaxation's edge weight
+                assert float(b.weights[j, o].detach()) == pytest.approx(float(bf.weights[j].sum().detach()), rel=1e-5)
+    loss = sum(b.weights[j, o] * (j + 1) for c in r.cells for b in c for j, o in b.active)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in alpha.beta)
+    s = _micro_searcher(mode="sampled", sample_inputs=False)
+    x, _ = _batch(s, s.w_half)
+    assert s.model.net(x, s.relaxed()).shape == (8, 10)

@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("full", "sampled"), default="full",
                    help="full DARTS mixture (default), or Gumbel-TopK sampled sub-graphs (~6x cheaper steps)")
     p.add_argument("--samples", type=int, default=1, metavar="K", help="sub-graphs per step in sampled mode (1 = GDAS)")
+    p.add_argument("--all-inputs", action="store_true",
+                   help="sampled mode: every candidate input of a node, only its ops drawn (GDAS)")
     p.add_argument("--search-channels", type=int, default=None, metavar="C", help="proxy supernet width")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="run directory")
@@ -61,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget,
         mode=args.mode,
         samples=args.samples,
+        sample_inputs=not args.all_inputs,
         search_channels=args.search_channels,
         epochs=args.epochs,
         seed=args.seed,

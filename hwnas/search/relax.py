@@ -55,15 +55,24 @@ def _full_block(beta: torch.Tensor, alpha: torch.Tensor) -> Block:
 
 
 def _sampled_block(
-    beta: torch.Tensor, alpha: torch.Tensor, k: int, tau: float, gen: torch.Generator | None
+    beta: torch.Tensor,
+    alpha: torch.Tensor,
+    k: int,
+    tau: float,
+    gen: torch.Generator | None,
+    sample_inputs: bool = True,
 ) -> Block:
-    yb = beta + _gumbel(beta.shape, gen, beta.device)
-    soft_e = _edge_weights(yb / tau)
     n_in = beta.shape[0]
-    picked = sorted(torch.topk(yb, min(EDGES_PER_NODE, n_in)).indices.tolist())
-    hard_e = torch.zeros_like(soft_e)
-    hard_e[picked] = 1.0
-    e = hard_e - soft_e.detach() + soft_e
+    if sample_inputs:
+        yb = beta + _gumbel(beta.shape, gen, beta.device)
+        soft_e = _edge_weights(yb / tau)
+        picked = sorted(torch.topk(yb, min(EDGES_PER_NODE, n_in)).indices.tolist())
+        hard_e = torch.zeros_like(soft_e)
+        hard_e[picked] = 1.0
+        e = hard_e - soft_e.detach() + soft_e
+    else:  # GDAS: every candidate input, weighted by the (soft) edge weights; only ops drawn
+        e = _edge_weights(beta)
+        picked = list(range(n_in))
     za = alpha + _gumbel(alpha.shape, gen, alpha.device)
     soft_o = torch.softmax(za / tau, dim=-1)
     kk = min(k, alpha.shape[1])
@@ -81,6 +90,7 @@ def relax(
     k: int = 1,
     tau: float = 1.0,
     generator: torch.Generator | None = None,
+    sample_inputs: bool = True,
 ) -> Relaxed:
     """The weights of one step. `mode` is 'full' or 'sampled' (K ops per drawn edge)."""
     space = alpha.space
@@ -94,7 +104,7 @@ def relax(
             if mode == "full":
                 blocks.append(_full_block(alpha.beta[n], alpha.alpha[n]))
             else:
-                blocks.append(_sampled_block(alpha.beta[n], alpha.alpha[n], k, tau, generator))
+                blocks.append(_sampled_block(alpha.beta[n], alpha.alpha[n], k, tau, generator, sample_inputs))
         cells.append(blocks)
     slots, exits, active_exits = [], [], []
     for s in range(NUM_STAGES):
@@ -104,7 +114,9 @@ def relax(
             if mode == "full":
                 row.append(_full_block(alpha.conn_beta[n], alpha.conn_alpha[n]))
             else:
-                row.append(_sampled_block(alpha.conn_beta[n], alpha.conn_alpha[n], k, tau, generator))
+                row.append(
+                    _sampled_block(alpha.conn_beta[n], alpha.conn_alpha[n], k, tau, generator, sample_inputs)
+                )
         slots.append(row)
         logits = alpha.depth[s]
         if mode == "full":

@@ -92,6 +92,7 @@ class SearchConfig:
     a_weight_decay: float = 1e-3
     tau_max: float = 10.0  # Gumbel temperature, linear from tau_max to tau_min (GDAS)
     tau_min: float = 0.1
+    sample_inputs: bool = True  # sampled mode: draw 2 inputs per node (False: GDAS, every input, ops drawn)
 
     def check(self) -> None:
         """UserError for contradictory or out-of-range settings (before anything is read)."""
@@ -192,7 +193,10 @@ class Searcher:
 
     # -- one step ----------------------------------------------------------------------------
     def relaxed(self) -> Any:
-        return relax(self.alpha, self.cfg.mode, k=self.cfg.samples, tau=self.tau, generator=self.gumbel)
+        return relax(
+            self.alpha, self.cfg.mode, k=self.cfg.samples, tau=self.tau, generator=self.gumbel,
+            sample_inputs=self.cfg.sample_inputs,
+        )
 
     def depth_loss(self) -> torch.Tensor:
         choices = torch.tensor(self.space.depth_choices, dtype=torch.float32, device=self.device)
