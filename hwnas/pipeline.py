@@ -3,10 +3,9 @@
 After `hwnas run` has profiled, fitted the predictor and checked it, this module:
 
 1. searches once without the latency loss (weight 0: the plain network) and once with it (a
-   latency budget set below the plain network's predicted latency, or the weight / budget
-   the user gave), through `hwnas.search.run_search`;
-2. trains both found networks (`hwnas train`, two processes at once, one thread each: on a
-   2-core host that halves the wall time);
+   latency weight, or the budget the user gave), through `hwnas.search.run_search`, the two
+   at once in child processes of one thread each (on a 2-core host that halves the wall time);
+2. trains both found networks (`hwnas train`, two processes at once, one thread each);
 3. exports both to ONNX for the target (`hwnas.deploy`), and times them together, in the
    same interleaved rounds, with the reference network beside them;
 4. returns what the report needs (`summary["networks"]`, `summary["comparison"]`).
@@ -36,27 +35,42 @@ from targets.spec import TargetSpec
 
 KEYS = ("plain", "latency")
 MAIN_KIND = "main"
+#: The latency-aware search's default weight: latency counts as much as the cross-entropy
+#: at the space's centre (relative latency, so it means the same on any target).
+DEFAULT_LATENCY_WEIGHT = 1.0
+#: Short CPU searches move the logits too little at DARTS's 3e-4 (measured: ~0.01 in 6 epochs).
+SEARCH_ARCH_LR = 3e-3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The main job's search/train/deploy options."""
     p.add_argument("--dataset", default=None, help="dataset of the search and training (default: digits for the digits space)")
-    p.add_argument("--search-epochs", type=int, default=6, help="epochs of each search (default 6)")
+    p.add_argument("--search-epochs", type=int, default=8, help="epochs of each search (default 8)")
     p.add_argument("--search-subset", type=int, default=800,
                    help="training images the searches use, split 50/50 between weights and architecture (default 800)")
     p.add_argument(
-        "--search-mode", choices=("full", "sampled"), default="sampled",
-        help="sampled (default here: one sub-graph per step, ~8x cheaper, what fits the main job's "
-        "15 minutes) or full (the DARTS mixture, `hwnas search`'s default)",
+        "--search-mode", choices=("full", "sampled"), default="full",
+        help="full (default: the DARTS mixture, the mode whose supernet learns in CPU-sized budgets) "
+        "or sampled (one sub-graph per step; cheaper, but its supernet stays near chance here)",
+    )
+    p.add_argument(
+        "--search-resolution", type=int, default=None, metavar="R",
+        help="input size of the searched supernet (default: the data's native size, e.g. 8 for "
+        "digits, whose deployed network upsamples to 32; the latency term always predicts the deployed network)",
+    )
+    p.add_argument(
+        "--search-arch-lr", type=float, default=SEARCH_ARCH_LR,
+        help=f"Adam lr of the architecture logits (default {SEARCH_ARCH_LR:g}: 10x DARTS's, which is "
+        "sized for ~20k steps; these searches make ~100)",
     )
     p.add_argument("--train-epochs", type=int, default=6, help="epochs of training each found network (default 6)")
     p.add_argument("--train-subset", type=int, default=None, help="training images for training (default: all)")
     lat = p.add_mutually_exclusive_group()
+    lat.add_argument("--latency-weight", type=float, default=None,
+                     help=f"latency weight of the latency-aware search (default {DEFAULT_LATENCY_WEIGHT:g}: "
+                     "loss = CE + weight x predicted / centre latency)")
     lat.add_argument("--latency-budget", type=float, default=None, metavar="MS",
-                     help="budget of the latency-aware search (default: --budget-fraction of the plain network's)")
-    lat.add_argument("--latency-weight", type=float, default=None, help="a fixed latency weight instead of a budget")
-    p.add_argument("--budget-fraction", type=float, default=0.6,
-                   help="default budget: this fraction of the plain network's predicted latency (default 0.6)")
+                     help="a hard latency budget for the latency-aware search instead of a weight")
     p.add_argument("--no-deploy", action="store_true", help="stop after checking the predictor (no search, training, export)")
     p.add_argument("--force", action="store_true", help="use an --out that holds another configuration or kind of run")
 
@@ -143,25 +157,59 @@ def _search_state(run: Path, cfg: Any, stamp: str) -> str:
     return "done" if (run / "summary.json").is_file() and (run / "architecture.json").is_file() else "resume"
 
 
-def _search(cfg: Any, run: Path, progress: bool, label: str) -> dict[str, Any]:
+def _search_job(cfg: Any, run: Path, label: str) -> dict[str, Any]:
     """A finished search of this configuration and predictor is reused, an interrupted one
     resumed, one of another configuration replaced (the main run owns its sub-runs)."""
-    from hwnas.search import run_search
     from hwnas.space import atomic_write_text
 
     stamp = predictor_weights_sha256(Path(cfg.predictor))
     state = _search_state(run, cfg, stamp) if run.exists() else "new"
     if state == "done":
         print(f"   {label}: reusing the finished search in {run} (same configuration and predictor)")
-        return json.loads((run / "summary.json").read_text())
+        return {"run": run, "epochs": cfg.epochs, "done": True}
     if state == "other":
         shutil.rmtree(run)
     elif state == "resume":
         print(f"   {label}: resuming the interrupted search in {run}")
     if state != "resume":
         atomic_write_text(_stamp_path(run), stamp + "\n")
-    res = run_search(cfg, run, resume=state == "resume", progress=progress)
-    return res.summary
+    return {"run": run, "epochs": cfg.epochs, "start": lambda log: _SpawnedSearch(cfg, run, state == "resume", log)}
+
+
+def _search_child(cfg: Any, run: Path, resume: bool, log: Path) -> None:
+    """A search in a child process of one torch thread; its messages go to `log`."""
+    import traceback
+
+    from hwnas.search import run_search
+
+    with log.open("w") as f:
+        sys.stdout = sys.stderr = f
+        try:
+            run_search(cfg, run, resume=resume, progress=False, threads=1)
+        except UserError as exc:
+            print(f"hwnas: error: {exc}", flush=True)
+            sys.exit(2)
+        except BaseException:
+            traceback.print_exc()
+            f.flush()
+            sys.exit(1)
+
+
+class _SpawnedSearch:
+    """`run_search` in a fresh interpreter (spawn: no forked torch state), polled like Popen."""
+
+    def __init__(self, cfg: Any, run: Path, resume: bool, log: Path):
+        import multiprocessing as mp
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.proc = mp.get_context("spawn").Process(target=_search_child, args=(cfg, run, resume, log), daemon=True)
+        self.proc.start()
+
+    def poll(self) -> int | None:
+        return None if self.proc.is_alive() else self.proc.exitcode
+
+    def terminate(self) -> None:
+        self.proc.terminate()
 
 
 def _train_state(run: Path, arch_hash: str, args_cfg: dict[str, Any]) -> str:
@@ -174,70 +222,82 @@ def _train_state(run: Path, arch_hash: str, args_cfg: dict[str, Any]) -> str:
     return "done" if (run / "summary.json").is_file() else "resume"
 
 
-def _train_both(out: Path, jobs: dict[str, dict[str, Any]], progress: bool) -> dict[str, dict[str, Any]]:
-    """`hwnas train` for each network, as parallel child processes of one torch thread each;
-    a line per finished epoch (or a bar on a terminal) while they run."""
+def _train_job(job: dict[str, Any], label: str) -> dict[str, Any]:
+    """`hwnas train` as a child process of one torch thread (reused when finished)."""
     from hwnas.train import TrainConfig
 
-    procs: dict[str, subprocess.Popen[str]] = {}
+    cfg: TrainConfig = job["cfg"]
+    run: Path = job["run"]
+    state = _train_state(run, job["arch_hash"], asdict(cfg))
+    if state == "done":
+        print(f"   {label}: reusing the finished training in {run}")
+        return {"run": run, "epochs": cfg.epochs, "done": True}
+    cmd = [
+        sys.executable, "-m", "hwnas.cli", "train", str(job["source"]), "--dataset", cfg.dataset,
+        "--epochs", str(cfg.epochs), "--out", str(run), "--seed", str(cfg.seed),
+        "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--threads", "1", "--no-progress",
+        "--json",
+    ]  # fmt: skip
+    if cfg.subset is not None:
+        cmd += ["--subset", str(cfg.subset)]
+    cmd += ["--resume"] if state == "resume" else (["--force"] if state == "other" else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(log: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True, env=env)
+
+    return {"run": run, "epochs": cfg.epochs, "start": start}
+
+
+def run_in_parallel(
+    out: Path, jobs: dict[str, dict[str, Any]], progress: bool, what: str, acc_column: str
+) -> dict[str, dict[str, Any]]:
+    """Start every job (a child process each), follow their log.csv epochs (a bar on a
+    terminal, else a line per epoch with `acc_column`), and return each run's summary.json.
+    A failing child stops the others and raises UserError with its last message."""
+    procs: dict[str, Any] = {}
     logs: dict[str, Path] = {}
-    total = 0
     for key, job in jobs.items():
-        cfg: TrainConfig = job["cfg"]
-        run: Path = job["run"]
-        state = _train_state(run, job["arch_hash"], asdict(cfg))
-        if state == "done":
-            print(f"   {key}: reusing the finished training in {run}")
-            continue
-        cmd = [
-            sys.executable, "-m", "hwnas.cli", "train", str(job["source"]), "--dataset", cfg.dataset,
-            "--epochs", str(cfg.epochs), "--out", str(run), "--seed", str(cfg.seed),
-            "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--threads", "1", "--no-progress",
-            "--json",
-        ]  # fmt: skip
-        if cfg.subset is not None:
-            cmd += ["--subset", str(cfg.subset)]
-        cmd += ["--resume"] if state == "resume" else (["--force"] if state == "other" else [])
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        logs[key] = out / f"train-{key}.stderr.log"
-        procs[key] = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=logs[key].open("w"), text=True, env=env
-        )
-        total += cfg.epochs
+        if not job.get("done"):
+            logs[key] = out / f"{what}-{key}.log"
+            procs[key] = job["start"](logs[key])
     bar = None
     if progress and sys.stderr.isatty() and procs:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="train", unit="epoch", dynamic_ncols=True)
+        bar = tqdm(total=sum(jobs[k]["epochs"] for k in procs), desc=what, unit="epoch", dynamic_ncols=True)
     seen = {k: 0 for k in procs}
-    outputs: dict[str, str] = {}
+    t0 = time.perf_counter()
     while procs:
-        time.sleep(1.0)
+        time.sleep(0.5)
         for key in list(procs):
             n = _epochs_done(jobs[key]["run"])
             if n > seen[key]:
                 if bar is not None:
                     bar.update(n - seen[key])
                 else:
-                    print(f"   {key}: epoch {n}/{jobs[key]['cfg'].epochs} {_last_acc(jobs[key]['run'])}", flush=True)
+                    print(
+                        f"   {what} {key}: epoch {n}/{jobs[key]['epochs']} "
+                        f"{_last_value(jobs[key]['run'], acc_column)} ({time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
                 seen[key] = n
-            if procs[key].poll() is not None:
-                stdout = procs[key].stdout.read() if procs[key].stdout else ""
-                outputs[key] = stdout
-                if procs[key].returncode != 0:
-                    err = logs[key].read_text().strip().splitlines()
-                    for p in procs.values():
-                        if p.poll() is None:
-                            p.terminate()
-                    raise UserError(f"training the {key} network failed: {err[-1] if err else 'no message'} (see {logs[key]})")
-                del procs[key]
+            code = procs[key].poll()
+            if code is None:
+                continue
+            if code != 0:
+                err = logs[key].read_text().strip().splitlines() if logs[key].is_file() else []
+                for p in procs.values():
+                    if p.poll() is None:
+                        p.terminate()
+                msg = err[-1] if err else f"exit code {code}"
+                raise UserError(f"{what} of the {key} network failed: {msg} (see {logs[key]})")
+            del procs[key]
     if bar is not None:
         bar.close()
-    result = {}
-    for key, job in jobs.items():
-        result[key] = json.loads((job["run"] / "summary.json").read_text())
-        if key in logs:
-            logs[key].unlink(missing_ok=True)
+    result = {key: json.loads((job["run"] / "summary.json").read_text()) for key, job in jobs.items()}
+    for log in logs.values():
+        log.unlink(missing_ok=True)
     return result
 
 
@@ -248,10 +308,11 @@ def _epochs_done(run: Path) -> int:
         return 0
 
 
-def _last_acc(run: Path) -> str:
+def _last_value(run: Path, column: str) -> str:
     try:
-        last = (run / "log.csv").read_text().strip().splitlines()[-1].split(",")
-        return f"(test accuracy {float(last[6]):.3f})"
+        rows = (run / "log.csv").read_text().strip().splitlines()
+        value = float(rows[-1].split(",")[rows[0].split(",").index(column)])
+        return f"({column.replace('_', ' ')} {value:.3f})"
     except (OSError, IndexError, ValueError):
         return ""
 
@@ -269,6 +330,7 @@ def deploy_steps(
     summary["comparison"]; summary["steps"] gets each step's wall time."""
     from hwnas.deploy import export_for_target, format_comparison, measure_exports
     from hwnas.search import SearchConfig
+    from hwnas.space import get_space
     from hwnas.train import TrainConfig
 
     progress = not args.no_progress
@@ -276,53 +338,59 @@ def deploy_steps(
     dataset = summary["dataset"]
     n = first_step
 
-    t = _step(f"{n}/{total_steps} search without the latency loss (weight 0): the plain network")
+    if args.latency_budget is not None:
+        setting = f"latency budget {args.latency_budget:g} ms"
+        lat_kw: dict[str, Any] = {"latency_weight": None, "latency_budget_ms": float(args.latency_budget)}
+    else:
+        weight = DEFAULT_LATENCY_WEIGHT if args.latency_weight is None else args.latency_weight
+        setting = f"latency weight {weight:g}"
+        lat_kw = {"latency_weight": float(weight)}
     base = SearchConfig(
         space=args.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
         epochs=args.search_epochs, seed=args.seed, subset=args.search_subset, target=spec.name,
-        mode=getattr(args, "search_mode", "sampled"),
+        mode=getattr(args, "search_mode", "full"),
+        search_resolution=getattr(args, "search_resolution", None) or get_space(args.space).input_size,
+        a_lr=getattr(args, "search_arch_lr", SEARCH_ARCH_LR),
     )  # fmt: skip
-    plain = _search(base, out / "search-plain", progress, "plain")
-    print(
-        f"   plain: predicted {plain['predicted_latency_ms']:.3f} ms, search val accuracy "
-        f"{plain['val_accuracy']:.3f} ({time.perf_counter() - t:.0f} s)"
+    cfgs = {"plain": base, "latency": replace(base, **lat_kw)}
+    settings = {"plain": "weight 0", "latency": setting}
+    t = _step(
+        f"{n}/{total_steps} search twice, in parallel: without the latency loss (the plain network) "
+        f"and with it ({setting}); {args.search_epochs} epochs each"
     )
-    steps["search (plain)"] = time.perf_counter() - t
-
-    n += 1
-    if args.latency_weight is not None:
-        lat_cfg = replace(base, latency_weight=args.latency_weight)
-        setting = f"latency weight {args.latency_weight:g}"
-    else:
-        budget = args.latency_budget
-        if budget is None:
-            budget = _default_budget(predictor_path, args.space, plain["predicted_latency_ms"], args.budget_fraction, args.seed)
-        lat_cfg = replace(base, latency_weight=None, latency_budget_ms=float(budget))
-        setting = f"latency budget {budget:.3f} ms"
-    t = _step(f"{n}/{total_steps} search with the latency loss ({setting})")
-    lat = _search(lat_cfg, out / "search-latency", progress, "latency-aware")
-    print(
-        f"   latency-aware: predicted {lat['predicted_latency_ms']:.3f} ms, search val accuracy "
-        f"{lat['val_accuracy']:.3f} ({time.perf_counter() - t:.0f} s)"
+    searches = run_in_parallel(
+        out,
+        {key: _search_job(cfgs[key], out / f"search-{key}", key) for key in KEYS},
+        progress,
+        "search",
+        "val_acc",
     )
-    for line in lat.get("repair", []) or []:
-        print(f"   repair: {line}")
-    steps["search (latency-aware)"] = time.perf_counter() - t
-    searches = {"plain": (plain, "weight 0"), "latency": (lat, setting)}
+    for key in KEYS:
+        sk = searches[key]
+        print(
+            f"   {key}: predicted {sk['predicted_latency_ms']:.3f} ms, supernet val accuracy "
+            f"{sk['val_accuracy']:.3f}"
+        )
+        for line in sk.get("repair", []) or []:
+            print(f"   {key} repair: {line}")
+    steps["search (both)"] = time.perf_counter() - t
 
     n += 1
     t = _step(f"{n}/{total_steps} train both found networks ({args.train_epochs} epochs each, in parallel)")
     tcfg = TrainConfig(dataset=dataset, epochs=args.train_epochs, subset=args.train_subset, seed=args.seed)
     jobs = {
-        key: {
-            "cfg": tcfg,
-            "run": out / f"train-{key}",
-            "source": out / f"search-{key}",
-            "arch_hash": searches[key][0]["architecture_hash"],
-        }
+        key: _train_job(
+            {
+                "cfg": tcfg,
+                "run": out / f"train-{key}",
+                "source": out / f"search-{key}",
+                "arch_hash": searches[key]["architecture_hash"],
+            },
+            key,
+        )
         for key in KEYS
     }
-    trained = _train_both(out, jobs, progress)
+    trained = run_in_parallel(out, jobs, progress, "train", "test_accuracy")
     for key in KEYS:
         s = trained[key]
         print(f"   {key}: test accuracy {s['test_accuracy']:.4f}, {s['params']:,} parameters, {s['flops']:,} multiply-adds")
@@ -344,7 +412,7 @@ def deploy_steps(
         info = exports[key].info
         info["measurement"] = cmp.to_dict()
         (out / f"export-{key}" / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-        s, (search, setting_k) = trained[key], searches[key]
+        s, search, setting_k = trained[key], searches[key], settings[key]
         networks[key] = {
             "search_setting": setting_k,
             "search_dir": f"search-{key}",
@@ -361,20 +429,6 @@ def deploy_steps(
     summary["networks"] = networks
     summary["comparison"] = compare_networks(networks, summary.get("repeat") or {})
     print("   " + describe_comparison(summary["comparison"]))
-
-
-def _default_budget(predictor_path: Path, space: str, plain_ms: float, fraction: float, seed: int) -> float:
-    """`fraction` of the plain network's predicted latency, moved into the range the predictor
-    can reach in this space (a budget out of reach is refused by the search)."""
-    from hwnas.search.latency import LatencyTerm, reachable_range
-    from hwnas.space import get_space
-    from predictor import load_predictor
-
-    if not 0 < fraction < 1:
-        raise UserError(f"--budget-fraction must lie in (0, 1), got {fraction}")
-    term = LatencyTerm(load_predictor(predictor_path), get_space(space))
-    lo, hi = reachable_range(term, seed=seed)
-    return float(min(max(plain_ms * fraction, lo * 1.08), hi))
 
 
 def compare_networks(networks: dict[str, Any], repeat: dict[str, Any]) -> dict[str, Any]:

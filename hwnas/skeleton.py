@@ -134,10 +134,14 @@ class MacroSkeleton(nn.Module):
         make_stage: StageFactory,
         make_reduction: ReductionFactory,
         channels: int | None = None,
+        resolution: int | None = None,
     ):
         super().__init__()
         self.space = space
         self.upsample = space.upsample
+        # A proxy input size (search only): inputs are resized to resolution x resolution
+        # instead of the space's upsampling; the deploy network never sets it.
+        self.resolution = resolution
         c = channels if channels is not None else space.channels
         self.channels = c
         c_stem = space.stem_multiplier * c
@@ -159,7 +163,13 @@ class MacroSkeleton(nn.Module):
 
     def features(self, x: torch.Tensor, *ctx: Any) -> torch.Tensor:
         """The last stage's output (before pooling)."""
-        if self.upsample > 1:
+        if self.resolution is not None:
+            if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+                down = x.shape[-1] > self.resolution
+                x = nn.functional.interpolate(
+                    x, size=(self.resolution, self.resolution), mode="area" if down else "nearest"
+                )
+        elif self.upsample > 1:
             x = nn.functional.interpolate(x, scale_factor=self.upsample, mode="nearest")
         s = self.stem_bn(self.stem_conv(x))
         for i, stage in enumerate(self.stages):
@@ -173,6 +183,7 @@ class MacroSkeleton(nn.Module):
         return self.classifier(pooled)
 
     def emit(self, g: OnnxBuilder, x: str) -> str:
+        assert self.resolution is None, "a proxy-resolution network is a search supernet, not exported"
         if self.upsample > 1:
             x = g.upsample_nearest(x, self.upsample)
         s = g.conv(x, self.stem_conv, self.stem_bn)

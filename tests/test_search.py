@@ -107,6 +107,22 @@ def test_supernet_reads_every_logit_and_reuses_the_deploy_ops() -> None:
     assert not {id(p) for p in s.model.weights()} & {id(p) for p in s.model.arch_parameters()}
 
 
+@pytest.mark.parametrize("resolution, seen", [(None, 32), (8, 8), (16, 16)])
+def test_search_resolution_is_the_supernets_input_size_only(resolution: int | None, seen: int) -> None:
+    """A proxy input size changes what the supernet's stem sees, not the searched space."""
+    from hwnas.search.supernet import SearchModel
+
+    alpha = ArchParameters(DIGITS, generator=torch.Generator().manual_seed(0))
+    model = SearchModel(alpha, 4, resolution)
+    shapes: list[tuple[int, ...]] = []
+    model.net.stem_conv.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    out = model.net(torch.randn(2, 1, 8, 8), relax(alpha, "full"))
+    assert shapes == [(2, 1, seen, seen)] and out.shape == (2, 10)
+    assert alpha.encode().shape == ArchParameters(DIGITS).encode().shape
+    with pytest.raises(UserError, match="--search-resolution"):
+        SearchConfig(space="digits", search_resolution=2).check()
+
+
 def test_sampled_mode_skips_cells_past_the_drawn_exit() -> None:
     s = _micro_searcher(mode="sampled")
     with torch.no_grad():
@@ -206,7 +222,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     code, stdout, err = cli(
         "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "0.5",
         "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
-        "--out", out, "--no-progress", "--seed", "3",
+        "--out", out, "--no-progress", "--seed", "3", "--search-resolution", "8", "--arch-lr", "0.003",
     )
     assert code == 0, err
     assert "search done" in stdout and "epoch 2/2" in err
@@ -228,6 +244,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     assert ck["epoch"] == 2 and len(ck["rows"]) == 2
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["search"]["latency_weight"] == 0.5 and cfg["resolved"]["latency"]["latency0_ms"] > 0
+    assert cfg["resolved"]["search_resolution"] == 8 and cfg["search"]["a_lr"] == 0.003
     # the same run again without --resume is refused, and nothing changes
     before = _snapshot(out)
     code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--epochs", "2", "--out", out)
@@ -245,7 +262,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     code, _, err = cli(
         "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "0.5",
         "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
-        "--out", out, "--resume", "--seed", "3",
+        "--out", out, "--resume", "--seed", "3", "--search-resolution", "8", "--arch-lr", "0.003",
     )
     assert code == 2 and "corrupted" in err and "checkpoint.pt" in err and _snapshot(out) == before
     assert len(err.strip().splitlines()) == 1

@@ -36,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-inputs", action="store_true",
                    help="sampled mode: every candidate input of a node, only its ops drawn (GDAS)")
     p.add_argument("--search-channels", type=int, default=None, metavar="C", help="proxy supernet width")
+    p.add_argument("--search-resolution", type=int, default=None, metavar="R",
+                   help="proxy input size of the supernet (default: the deployed network's, e.g. 32 "
+                   "for digits, whose network upsamples its 8x8 input; 8 searches 16x cheaper)")
+    p.add_argument("--arch-lr", type=float, default=3e-4,
+                   help="Adam lr of the architecture logits (DARTS: 3e-4, sized for ~20k steps; "
+                   "raise it for short searches)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -65,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         samples=args.samples,
         sample_inputs=not args.all_inputs,
         search_channels=args.search_channels,
+        search_resolution=args.search_resolution,
+        a_lr=args.arch_lr,
         epochs=args.epochs,
         seed=args.seed,
         subset=args.subset,

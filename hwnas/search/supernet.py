@@ -127,14 +127,16 @@ def _stage(space: SpaceConfig, s: int, c_in: int, c: int) -> StageSkeleton:
 
 
 class Supernet(MacroSkeleton):
-    """The deploy network's skeleton with every choice mixed; `channels` = proxy width C."""
+    """The deploy network's skeleton with every choice mixed; `channels` = proxy width C,
+    `resolution` = proxy input size (neither changes what is searched)."""
 
-    def __init__(self, space: SpaceConfig, channels: int | None = None):
+    def __init__(self, space: SpaceConfig, channels: int | None = None, resolution: int | None = None):
         super().__init__(
             space,
             make_stage=lambda s, c_in, c: _stage(space, s, c_in, c),
             make_reduction=lambda r, c_in, c: _cell(space, NUM_STAGES + r, c_in, c, reduction=True),
             channels=channels,
+            resolution=resolution,
         )
 
 
@@ -143,10 +145,10 @@ class SearchModel(nn.Module):
 
     `alpha` is the one source of truth for every architecture choice."""
 
-    def __init__(self, alpha: ArchParameters, channels: int | None = None):
+    def __init__(self, alpha: ArchParameters, channels: int | None = None, resolution: int | None = None):
         super().__init__()
         self.alpha = alpha
-        self.net = Supernet(alpha.space, channels)
+        self.net = Supernet(alpha.space, channels, resolution)
 
     def weights(self) -> list[nn.Parameter]:
         return list(self.net.parameters())

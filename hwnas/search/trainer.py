@@ -62,6 +62,11 @@ def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
     return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
 
 
+def search_resolution(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's input size: --search-resolution, else the deploy network's (input x upsample)."""
+    return cfg.search_resolution or space.input_size * space.upsample
+
+
 @dataclass
 class SearchConfig:
     """Everything that decides a search's result (config.json's `search` section)."""
@@ -74,6 +79,7 @@ class SearchConfig:
     mode: str = "full"  # measured: sampled paths do not train the supernet in CPU-sized budgets
     samples: int = 1  # K sub-graphs per step in sampled mode (1 = GDAS's single path)
     search_channels: int | None = None  # proxy width C of the supernet (None: the space's)
+    search_resolution: int | None = None  # proxy input size of the supernet (None: the deploy network's)
     epochs: int = 10
     seed: int = 0
     subset: int | None = None
@@ -108,6 +114,10 @@ class SearchConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         if self.search_channels is not None and (self.search_channels < 2 or self.search_channels % 2):
             raise UserError(f"--search-channels must be an even number >= 2, got {self.search_channels}")
+        if self.search_resolution is not None and self.search_resolution < 4:
+            raise UserError(
+                f"--search-resolution must be >= 4 (two reductions halve it twice), got {self.search_resolution}"
+            )
         if not math.isfinite(self.depth_penalty) or self.depth_penalty < 0:
             raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
         if self.max_param_free is not None and self.max_param_free < 0:
@@ -167,7 +177,10 @@ class Searcher:
         self.device = device or torch.device("cpu")
         torch.manual_seed(cfg.seed)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
-        self.model = SearchModel(alpha, search_channels(cfg, space)).to(self.device)
+        res = search_resolution(cfg, space)
+        self.model = SearchModel(
+            alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
+        ).to(self.device)
         self.alpha = self.model.alpha
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
         self.w_optim = torch.optim.SGD(
@@ -418,7 +431,11 @@ def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, A
     cfg.check()
     space = get_space(cfg.space)
     term = penalty = None
-    resolved: dict[str, Any] = {"space": space.to_dict(), "search_channels": search_channels(cfg, space)}
+    resolved: dict[str, Any] = {
+        "space": space.to_dict(),
+        "search_channels": search_channels(cfg, space),
+        "search_resolution": search_resolution(cfg, space),
+    }
     if cfg.predictor is not None:
         from hwnas.latency import check_predictor_for_search
         from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
