@@ -70,7 +70,7 @@ def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -
         "scatter": {"test": [[1.0, 1.05], [2.0, 1.9], [1.5, 1.52]]},
         "predictor_test": {"mlp": {"mape": 3.0, "within_10": 95.0, "spearman": 0.97, "n": 45}},
     }  # fmt: skip
-    pipeline.deploy_steps(args, out, load_target("debug"), digits_predictor, summary, 5, 8)
+    pipeline.deploy_steps(args, out, load_target("debug"), digits_predictor, summary, 5, 7)
     (out / "config.json").write_text(json.dumps({"kind": "main", "space": "digits", "target": "debug", "seed": 0}))
     (out / "summary.json").write_text(json.dumps(summary))
     return out
@@ -169,3 +169,31 @@ def test_predictor_stamp_ignores_creation_time_not_weights(digits_predictor: Pat
     changed = tmp_path / "changed.pt"
     save_predictor(changed, model, header)
     assert pipeline.predictor_weights_sha256(changed) != pipeline.predictor_weights_sha256(digits_predictor)
+
+
+def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> None:
+    """One child fails: its last line is the error, the other child is stopped."""
+    import subprocess
+    import sys
+
+    from targets.errors import UserError
+
+    def start(code: str):
+        def go(log: Path) -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-c", code], stderr=log.open("w"), text=True)
+
+        return go
+
+    slow = tmp_path / "slow"
+    jobs = {
+        "bad": {"run": tmp_path / "bad", "epochs": 1,
+                "start": start("import sys; print('hwnas: error: dataset x is empty', file=sys.stderr); sys.exit(2)")},
+        "slow": {"run": slow, "epochs": 1,
+                 "start": start(f"import time, pathlib; time.sleep(2); pathlib.Path({str(slow)!r}).mkdir()")},
+    }  # fmt: skip
+    with pytest.raises(UserError, match="search of the bad network failed: hwnas: error: dataset x is empty"):
+        pipeline.run_in_parallel(tmp_path, jobs, False, "search", "val_acc")
+    import time
+
+    time.sleep(3)
+    assert not slow.exists()  # terminated before it could finish

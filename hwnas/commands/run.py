@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     config = {"kind": pipeline.MAIN_KIND, **{k: v for k, v in vars(args).items() if k != "func"}}
     pipeline.check_run_dir(out, config, args.force)
-    steps_total = 4 if args.no_deploy else 8
+    steps_total = 4 if args.no_deploy else 7
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -220,22 +220,15 @@ def _run(args: argparse.Namespace) -> int:
         "items": items,
     }
     test_idx = ds.indices("test")
-    plot = _plot(
-        out / "predicted_vs_measured.png",
-        ds.latency_ms[test_idx],
-        result.model.predict_ms(ds.X[test_idx]),
-        measured,
-        predicted,
-        np.array([i["corrected_ms"] for i in items], dtype=float)
-        if fresh["drift-corrected"] is not None
-        else None,
-    )
     summary["scatter"] = {
         "test": [
             [float(m), float(p)]
             for m, p in zip(ds.latency_ms[test_idx], result.model.predict_ms(ds.X[test_idx]), strict=True)
         ]
     }
+    from hwnas.report import plot_scatter
+
+    plot = plot_scatter(summary, out / "predicted_vs_measured.png")
     summary["steps"]["fresh architectures"] = time.perf_counter() - t
     if not args.no_deploy:
         pipeline.deploy_steps(args, out, spec, out / "predictor.pt", summary, 5, steps_total)
@@ -246,7 +239,8 @@ def _run(args: argparse.Namespace) -> int:
 
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     report = write_report(out)
-    print(f"\nrun directory {out}: {report.name}, summary.md, summary.json, profile.db, predictor.pt, {plot.name}")
+    plot_name = f", {plot.name}" if plot is not None else ""
+    print(f"\nrun directory {out}: {report.name}, summary.md, summary.json, profile.db, predictor.pt{plot_name}")
     print(f"open {report.resolve()} in a browser ({summary['steps']['total']:.0f} s in all)")
     return 0
 
@@ -316,47 +310,3 @@ def describe_repeat(rep: dict[str, Any]) -> list[str]:
             f"within ±10% {norm['within_10pct']:.0%}, median |diff| {norm['median_abs_pct']:.2f}%"
         )
     return lines
-
-
-def _plot(
-    path: Path,
-    test_true: np.ndarray,
-    test_pred: np.ndarray,
-    fresh_true: np.ndarray,
-    fresh_pred: np.ndarray,
-    fresh_corrected: np.ndarray | None = None,
-) -> Path:
-    """Predicted versus measured latency: held-out test split and fresh architectures
-    (raw, and drift-corrected when the target times a reference network)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    ax.scatter(test_true, test_pred, s=10, alpha=0.6, label=f"held-out test ({len(test_true)})")
-    ax.scatter(fresh_true, fresh_pred, s=24, marker="x", color="C3", label=f"fresh, measured later, raw ({len(fresh_true)})")
-    every = [test_true, test_pred, fresh_true, fresh_pred]
-    if fresh_corrected is not None:
-        ax.scatter(
-            fresh_corrected, fresh_pred, s=24, marker="+", color="C2",
-            label=f"fresh, drift-corrected ({len(fresh_corrected)})",
-        )  # fmt: skip
-        every.append(fresh_corrected)
-    lo = float(min(v.min() for v in every)) * 0.95
-    hi = float(max(v.max() for v in every)) * 1.05
-    xs = np.array([lo, hi])
-    ax.plot(xs, xs, "k-", lw=0.8)
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="grey", alpha=0.15, label="±10%")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("latency predictor")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
