@@ -20,6 +20,7 @@ from hwnas.encoding import ArchParameters, encoding_layout
 from hwnas.space import SpaceConfig
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
+from predictor.threads import single_threaded
 from targets.errors import UserError
 
 # Fields a search space may change against the deploy space: its width, and its labels.
@@ -123,6 +124,7 @@ def _stream(tag: str, seed: int, scale_index: int, n: int) -> list[int]:
     return out
 
 
+@single_threaded
 def calibrate_predictor(
     predictor: Any,
     space: SpaceConfig,

@@ -29,6 +29,7 @@ from predictor.metrics import (
     summary_line,
 )
 from predictor.model import LatencyPredictor, MLPConfig, train_mlp
+from predictor.threads import single_threaded
 from targets.errors import UserError
 
 MLP_NAME = "mlp"
@@ -73,6 +74,7 @@ def budget_split(ds: Dataset, budget: int | None) -> tuple[np.ndarray, np.ndarra
     return tr[:n_tr], va[:n_va]
 
 
+@single_threaded
 def fit_predictor(
     ds: Dataset,
     *,

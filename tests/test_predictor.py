@@ -296,3 +296,27 @@ def test_corrupted_and_foreign_files_refused(fitted, tmp_path: Path) -> None:
     for path, msg in cases.items():
         with pytest.raises(UserError, match=msg):
             load_predictor(path)
+
+
+def test_small_tensor_work_runs_on_one_thread_and_gives_the_pool_back() -> None:
+    import torch
+
+    from predictor.threads import single_threaded
+
+    seen: list[int] = []
+
+    @single_threaded
+    def work(fail: bool) -> None:
+        seen.append(torch.get_num_threads())
+        if fail:
+            raise ValueError("boom")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        work(False)
+        with pytest.raises(ValueError):
+            work(True)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
