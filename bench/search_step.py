@@ -50,6 +50,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS_LAST = False  # --channels-last: both supernets and the input in NHWC
+SHARED = True  # --no-shared: neither supernet shares a state's ReLU and pooling among its ops
 DARTS_OPS = ("none",) + (
     "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 )
@@ -63,8 +64,12 @@ class DartsMixed(nn.Module):
 
         self.ops = nn.ModuleList(make_cell_op(o, c, stride, affine=False) for o in DARTS_OPS)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return sum(wi * op(x) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
+    def forward(self, x: torch.Tensor, w: torch.Tensor, memo: dict | None = None, key: int = 0) -> torch.Tensor:
+        from hwnas.ops import forward_shared
+
+        if memo is None:
+            return sum(wi * op(x) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
+        return sum(wi * forward_shared(op, x, memo, key) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
 
 
 class DartsCell(nn.Module):
@@ -82,11 +87,12 @@ class DartsCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        memo: dict | None = {} if SHARED else None  # ReLU and pooling of a state shared by its edges
         e = 0
         for i in range(self.nodes):
             out = 0
             for j in range(2 + i):
-                out = out + self.edges[e](states[j], w[e])
+                out = out + self.edges[e](states[j], w[e], memo, j)
                 e += 1
             states.append(out)  # type: ignore[arg-type]
         return torch.cat(states[2:], dim=1)
@@ -239,10 +245,16 @@ def main() -> None:
     ap.add_argument("--configs", default="darts,full,sampled:1,sampled:2")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-RSS processes")
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format for both supernets")
+    ap.add_argument("--no-shared", action="store_true",
+                    help="neither supernet shares a state's ReLU and pooling among the ops reading it")
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global CHANNELS_LAST
+    global CHANNELS_LAST, SHARED
     CHANNELS_LAST = args.channels_last
+    SHARED = not args.no_shared
+    import hwnas.search.supernet as supernet
+
+    supernet.SHARE_STATE_WORK = SHARED
     if args.config:
         _memory(args)
         return
@@ -261,7 +273,8 @@ def main() -> None:
     for cfg in configs:
         mem = subprocess.run(
             [sys.executable, __file__, "--config", cfg, "--channels", str(args.channels), "--batch", str(args.batch),
-             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else []),
+             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else [])
+            + (["--no-shared"] if args.no_shared else []),
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
         results[cfg].update(json.loads(mem))

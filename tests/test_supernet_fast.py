@@ -2,7 +2,8 @@
 
 `hwnas.search.supernet` runs a cell's or stage's two preprocessing ops as one convolution,
 the stage connections' ops on states 0 and 1 as one pooling and one BatchNorm per op kind,
-skips the exit mixture when a stage has one depth choice, and `PoolBN` pools in NHWC. The
+skips the exit mixture when a stage has one depth choice, shares the ReLU and the pooling of
+a state among the ops that read it (`hwnas.ops.forward_shared`), and `PoolBN` pools in NHWC. The
 reference here undoes every shortcut on a copy of the same network: each module called on
 its own, every (input, op) pair weighted and summed in turn. Outputs, gradients (weights and
 architecture logits), BatchNorm running statistics and eval-mode outputs must agree.
@@ -30,10 +31,10 @@ from hwnas.search.relax import Relaxed, relax
 from hwnas.search.supernet import (
     MixedConnection,
     MixedExit,
-    PairedStates,
     SearchCell,
     SearchModel,
     SearchStage,
+    States,
     batch_norm_group,
     relu_conv_bn_group,
 )
@@ -162,9 +163,9 @@ def test_the_shortcuts_are_taken() -> None:
     model = _model(ONE)
     stage = model.net.stages[0]
     s = torch.randn(2, stage.pre0.conv.in_channels, 16, 16)
-    assert not isinstance(stage.preprocess(s, s.clone()), PairedStates)  # two tensors: one by one
+    assert stage.preprocess(s, s.clone()).joint is None  # two tensors: one by one
     states = stage.preprocess(s, s)
-    assert isinstance(states, PairedStates) and states.joint.shape[1] == 2 * stage.width
+    assert isinstance(states, States) and states.joint.shape[1] == 2 * stage.width
     conn = stage.connections[0]
     assert conn.pairable
     calls = []
@@ -200,3 +201,32 @@ def test_grouped_batch_norm_and_conv_equal_the_modules_one_by_one() -> None:
     # a scale only for BatchNorm without affine parameters
     with pytest.raises(ValueError, match="affine"):
         batch_norm_group(torch.randn(2, 7, 3, 3), [m.bn for m in mods], scale=torch.ones(7))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_shared_computes_each_states_relu_and_pooling_once(stride: int) -> None:
+    from hwnas.ops import forward_shared, make_cell_op
+    from hwnas.space import CELL_OPS
+
+    torch.manual_seed(0)
+    ops = [make_cell_op(o, 4, stride, affine=False) for o in CELL_OPS for _ in range(2)]  # two edges per op
+    ref = copy.deepcopy(ops)
+    x = torch.randn(3, 4, 8, 8, requires_grad=True)
+    xr = x.detach().clone().requires_grad_()
+    memo: dict = {}
+    outs = [forward_shared(op, x, memo, key=7) for op in ops]
+    outs_r = [op(xr) for op in ref]
+    relus = [k for k in memo if k[1] == "relu"]
+    pools = [k for k in memo if k[1] in ("max", "avg")]
+    assert len(relus) == 1 and len(pools) == 2  # once per input, not once per op
+    g = [torch.randn_like(o) for o in outs]
+    torch.autograd.backward(outs, g)
+    torch.autograd.backward(outs_r, g)
+    for o, o_r in zip(outs, outs_r, strict=True):
+        torch.testing.assert_close(o, o_r)
+    torch.testing.assert_close(x.grad, xr.grad)
+    for m, mr in zip(ops, ref, strict=True):
+        for p, pr in zip(m.parameters(), mr.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, pr.grad)
+        for b, br in zip(m.buffers(), mr.buffers(), strict=True):
+            torch.testing.assert_close(b, br)

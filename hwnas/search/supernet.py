@@ -20,8 +20,13 @@ inputs (docs/search.md says why).
 Cheaper, same computation: H-DAS feeds every cell and stage the same tensor as both inputs,
 so their two 1x1 preprocessing ops (`pre0`, `pre1`) run as one ReLU, one convolution with the
 two weights concatenated and one BatchNorm over both (`relu_conv_bn_group`; the modules and
-their parameters stay as they are, so checkpoints and `derive` do not change); a stage with a
-single depth choice has nothing to mix at its exit (its weight is 1 with zero gradient).
+their parameters stay as they are, so checkpoints and `derive` do not change); the stage
+connections pool and normalise that joint output (states 0 and 1 side by side) once per op
+kind, the mixture weights folded into the BatchNorm's scale; a stage with a single depth
+choice has nothing to mix at its exit (its weight is 1 with zero gradient). Generic, and
+given to bench/search_step.py's plain DARTS reference too: the ops reading one state share
+its ReLU and pooling (`hwnas.ops.forward_shared`), and `PoolBN` pools in NHWC.
+tests/test_supernet_fast.py checks all of it against the op-by-op computation.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.encoding import ArchParameters
-from hwnas.ops import Identity, PoolBN, ReLUConvBN, make_cell_op, make_stage_op
+from hwnas.ops import Identity, PoolBN, ReLUConvBN, forward_shared, make_cell_op, make_stage_op
 from hwnas.search.relax import Block, Relaxed
 from hwnas.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import CELL_OPS, NUM_CELL_INPUTS, NUM_STAGES, STAGE_OPS, SpaceConfig
@@ -85,20 +90,28 @@ def relu_conv_bn_group(x: torch.Tensor, mods: Sequence[ReLUConvBN]) -> torch.Ten
     return batch_norm_group(y, [m.bn for m in mods])
 
 
-class PairedStates(list):  # type: ignore[type-arg]
-    """A stage's or cell's states whose first two are the halves of one tensor, `joint`."""
+#: Share a state's ReLU and pooling among the ops that read it (`hwnas.ops.forward_shared`):
+#: the same results either way; off only to measure what it saves (bench/search_step.py).
+SHARE_STATE_WORK = True
 
-    joint: torch.Tensor
+
+class States(list):  # type: ignore[type-arg]
+    """A stage's or cell's states during one forward pass, with `memo` for the work shared by
+    the ops that read the same state (`hwnas.ops.forward_shared`, keyed by state index) and,
+    when states 0 and 1 are the halves of one tensor, that tensor (`joint`)."""
+
+    def __init__(self, states: Sequence[torch.Tensor], joint: torch.Tensor | None = None):
+        super().__init__(states)
+        self.joint = joint
+        self.memo: dict | None = {} if SHARE_STATE_WORK else None
 
 
 def _paired_preprocess(owner: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> list[torch.Tensor]:
     pre0, pre1 = owner.pre0, owner.pre1
     if s0 is not s1:
-        return [pre0(s0), pre1(s1)]
+        return States([pre0(s0), pre1(s1)])
     y = relu_conv_bn_group(s0, [pre0, pre1])  # type: ignore[list-item]
-    states = PairedStates(y.split([pre0.conv.out_channels, pre1.conv.out_channels], dim=1))  # type: ignore[union-attr]
-    states.joint = y
-    return states
+    return States(y.split([pre0.conv.out_channels, pre1.conv.out_channels], dim=1), joint=y)  # type: ignore[union-attr]
 
 
 class SearchCell(CellSkeleton):
@@ -115,11 +128,16 @@ class SearchStage(StageSkeleton):
         return _paired_preprocess(self, s0, s1)
 
 
-def mix(block: Block, ops: nn.ModuleList, states: Sequence[torch.Tensor], n_ops: int) -> torch.Tensor:
-    """sum over the block's active (input j, op o) of weight[j, o] * op_{j,o}(states[j])."""
+def mix(
+    block: Block, ops: nn.ModuleList, states: Sequence[torch.Tensor], n_ops: int, memo: dict | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """sum over the block's active (input j, op o) of weight[j, o] * op_{j,o}(states[j]); with
+    `memo`, the ReLU and pooling of state j are shared (key offset + j: its index in its list)."""
     out: torch.Tensor | None = None
     for j, o in block.active:
-        y = block.weights[j, o] * ops[j * n_ops + o](states[j])
+        op = ops[j * n_ops + o]
+        y = block.weights[j, o] * (op(states[j]) if memo is None else forward_shared(op, states[j], memo, offset + j))
         out = y if out is None else out + y
     assert out is not None, "a mixed block with no active pair"
     return out
@@ -138,7 +156,7 @@ class MixedNode(nn.Module):
         )
 
     def forward(self, states: Sequence[torch.Tensor], r: Relaxed) -> torch.Tensor:
-        return mix(r.cells[self.cell][self.i], self.ops, states, len(CELL_OPS))
+        return mix(r.cells[self.cell][self.i], self.ops, states, len(CELL_OPS), getattr(states, "memo", None))
 
 
 class MixedConnection(nn.Module):
@@ -154,7 +172,7 @@ class MixedConnection(nn.Module):
 
         n = len(STAGE_OPS)
         # states 0 and 1 through every stage op at once when they arrive as one tensor
-        # (PairedStates): skip and pooling (BatchNorm without affine) only
+        # (States.joint): skip and pooling (BatchNorm without affine) only
         self.pairable = self.start == 0 and len(self.ops) >= 2 * n and all(
             isinstance(self.ops[j * n + o], Identity)
             or (isinstance(self.ops[j * n + o], PoolBN) and not self.ops[j * n + o].bn.affine)
@@ -169,12 +187,13 @@ class MixedConnection(nn.Module):
         n = len(STAGE_OPS)
         joint = getattr(states, "joint", None)
         pair = [(j, o) for j in range(2) for o in range(n)]
+        memo = getattr(states, "memo", None)
         if joint is None or not self.pairable or not set(pair) <= set(block.active):
-            return mix(block, self.ops, states[self.start :], n)
+            return mix(block, self.ops, states[self.start :], n, memo, self.start)
         out = self._pair(joint, block.weights)
         rest = [(j, o) for j, o in block.active if j >= 2]
         if rest:
-            out = out + mix(Block(block.weights, rest), self.ops, states[self.start :], n)
+            out = out + mix(Block(block.weights, rest), self.ops, states[self.start :], n, memo, self.start)
         return out
 
     def _pair(self, joint: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
