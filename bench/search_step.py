@@ -14,7 +14,18 @@ builds it and runs two steps:
   depth penalty in the architecture loss; full mixture;
 * `hier-sampled`: the same, Gumbel-TopK sampled with K = 1 (GDAS's single path) and K = 2.
 
-Same op modules (hwnas.ops, BatchNorm without affine), same threads, same input (3x32x32).
+Same op modules (hwnas.ops, BatchNorm without affine), same threads, same input (3x32x32),
+same memory format (`--channels-last` for both). The generic speed-ups live in those shared
+modules, so the reference gets them too (`PoolBN` pools in NHWC: torch's NCHW CPU pooling
+kernels are several times slower). hwnas's supernet also takes shortcuts that exist only in
+the hierarchy (`hwnas.search.supernet`): H-DAS feeds a cell or stage one tensor as both inputs,
+so its two 1x1 preprocessing ops run as one convolution + BatchNorm, whose output (states 0
+and 1 side by side) the stage connections pool and normalise in one call per op; a stage
+with one depth choice skips the exit mixture. A plain DARTS cell's two inputs are different
+tensors and it has no stage level, so it has no counterpart of these.
+
+Each step's wall time (`step_s`) and this process's CPU time (`step_cpu_s`: less sensitive
+to other jobs on a shared host) are recorded; the ratios per round are printed for both.
 Also: the latency term's own time (relaxed encode -> predictor -> gradient, plus the
 per-step relaxed/derived predictions the budget mode reads) as a share of the step, and
 each configuration's peak RSS. Prints a JSON line per configuration and a markdown table.
@@ -39,6 +50,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS_LAST = False  # --channels-last: both supernets and the input in NHWC
+SHARED = True  # --no-shared: neither supernet shares a state's ReLU and pooling among its ops
 DARTS_OPS = ("none",) + (
     "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 )
@@ -52,8 +64,12 @@ class DartsMixed(nn.Module):
 
         self.ops = nn.ModuleList(make_cell_op(o, c, stride, affine=False) for o in DARTS_OPS)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return sum(wi * op(x) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
+    def forward(self, x: torch.Tensor, w: torch.Tensor, memo: dict | None = None, key: int = 0) -> torch.Tensor:
+        from hwnas.ops import forward_shared
+
+        if memo is None:
+            return sum(wi * op(x) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
+        return sum(wi * forward_shared(op, x, memo, key) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
 
 
 class DartsCell(nn.Module):
@@ -71,11 +87,12 @@ class DartsCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        memo: dict | None = {} if SHARED else None  # ReLU and pooling of a state shared by its edges
         e = 0
         for i in range(self.nodes):
             out = 0
             for j in range(2 + i):
-                out = out + self.edges[e](states[j], w[e])
+                out = out + self.edges[e](states[j], w[e], memo, j)
                 e += 1
             states.append(out)  # type: ignore[arg-type]
         return torch.cat(states[2:], dim=1)
@@ -124,7 +141,7 @@ def _darts_stepper(c: int, batch: int) -> Any:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> dict[str, float]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         a_opt.zero_grad()
         F.cross_entropy(net(x), y).backward(inputs=[net.alpha_normal, net.alpha_reduce])
         a_opt.step()
@@ -132,7 +149,7 @@ def _darts_stepper(c: int, batch: int) -> Any:
         F.cross_entropy(net(x), y).backward(inputs=net.weights())
         nn.utils.clip_grad_norm_(net.weights(), 5.0)
         w_opt.step()
-        return {"step_s": time.perf_counter() - t}
+        return {"step_s": time.perf_counter() - t, "step_cpu_s": time.process_time() - c}
 
     return step
 
@@ -175,10 +192,10 @@ def _hier_stepper(c: int, batch: int, mode: str, k: int) -> Any:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> dict[str, float]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         s.arch_step(x, y)
         s.weight_step(x, y)
-        out = {"step_s": time.perf_counter() - t}
+        out = {"step_s": time.perf_counter() - t, "step_cpu_s": time.process_time() - c}
         # the latency term alone: what the arch step spends on it (gradient through the
         # predictor, then the relaxed and derived predictions read after the step)
         t = time.perf_counter()
@@ -228,10 +245,16 @@ def main() -> None:
     ap.add_argument("--configs", default="darts,full,sampled:1,sampled:2")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-RSS processes")
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format for both supernets")
+    ap.add_argument("--no-shared", action="store_true",
+                    help="neither supernet shares a state's ReLU and pooling among the ops reading it")
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global CHANNELS_LAST
+    global CHANNELS_LAST, SHARED
     CHANNELS_LAST = args.channels_last
+    SHARED = not args.no_shared
+    import hwnas.search.supernet as supernet
+
+    supernet.SHARE_STATE_WORK = SHARED
     if args.config:
         _memory(args)
         return
@@ -250,7 +273,8 @@ def main() -> None:
     for cfg in configs:
         mem = subprocess.run(
             [sys.executable, __file__, "--config", cfg, "--channels", str(args.channels), "--batch", str(args.batch),
-             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else []),
+             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else [])
+            + (["--no-shared"] if args.no_shared else []),
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
         results[cfg].update(json.loads(mem))
@@ -258,15 +282,28 @@ def main() -> None:
         print(json.dumps({"config": cfg, **results[cfg]}), flush=True)
     if args.memory_only:
         return
+    if "darts" in results:  # per round: both configurations timed within the same round
+        for cfg, r in results.items():
+            if cfg == "darts":
+                continue
+            for key in ("step_s", "step_cpu_s"):
+                per = [a / b for a, b in zip(r[key], results["darts"][key], strict=True)]
+                print(f"{cfg} / darts, {key}: per round " + ", ".join(f"{v:.3f}" for v in per)
+                      + f"; median of ratios {statistics.median(per):.3f}; ratio of medians "
+                      f"{statistics.median(r[key]) / statistics.median(results['darts'][key]):.3f}")
     ref = statistics.median(results["darts"]["step_s"]) if "darts" in results else None
-    print("\n| configuration | step s (median) | min-max | vs plain DARTS | latency term share | peak RSS MB (before steps) |")
-    print("|---|---|---|---|---|---|")
+    cref = statistics.median(results["darts"]["step_cpu_s"]) if "darts" in results else None
+    print("\n| configuration | step s (median) | min-max | vs plain DARTS | CPU s (median) | CPU vs plain DARTS "
+          "| latency term share | peak RSS MB (before steps) |")
+    print("|---|---|---|---|---|---|---|---|")
     for cfg, r in results.items():
         med = statistics.median(r["step_s"])
         share = f"{statistics.median(r['latency_term_s']) / med:.2%}" if "latency_term_s" in r else "-"
         ratio = f"{med / ref:.2f}x" if ref else "-"
+        cmed = statistics.median(r["step_cpu_s"])
+        cratio = f"{cmed / cref:.2f}x" if cref else "-"
         print(
-            f"| {cfg} | {med:.2f} | {min(r['step_s']):.2f}-{max(r['step_s']):.2f} | {ratio} | {share} | "
+            f"| {cfg} | {med:.2f} | {min(r['step_s']):.2f}-{max(r['step_s']):.2f} | {ratio} | {cmed:.2f} | {cratio} | {share} | "
             f"{r['peak_rss_mb']:.0f} ({r['rss_before_steps_mb']:.0f}) |"
         )
 

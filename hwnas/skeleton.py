@@ -56,8 +56,12 @@ class CellSkeleton(nn.Module):
         self.nodes = nn.ModuleList(make_node(i) for i in range(nodes))
         self.out_channels = c * nodes
 
+    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list[torch.Tensor]:
+        """States 0 and 1 (a supernet may compute both at once: H-DAS feeds s0 is s1)."""
+        return [self.pre0(s0), self.pre1(s1)]
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, *ctx: Any) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.preprocess(s0, s1)
         for node in self.nodes:
             states.append(node(states, *ctx))
         return torch.cat(states[NUM_CELL_INPUTS:], dim=1)
@@ -106,8 +110,12 @@ class StageSkeleton(nn.Module):
         self.width = width
         self.out_channels = 2 * width
 
+    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list[torch.Tensor]:
+        """States 0 and 1 (a supernet may compute both at once: H-DAS feeds s0 is s1)."""
+        return [self.pre0(s0), self.pre1(s1)]
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, *ctx: Any) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.preprocess(s0, s1)
         for conn, cell in zip(self.connections, self.cells, strict=True):
             x = conn(states, *ctx)
             states.append(cell(x, x, *ctx))
