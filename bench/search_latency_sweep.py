@@ -142,6 +142,38 @@ def summary(args: argparse.Namespace, name: str) -> dict[str, Any]:
     return s
 
 
+def fastest_architecture(predictor: str, space: str, out: Path, seed: int) -> Path:
+    """Write the fastest architecture the predictor finds in the space (as `reachable_range`:
+    block coordinate descent from one start per depth plus 2 random ones) to `out`."""
+    import random
+
+    from hwnas.search.latency import NUM_STAGES, LatencyTerm, _Blocks, _coordinate_descent
+    from hwnas.space import get_space, sample_architecture
+    from predictor import load_predictor
+
+    sp = get_space(space)
+    term = LatencyTerm(load_predictor(predictor), sp)
+    blocks = _Blocks(sp)
+    rng = random.Random(f"hwnas-reachable:{seed}")
+    starts = []
+    for d_i in range(len(sp.depth_choices)):
+        st = blocks.from_arch(sample_architecture(sp, rng))
+        st.depth = [d_i] * NUM_STAGES
+        starts.append(st)
+    starts += [blocks.from_arch(sample_architecture(sp, rng)) for _ in range(2)]
+    best = min(
+        (_coordinate_descent(term, blocks, st.copy(), +1.0, 10) for st in starts),
+        key=lambda r: r[1],
+    )
+    arch = blocks.to_arch(best[0], sp)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "architecture.json").write_text(arch.to_json() + "\n")
+    (out / "summary.json").write_text(
+        json.dumps({"predicted_latency_ms": term.derived_ms(arch), "architecture_hash": arch.hash})
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +202,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--jobs", type=int, default=2, help="with --parallel: at most this many searches at once"
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the predictor's fastest architecture in the space (the budget floor)",
     )
     ap.add_argument("search_args", nargs="*", help="more `hwnas search` options (after --)")
     args = ap.parse_args()
@@ -222,8 +259,13 @@ def main() -> None:
     runs = [summary(args, n) for n in names] + [summary(args, budget_name)]
 
     archs = [str(Path(r["dir"]) / "architecture.json") for r in runs]
-    raw: list[list[float]] = [[] for _ in runs]
-    corrected: list[list[float]] = [[] for _ in runs]
+    if args.floor:
+        floor = fastest_architecture(
+            args.predictor, args.space, Path(args.out) / "floor", args.seed
+        )
+        archs.append(str(floor / "architecture.json"))
+    raw: list[list[float]] = [[] for _ in archs]
+    corrected: list[list[float]] = [[] for _ in archs]
     for rep in range(args.repeats):
         rows = json.loads(
             run([*HWNAS, "measure", *archs, "--target", args.target, "--json", "--seed", str(rep)])
@@ -259,12 +301,25 @@ def main() -> None:
         }
         table.append(rec)
     b = table[-1]
+    floor_rec = None
+    if args.floor:
+        i = len(runs)
+        fs = json.loads((Path(args.out) / "floor" / "summary.json").read_text())
+        floor_rec = {
+            "predicted_ms": fs["predicted_latency_ms"],
+            "measured_raw_ms": statistics.median(raw[i]),
+            "measured_raw_all": raw[i],
+            "measured_corrected_ms": statistics.median(corrected[i]) if corrected[i] else None,
+            "measured_corrected_all": corrected[i],
+        }
+        print(f"floor (fastest architecture the predictor finds): {floor_rec}")
     result = {
         "command": " ".join([sys.executable, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "predictor_reference_baseline_ms": baseline,
         "budget_ms": budget,
         "refused_budget": refused,
+        "floor": floor_rec,
         "runs": table,
         "budget_predicted_rel": b["predicted_ms"] / budget - 1,
         "budget_measured_raw_rel": b["measured_raw_ms"] / budget - 1,
