@@ -21,6 +21,7 @@ within +-5 % of its budget predicted and +-10 % measured (corrected; raw beside 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -74,23 +75,53 @@ def search_cmd(args: argparse.Namespace, name: str, mode: list[str]) -> list[str
     return cmd
 
 
-def run_all(cmds: list[list[str] | None], parallel: bool) -> None:
-    todo = [c for c in cmds if c is not None]
-    if not parallel:
-        for c in todo:
-            run(c)
-        return
-    t = time.perf_counter()
-    procs = []
-    for c in todo:
-        print("$", " ".join(c), "&", flush=True)
-        procs.append(subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for c, p in zip(todo, procs, strict=True):
-        out, err = p.communicate()
-        if p.returncode != 0:
-            sys.stderr.write(out[-4000:] + err[-4000:])
-            raise SystemExit(f"command failed ({p.returncode}): {' '.join(c)}")
-    print(f"  ({time.perf_counter() - t:.0f} s, {len(todo)} in parallel)", flush=True)
+def run_all(cmds: list[list[str] | None], parallel: int) -> None:
+    """Run the commands, at most `parallel` at a time (1: one after the other)."""
+    pool = Pool(parallel)
+    for c in cmds:
+        if c is not None:
+            pool.submit(c)
+    pool.wait_all()
+
+
+class Pool:
+    """At most `size` child processes at once (the host has 2 cores shared with others)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.queue: list[list[str]] = []
+        self.running: list[tuple[list[str], subprocess.Popen[str], float]] = []
+        self.done: dict[str, tuple[int, str, str]] = {}
+
+    def submit(self, cmd: list[str]) -> None:
+        self.queue.append(cmd)
+        self._start()
+
+    def _start(self) -> None:
+        while self.queue and len(self.running) < self.size:
+            c = self.queue.pop(0)
+            print("$", " ".join(c), "&", flush=True)
+            p = subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.running.append((c, p, time.perf_counter()))
+
+    def wait_one(self) -> tuple[list[str], int, str, str]:
+        """Block until one running command ends; return it with its exit code and output."""
+        while True:
+            for i, (c, p, t) in enumerate(self.running):
+                if p.poll() is not None:
+                    out, err = p.communicate()
+                    del self.running[i]
+                    print(f"  ({time.perf_counter() - t:.0f} s) {' '.join(c[-12:])}", flush=True)
+                    self._start()
+                    return c, p.returncode, out, err
+            time.sleep(1.0)
+
+    def wait_all(self, check: bool = True) -> None:
+        while self.running or self.queue:
+            c, rc, out, err = self.wait_one()
+            if check and rc != 0:
+                sys.stderr.write(out[-4000:] + err[-4000:])
+                raise SystemExit(f"command failed ({rc}): {' '.join(c)}")
 
 
 def summary(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -98,7 +129,49 @@ def summary(args: argparse.Namespace, name: str) -> dict[str, Any]:
     s = json.loads((out / "summary.json").read_text())
     s["run"] = name
     s["dir"] = str(out)
+    with (out / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    s["expected_depths"] = [float(last[k]) for k in sorted(last) if k.startswith("depth_stage")]
+    s["param_free_share_unguarded"] = float(last["param_free_share_unguarded"])
+    s["val_acc_by_epoch"] = [float(r["val_acc"]) for r in rows]
+    s["derived_ms_by_epoch"] = [float(r["derived_ms"]) for r in rows]
+    s["latency_weight_by_epoch"] = [float(r["latency_weight"]) for r in rows]
+    arch = json.loads((out / "architecture.json").read_text())
+    s["depths"] = [st["depth"] for st in arch["stages"]]
     return s
+
+
+def fastest_architecture(predictor: str, space: str, out: Path, seed: int) -> Path:
+    """Write the fastest architecture the predictor finds in the space (as `reachable_range`:
+    block coordinate descent from one start per depth plus 2 random ones) to `out`."""
+    import random
+
+    from hwnas.search.latency import NUM_STAGES, LatencyTerm, _Blocks, _coordinate_descent
+    from hwnas.space import get_space, sample_architecture
+    from predictor import load_predictor
+
+    sp = get_space(space)
+    term = LatencyTerm(load_predictor(predictor), sp)
+    blocks = _Blocks(sp)
+    rng = random.Random(f"hwnas-reachable:{seed}")
+    starts = []
+    for d_i in range(len(sp.depth_choices)):
+        st = blocks.from_arch(sample_architecture(sp, rng))
+        st.depth = [d_i] * NUM_STAGES
+        starts.append(st)
+    starts += [blocks.from_arch(sample_architecture(sp, rng)) for _ in range(2)]
+    best = min(
+        (_coordinate_descent(term, blocks, st.copy(), +1.0, 10) for st in starts),
+        key=lambda r: r[1],
+    )
+    arch = blocks.to_arch(best[0], sp)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "architecture.json").write_text(arch.to_json() + "\n")
+    (out / "summary.json").write_text(
+        json.dumps({"predicted_latency_ms": term.derived_ms(arch), "architecture_hash": arch.hash})
+    )
+    return out
 
 
 def main() -> None:
@@ -125,7 +198,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="measure processes")
     ap.add_argument(
-        "--parallel", action="store_true", help="run the weight searches at the same time"
+        "--parallel", action="store_true", help="run searches at the same time (see --jobs)"
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=2, help="with --parallel: at most this many searches at once"
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the predictor's fastest architecture in the space (the budget floor)",
     )
     ap.add_argument("search_args", nargs="*", help="more `hwnas search` options (after --)")
     args = ap.parse_args()
@@ -137,35 +218,54 @@ def main() -> None:
 
     weights = [float(w) for w in args.weights.split(",")]
     names = [f"weight-{w:g}" for w in weights]
-    run_all(
-        [
-            search_cmd(args, n, ["--latency-weight", str(w)])
-            for n, w in zip(names, weights, strict=True)
-        ],
-        args.parallel,
-    )
-    runs = [summary(args, n) for n in names]
-    budget = round(args.budget_frac * float(runs[0]["predicted_latency_ms"]), 4)
+    jobs = max(1, args.jobs) if args.parallel else 1
+    pool = Pool(jobs)
+    cmds = {
+        n: search_cmd(args, n, ["--latency-weight", str(w)])
+        for n, w in zip(names, weights, strict=True)
+    }
+    for n in names:
+        if cmds[n] is not None:
+            pool.submit(cmds[n])  # type: ignore[arg-type]
     refused = None
-    name = f"budget-{budget:g}"
-    cmd = search_cmd(args, name, ["--latency-budget", f"{budget:g}"])
-    if cmd is not None:
-        print("$", " ".join(cmd), flush=True)
-        out = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if out.returncode == 2 and "out of reach" in out.stderr:
-            refused = {"budget_ms": budget, "message": out.stderr.strip()}
-            print("  refused before training:", out.stderr.strip(), flush=True)
-            budget = round(args.fallback_frac * float(runs[0]["predicted_latency_ms"]), 4)
-            name = f"budget-{budget:g}"
-            run_all([search_cmd(args, name, ["--latency-budget", f"{budget:g}"])], False)
-        elif out.returncode != 0:
-            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-            raise SystemExit(f"command failed ({out.returncode}): {' '.join(cmd)}")
-    runs.append(summary(args, name))
+    budget_name: str | None = None
+    budget = 0.0
+
+    def budget_job(frac: float) -> None:
+        """Queue the budget search at `frac` x the weight-0 prediction (once weight 0 is done)."""
+        nonlocal budget, budget_name
+        w0 = summary(args, names[0])
+        budget = round(frac * float(w0["predicted_latency_ms"]), 4)
+        budget_name = f"budget-{budget:g}"
+        cmd = search_cmd(args, budget_name, ["--latency-budget", f"{budget:g}"])
+        if cmd is not None:
+            pool.submit(cmd)
+
+    if cmds[names[0]] is None:
+        budget_job(args.budget_frac)
+    while pool.running or pool.queue:
+        c, rc, out, err = pool.wait_one()
+        if rc == 2 and "out of reach" in err and budget_name and budget_name in " ".join(c):
+            refused = {"budget_ms": budget, "message": err.strip()}
+            print("  refused before training:", err.strip(), flush=True)
+            budget_job(args.fallback_frac)
+            continue
+        if rc != 0:
+            sys.stderr.write(out[-4000:] + err[-4000:])
+            raise SystemExit(f"command failed ({rc}): {' '.join(c)}")
+        if budget_name is None and str(Path(args.out) / names[0]) in c:
+            budget_job(args.budget_frac)
+    assert budget_name is not None
+    runs = [summary(args, n) for n in names] + [summary(args, budget_name)]
 
     archs = [str(Path(r["dir"]) / "architecture.json") for r in runs]
-    raw: list[list[float]] = [[] for _ in runs]
-    corrected: list[list[float]] = [[] for _ in runs]
+    if args.floor:
+        floor = fastest_architecture(
+            args.predictor, args.space, Path(args.out) / "floor", args.seed
+        )
+        archs.append(str(floor / "architecture.json"))
+    raw: list[list[float]] = [[] for _ in archs]
+    corrected: list[list[float]] = [[] for _ in archs]
     for rep in range(args.repeats):
         rows = json.loads(
             run([*HWNAS, "measure", *archs, "--target", args.target, "--json", "--seed", str(rep)])
@@ -189,15 +289,37 @@ def main() -> None:
             "measured_raw_all": raw[i],
             "measured_corrected_ms": statistics.median(corrected[i]) if corrected[i] else None,
             "measured_corrected_all": corrected[i],
+            "param_free_share": r.get("param_free_share"),
+            "param_free_share_unguarded": r.get("param_free_share_unguarded"),
+            "expected_depths": r.get("expected_depths"),
+            "depths": r.get("depths"),
+            "final_latency_weight": r.get("final_latency_weight"),
+            "repair": r.get("repair"),
+            "val_acc_by_epoch": r.get("val_acc_by_epoch"),
+            "derived_ms_by_epoch": r.get("derived_ms_by_epoch"),
+            "seconds": r.get("seconds_total"),
         }
         table.append(rec)
     b = table[-1]
+    floor_rec = None
+    if args.floor:
+        i = len(runs)
+        fs = json.loads((Path(args.out) / "floor" / "summary.json").read_text())
+        floor_rec = {
+            "predicted_ms": fs["predicted_latency_ms"],
+            "measured_raw_ms": statistics.median(raw[i]),
+            "measured_raw_all": raw[i],
+            "measured_corrected_ms": statistics.median(corrected[i]) if corrected[i] else None,
+            "measured_corrected_all": corrected[i],
+        }
+        print(f"floor (fastest architecture the predictor finds): {floor_rec}")
     result = {
         "command": " ".join([sys.executable, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "predictor_reference_baseline_ms": baseline,
         "budget_ms": budget,
         "refused_budget": refused,
+        "floor": floor_rec,
         "runs": table,
         "budget_predicted_rel": b["predicted_ms"] / budget - 1,
         "budget_measured_raw_rel": b["measured_raw_ms"] / budget - 1,
@@ -217,15 +339,21 @@ def main() -> None:
     )
     (Path(args.out) / "sweep.json").write_text(json.dumps(result, indent=2))
 
-    print("\n| run | val acc | predicted ms | measured raw ms | measured corrected ms |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "\n| run | predicted ms | measured raw ms (median, range) | corrected ms | supernet val acc "
+        "| param-free guarded / unguarded | expected depths | depths |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|---|")
     for rec in table:
         corr = rec["measured_corrected_ms"]
         acc = rec["val_accuracy"]
+        eds = ", ".join(f"{d:.2f}" for d in rec["expected_depths"] or [])
         print(
-            f"| {rec['run']} | {acc if acc is None else f'{acc:.3f}'} | {rec['predicted_ms']:.3f} | "
-            f"{rec['measured_raw_ms']:.3f} (spread {min(rec['measured_raw_all']):.3f}-{max(rec['measured_raw_all']):.3f}) | "
-            f"{'-' if corr is None else f'{corr:.3f}'} |"
+            f"| {rec['run']} | {rec['predicted_ms']:.3f} | "
+            f"{rec['measured_raw_ms']:.3f} ({min(rec['measured_raw_all']):.3f}-{max(rec['measured_raw_all']):.3f}) | "
+            f"{'-' if corr is None else f'{corr:.3f}'} | {'-' if acc is None else f'{acc:.3f}'} | "
+            f"{rec['param_free_share']:.1%} / {rec['param_free_share_unguarded']:.1%} | {eds} | "
+            f"{rec['depths']} |"
         )
     print(
         f"\nbudget {budget:.3f} ms: predicted {result['budget_predicted_rel']:+.1%}, measured raw "
