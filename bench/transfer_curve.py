@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--include-unstable",
+        action="store_true",
+        help="count rows the timing protocol flagged unstable too (default: left out, as "
+        "`predictor fit` does)",
+    )
     p.add_argument("--out", required=True, type=Path)
     return p.parse_args(argv)
 
@@ -95,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     for draw in range(args.draws):
         # The test split is not used (the held-out sets judge): keep it just big enough.
         ds = load_dataset(
-            args.db, args.target, seed=args.seed + draw, val_frac=0.15, test_frac=0.05
-        )
+            args.db, args.target, seed=args.seed + draw, val_frac=0.15, test_frac=0.05,
+            include_unstable=args.include_unstable,
+        )  # fmt: skip
         if not sets:
             baseline = float(ds.stats["reference_baseline_ms"])
             sets = [heldout_set(h, baseline) for h in args.heldout]
@@ -106,14 +113,23 @@ def main(argv: list[str] | None = None) -> int:
                 floors[f"{s['name']}.within_10"] = m["within_10"]
                 floors[f"{s['name']}.spearman"] = m["spearman"]
             X_all = np.concatenate([s["X"] for s in sets])
-            results.append({"size": 0, "draw": 0, "model": "known as is", **score(known.predict_ms(X_all), sets)})
+            results.append(
+                {
+                    "size": 0,
+                    "draw": 0,
+                    "model": "known as is",
+                    **score(known.predict_ms(X_all), sets),
+                }
+            )
         tr_all, va_all = ds.indices("train"), ds.indices("val")
         for size in sizes:
             share = len(va_all) / (len(tr_all) + len(va_all))
             n_va = max(5, round(size * share))
             n_tr = size - n_va
             if n_tr > len(tr_all) or n_va > len(va_all):
-                print(f"size {size}: the store is too small for this draw, skipped", file=sys.stderr)
+                print(
+                    f"size {size}: the store is too small for this draw, skipped", file=sys.stderr
+                )
                 continue
             tr, va = tr_all[:n_tr], va_all[:n_va]
             t0 = time.perf_counter()
@@ -134,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({
                     "size": size, "draw": draw, "model": f"transfer-{method}",
                     "seconds": time.perf_counter() - t0, "lambda": info.ridge_lambda,
-                    "scale": info.scale, **score(model.predict_ms(X_all), sets),
+                    "lambda_ops": info.ridge_lambda_ops, "scale": info.scale,
+                    **score(model.predict_ms(X_all), sets),
                 })  # fmt: skip
             print(f"draw {draw} size {size} done", file=sys.stderr, flush=True)
     (args.out / "transfer_curve.json").write_text(
@@ -146,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]) -> str:
+def markdown(
+    results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]
+) -> str:
     names = [s["name"] for s in sets]
     models = list(dict.fromkeys(r["model"] for r in results))
     sizes = sorted({r["size"] for r in results})
-    head = "| model | profiles | " + " | ".join(
-        f"{n}: within ±10 % | {n}: MAPE %" for n in names
-    ) + " |"
+    head = (
+        "| model | profiles | "
+        + " | ".join(f"{n}: within ±10 % | {n}: MAPE %" for n in names)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (2 + 2 * len(names))]
     for model in models:
         for size in sizes:

@@ -368,13 +368,9 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if "transfer" in report:
         tr = report["transfer"]
-        how = (
-            f"output layer refitted (ridge towards the scaled known weights, lambda {tr['ridge_lambda']:g})"
-            if tr.get("ridge_lambda") is not None
-            else "the known predictor times the scale (cross-validation kept it)"
-            if tr["method"] == "ridge"
-            else tr["method"]
-        )
+        from predictor.transfer import describe
+
+        how = describe(tr)
         lines.append(
             f"adapted from {tr.get('from') or 'a known predictor'} (target {tr.get('from_target')}) "
             f"on {tr['n_adapt']} profiles of this target: scale x{tr['scale']:.4f}, {how}; "

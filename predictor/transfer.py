@@ -37,7 +37,8 @@ from targets.errors import UserError
 
 METHODS = ("ridge", "scale", "finetune")
 DEFAULT_METHOD = "ridge"
-LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # hidden
+LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # per-op term
 FOLDS = 5
 
 
@@ -48,7 +49,8 @@ class TransferInfo:
     method: str
     n_adapt: int
     scale: float
-    ridge_lambda: float | None = None  # None: the scaled known predictor was kept
+    ridge_lambda: float | None = None  # pull on the hidden-feature weights; None: kept (scaled)
+    ridge_lambda_ops: float | None = None  # pull on the bias and per-op term; None: kept
     cv_rel_rmse: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -58,6 +60,7 @@ class TransferInfo:
             "n_adapt": self.n_adapt,
             "scale": round(self.scale, 6),
             "ridge_lambda": self.ridge_lambda,
+            "ridge_lambda_ops": self.ridge_lambda_ops,
             "cv_rel_rmse": {k: round(v, 5) for k, v in self.cv_rel_rmse.items()},
             "seconds": round(self.seconds, 3),
         }
@@ -102,6 +105,18 @@ def _set_output(model: LatencyPredictor, theta: torch.Tensor) -> None:
             model.skip.copy_(theta[:, hidden + 1 :].unsqueeze(-1).float())
 
 
+def describe(info: dict[str, Any]) -> str:
+    """What the adaptation did, in words (the fit report's "adapted from" line)."""
+    if info["method"] != "ridge":
+        return str(info["method"])
+    lam_h, lam_o = info.get("ridge_lambda"), info.get("ridge_lambda_ops")
+    if lam_o is None and lam_h is None:
+        return "the known predictor times the scale (cross-validation kept it)"
+    hidden = "kept" if lam_h is None else f"pulled with lambda {lam_h:g}"
+    ops = "" if lam_o is None else f", bias and per-op term pulled with lambda {lam_o:g}"
+    return f"output layer refitted towards the scaled known weights (hidden-feature weights {hidden}{ops})"
+
+
 def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
     """argmin_a sum(((a * pred - t) / t)^2), the factor on relative error."""
     r = pred / t
@@ -109,15 +124,32 @@ def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
 
 
 def _ridge(
-    phi: torch.Tensor, t: torch.Tensor, theta0: torch.Tensor, lam: float
+    phi: torch.Tensor, t: torch.Tensor, theta0: torch.Tensor, pen: torch.Tensor
 ) -> torch.Tensor:
-    """Per member: argmin sum(((phi theta - t) / t)^2) + lam * |theta - theta0|^2."""
+    """Per member: argmin sum(((phi theta - t) / t)^2) + sum(pen * (theta - theta0)^2).
+
+    `pen` [H+1+F] is a per-coordinate pull; an infinite pull keeps that coordinate at theta0.
+    """
+    free = torch.isfinite(pen)
+    if not bool(free.any()):
+        return theta0.clone()
+    p = phi[:, :, free]
     w = (1.0 / t**2).reshape(1, -1, 1)
-    a = phi.transpose(1, 2) @ (phi * w)
+    a = p.transpose(1, 2) @ (p * w)
     resid = t.reshape(1, -1) - torch.einsum("knd,kd->kn", phi, theta0)
-    rhs = (phi * w).transpose(1, 2) @ resid.unsqueeze(-1)
-    eye = torch.eye(a.shape[-1], dtype=a.dtype).expand_as(a)
-    return theta0 + torch.linalg.solve(a + lam * eye, rhs).squeeze(-1)
+    rhs = (p * w).transpose(1, 2) @ resid.unsqueeze(-1)
+    a = a + torch.diag(pen[free]).expand_as(a)
+    theta = theta0.clone()
+    theta[:, free] += torch.linalg.solve(a, rhs).squeeze(-1)
+    return theta
+
+
+def _penalty(n_hidden: int, n_total: int, lam_hidden: float, lam_ops: float) -> torch.Tensor:
+    """Pull per output-layer coordinate: `lam_hidden` on the weights of the known hidden
+    features, `lam_ops` on the bias and the linear per-op term."""
+    pen = torch.full((n_total,), lam_ops, dtype=torch.float64)
+    pen[:n_hidden] = lam_hidden
+    return pen
 
 
 def _ensemble(phi: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
@@ -125,6 +157,13 @@ def _ensemble(phi: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
     members, then the same smooth floor as LatencyPredictor.forward."""
     rel = torch.einsum("knd,kd->kn", phi, theta).mean(0)
     return torch.nn.functional.softplus(rel, beta=20.0).numpy()
+
+
+def _lam_key(lam_hidden: float, lam_ops: float) -> str:
+    if math.isinf(lam_ops):
+        return "scale only"
+    hidden = "kept" if math.isinf(lam_hidden) else f"{lam_hidden:g}"
+    return f"hidden {hidden}, ops {lam_ops:g}"
 
 
 def _rel_rmse(pred: np.ndarray, t: np.ndarray) -> float:
@@ -186,28 +225,36 @@ def _adapt_output(
     phi, theta = _parts(model, X)
     scale = _fit_scale(_ensemble(phi, theta), t.numpy())
     info = TransferInfo(method, len(X), scale)
-    best_lam: float | None = None
+    n_hidden = model.weights[-1].shape[1]
+    best: tuple[float, float] = (math.inf, math.inf)  # (hidden, ops): the scaled known model
     if method == "ridge" and len(X) >= 2 * FOLDS:
         folds = np.random.default_rng(seed).permutation(len(X)) % FOLDS
+        tn = t.numpy()
+        scales = [
+            _fit_scale(_ensemble(phi[:, folds != f], theta), tn[folds != f]) for f in range(FOLDS)
+        ]
         scores: dict[str, float] = {}
-        for lam in (math.inf, *LAMBDAS):
-            errs = np.empty(len(X))
-            for f in range(FOLDS):
-                tr, te = folds != f, folds == f
-                a = _fit_scale(_ensemble(phi[:, tr], theta), t.numpy()[tr])
-                th = a * theta if math.isinf(lam) else _ridge(phi[:, tr], t[tr], a * theta, lam)
-                errs[te] = (_ensemble(phi[:, te], th) - t.numpy()[te]) / t.numpy()[te]
-            scores["scale only" if math.isinf(lam) else f"{lam:g}"] = float(
-                np.sqrt(np.mean(errs**2))
-            )
+        for lam_h in (math.inf, *LAMBDAS):
+            for lam_o in (math.inf, *LAMBDAS_OPS):
+                if math.isinf(lam_o) and not math.isinf(lam_h):
+                    continue  # the hidden weights move only with the per-op term free
+                pen = _penalty(n_hidden, theta.shape[1], lam_h, lam_o)
+                errs = np.empty(len(X))
+                for f in range(FOLDS):
+                    tr, te = folds != f, folds == f
+                    th = _ridge(phi[:, tr], t[tr], scales[f] * theta, pen)
+                    errs[te] = (_ensemble(phi[:, te], th) - tn[te]) / tn[te]
+                scores[_lam_key(lam_h, lam_o)] = float(np.sqrt(np.mean(errs**2)))
+                if scores[_lam_key(lam_h, lam_o)] < scores.get(_lam_key(*best), math.inf):
+                    best = (lam_h, lam_o)
         info.cv_rel_rmse = scores
-        best = min(scores, key=lambda k: scores[k])
-        best_lam = None if best == "scale only" else float(best)
-    new_theta = scale * theta if best_lam is None else _ridge(phi, t, scale * theta, best_lam)
+    pen = _penalty(n_hidden, theta.shape[1], *best)
+    new_theta = _ridge(phi, t, scale * theta, pen)
     _set_output(model, new_theta)
     model.eval()
     model.requires_grad_(False)
-    info.ridge_lambda = best_lam
+    info.ridge_lambda = None if math.isinf(best[0]) else best[0]
+    info.ridge_lambda_ops = None if math.isinf(best[1]) else best[1]
     return model, info
 
 
