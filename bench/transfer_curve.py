@@ -151,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                     "size": size, "draw": draw, "model": f"transfer-{method}",
                     "seconds": time.perf_counter() - t0, "lambda": info.ridge_lambda,
                     "lambda_ops": info.ridge_lambda_ops, "scale": info.scale,
+                    "blend_weight": info.blend_weight,
                     **score(model.predict_ms(X_all), sets),
                 })  # fmt: skip
             print(f"draw {draw} size {size} done", file=sys.stderr, flush=True)
     (args.out / "transfer_curve.json").write_text(
         json.dumps({"results": results, "floor": floors}, indent=1, default=float)
     )
-    table = markdown(results, floors, sets)
+    table = markdown(results, floors, sets) + "\n" + compact(results, floors, sets)
     (args.out / "transfer_curve.md").write_text(table)
     print(table)
     return 0
@@ -190,6 +191,36 @@ def markdown(
     for n in names:
         cells += [f"{floors[f'{n}.within_10']:.1f}", f"{floors[f'{n}.mape']:.2f}"]
     lines.append("| re-measurement (run a vs run b) | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compact(
+    results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]
+) -> str:
+    """One row per size, per held-out set a column per model: "within ±10 % (MAPE %)"."""
+    models = list(dict.fromkeys(r["model"] for r in results))
+    sizes = sorted({r["size"] for r in results})
+    names = [s["name"] for s in sets]
+    head = "| profiles | " + " | ".join(f"{m} ({n})" for n in names for m in models) + " |"
+    lines = [head, "|---:|" + "---|" * (len(models) * len(names))]
+    for size in sizes:
+        cells = []
+        for n in names:
+            for model in models:
+                rows = [r for r in results if r["model"] == model and r["size"] == size]
+                if not rows:
+                    cells.append("")
+                    continue
+                w = statistics.median(r[f"{n}.within_10"] for r in rows)
+                m = statistics.median(r[f"{n}.mape"] for r in rows)
+                cells.append(f"{w:.1f} ({m:.1f})")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        for i in range(len(models)):
+            f = f"{floors[f'{n}.within_10']:.1f} ({floors[f'{n}.mape']:.1f})"
+            cells.append(f if i == 0 else "")
+    lines.append("| floor (run a vs run b) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

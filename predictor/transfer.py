@@ -24,6 +24,7 @@ chose the default. The adapted model is a plain LatencyPredictor (same file form
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,11 +36,15 @@ import torch
 from predictor.model import LatencyPredictor, deterministic
 from targets.errors import UserError
 
-METHODS = ("ridge", "scale", "finetune")
-DEFAULT_METHOD = "ridge"
+METHODS = ("blend", "ridge", "scale", "finetune")
+DEFAULT_METHOD = "blend"
+BLEND_MIN_ROWS = 50  # below this a predictor from scratch is worse than none (MIN_SAMPLES)
+BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # shares of the adapted predictor tried, in order
+BLEND_FOLDS = 3
 LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # hidden
 LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # per-op term
 FOLDS = 5
+MIN_VAL = 5  # validation rows a scratch predictor needs to early-stop (predictor.dataset.MIN_EVAL)
 
 
 @dataclass
@@ -53,6 +58,8 @@ class TransferInfo:
     ridge_lambda_ops: float | None = None  # pull on the bias and per-op term; None: kept
     cv_rel_rmse: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    blend_weight: float | None = None  # blend: share of the adapted predictor; None: not blended
+    cv_blend_rel_rmse: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +70,8 @@ class TransferInfo:
             "ridge_lambda_ops": self.ridge_lambda_ops,
             "cv_rel_rmse": {k: round(v, 5) for k, v in self.cv_rel_rmse.items()},
             "seconds": round(self.seconds, 3),
+            "blend_weight": self.blend_weight,
+            "cv_blend_rel_rmse": {k: round(v, 5) for k, v in self.cv_blend_rel_rmse.items()},
         }
 
 
@@ -107,14 +116,25 @@ def _set_output(model: LatencyPredictor, theta: torch.Tensor) -> None:
 
 def describe(info: dict[str, Any]) -> str:
     """What the adaptation did, in words (the fit report's "adapted from" line)."""
-    if info["method"] != "ridge":
+    if info["method"] not in ("ridge", "blend"):
         return str(info["method"])
     lam_h, lam_o = info.get("ridge_lambda"), info.get("ridge_lambda_ops")
     if lam_o is None and lam_h is None:
-        return "the known predictor times the scale (cross-validation kept it)"
-    hidden = "kept" if lam_h is None else f"pulled with lambda {lam_h:g}"
-    ops = "" if lam_o is None else f", bias and per-op term pulled with lambda {lam_o:g}"
-    return f"output layer refitted towards the scaled known weights (hidden-feature weights {hidden}{ops})"
+        how = "the known predictor times the scale (cross-validation kept it)"
+    else:
+        hidden = "kept" if lam_h is None else f"pulled with lambda {lam_h:g}"
+        ops = "" if lam_o is None else f", bias and per-op term pulled with lambda {lam_o:g}"
+        how = f"output layer refitted towards the scaled known weights (hidden-feature weights {hidden}{ops})"
+    weight = info.get("blend_weight")
+    if weight == 0.0:
+        return "replaced by a predictor fitted from scratch on the same rows (cross-validation)"
+    if weight == 1.0:
+        how += "; a predictor from scratch got no share in cross-validation"
+    elif weight is not None:
+        how += f", blended {weight:g} : {1 - weight:g} with one fitted from scratch (cross-validation)"
+    elif info["method"] == "blend":
+        how += f" (too few rows to blend with a predictor from scratch: it needs {BLEND_MIN_ROWS})"
+    return how
 
 
 def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
@@ -198,9 +218,121 @@ def adapt(
         info.seconds = time.perf_counter() - t0
         return model, info
     with deterministic(seed):  # one torch thread: small solves, and a busy host
-        model, info = _adapt_output(init, X, y, method, X_val, y_val_ms, seed)
+        ridge_method = "ridge" if method == "blend" else method
+        model, info = _adapt_output(init, X, y, ridge_method, X_val, y_val_ms, seed)
+    info.method = method
+    n_val = 0 if X_val is None else len(X_val)
+    if method == "blend" and len(X) + n_val >= BLEND_MIN_ROWS and n_val >= MIN_VAL:
+        X_val, y_val = np.asarray(X_val, dtype=np.float32), np.asarray(y_val_ms, dtype=np.float64)
+        weight, scores = _blend_weight(
+            init, np.concatenate([X, X_val]), np.concatenate([y, y_val]), info, seed
+        )
+        info.blend_weight, info.cv_blend_rel_rmse = weight, scores
+        if weight < 1.0:
+            scratch = _scratch(init, X, y, X_val, y_val, seed)
+            model = scratch if weight == 0.0 else _merge(model, scratch, weight)
     info.seconds = time.perf_counter() - t0
     return model, info
+
+
+def _blend_weight(
+    init: LatencyPredictor, X: np.ndarray, y: np.ndarray, info: TransferInfo, seed: int
+) -> tuple[float, dict[str, float]]:
+    """The share of the adapted predictor in its blend with one fitted from scratch, chosen
+    by k-fold cross-validation on the new rows (relative RMSE; ties go to the adapted one).
+
+    Each fold refits both on the other folds: the adapted one with the pulls already
+    chosen, the scratch one early-stopped on 15 % of them. With few rows the adapted one
+    wins; as the rows grow the scratch one takes over where the known target misleads.
+    """
+    pen_h = math.inf if info.ridge_lambda is None else info.ridge_lambda
+    pen_o = math.inf if info.ridge_lambda_ops is None else info.ridge_lambda_ops
+    y_mean = float(init.y_mean)
+    t = y / y_mean
+    with deterministic(seed):
+        phi, theta = _parts(init, X)
+    pen = _penalty(init.weights[-1].shape[1], theta.shape[1], pen_h, pen_o)
+    rng = np.random.default_rng(seed + 1)
+    folds = rng.permutation(len(X)) % BLEND_FOLDS
+    pred_a, pred_b = np.empty(len(X)), np.empty(len(X))
+    for f in range(BLEND_FOLDS):
+        tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        with deterministic(seed):
+            a = _fit_scale(_ensemble(phi[:, tr], theta), t[tr])
+            th = _ridge(phi[:, tr], torch.as_tensor(t[tr]), a * theta, pen)
+            pred_a[te] = _ensemble(phi[:, te], th)
+        inner = rng.permutation(tr)
+        n_val = max(MIN_VAL, round(0.15 * len(tr)))
+        val, fit = inner[:n_val], inner[n_val:]
+        scratch = _scratch(init, X[fit], y[fit], X[val], y[val], seed)
+        pred_b[te] = scratch.predict_ms(X[te]) / y_mean
+    scores = {f"{w:g}": _rel_rmse(w * pred_a + (1 - w) * pred_b, t) for w in BLEND_WEIGHTS}
+    best = min(BLEND_WEIGHTS, key=lambda w: (scores[f"{w:g}"], -w))
+    return best, scores
+
+
+def _scratch(
+    init: LatencyPredictor,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+) -> LatencyPredictor:
+    """A predictor of the new target from its rows alone: the same features and network
+    shape as `init`, trained as `hwnas predictor fit` does (early-stopped on the val rows)."""
+    from predictor.model import MLPConfig, train_mlp
+
+    cfg = MLPConfig(
+        hidden=init.cfg.hidden,
+        members=init.cfg.members,
+        activation=init.cfg.activation,
+        linear_skip=init.cfg.linear_skip,
+    )
+    model, _ = train_mlp(X, y, X_val, y_val, init.features, cfg, seed=seed)
+    return model
+
+
+def _merge(a: LatencyPredictor, b: LatencyPredictor, weight_a: float) -> LatencyPredictor:
+    """One LatencyPredictor whose output is weight_a * a + (1 - weight_a) * b (before the
+    positive floor): b's members, rewritten to a's feature standardisation and latency
+    scale, appended to a's, each member's output layer weighted so the ensemble mean is
+    the blend. The file format and the search's differentiable path stay as they are."""
+    if not torch.equal(a.feature_matrix, b.feature_matrix) or a.cfg.hidden != b.cfg.hidden:
+        raise ValueError("blending needs two predictors with the same features and layers")
+    ka, kb = a.cfg.members, b.cfg.members
+    cfg = dataclasses.replace(a.cfg, members=ka + kb)
+    out = LatencyPredictor(a.features, cfg)
+    with torch.no_grad():
+        for name in ("feature_matrix", "x_mean", "x_std", "y_mean"):
+            getattr(out, name).copy_(getattr(a, name))
+        # b's standardised features from a's: z_b = z_a * (s_a / s_b) + (m_a - m_b) / s_b
+        ratio = (a.x_std / b.x_std).double()
+        shift = ((a.x_mean - b.x_mean) / b.x_std).double()
+        wb = [w.double().clone() for w in b.weights]
+        bb = [v.double().clone() for v in b.biases]
+        bb[0] = bb[0] + torch.einsum("f,kfh->kh", shift, wb[0])
+        wb[0] = wb[0] * ratio.reshape(1, -1, 1)
+        skb = None
+        if b.skip is not None:
+            bb[-1] = bb[-1] + torch.einsum("f,kfo->ko", shift, b.skip.double())
+            skb = b.skip.double() * ratio.reshape(1, -1, 1)
+        # b's output relative to a's mean latency, and the blend weights per member
+        ra = weight_a * (ka + kb) / ka
+        rb = (1.0 - weight_a) * (ka + kb) / kb * float(b.y_mean / a.y_mean)
+        last = len(out.weights) - 1
+        for i in range(len(out.weights)):
+            wa, ba = a.weights[i].double(), a.biases[i].double()
+            wi, bi = wb[i], bb[i]
+            if i == last:
+                wa, ba, wi, bi = ra * wa, ra * ba, rb * wi, rb * bi
+            out.weights[i].copy_(torch.cat([wa, wi]).float())
+            out.biases[i].copy_(torch.cat([ba, bi]).float())
+        if out.skip is not None and a.skip is not None and skb is not None:
+            out.skip.copy_(torch.cat([ra * a.skip.double(), rb * skb]).float())
+    out.eval()
+    out.requires_grad_(False)
+    return out
 
 
 def _adapt_output(

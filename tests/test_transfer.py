@@ -110,3 +110,46 @@ def test_unknown_method_and_bad_latencies_are_user_errors(known: LatencyPredicto
         adapt(known, X, _new_latency(X), method="magic")
     with pytest.raises(UserError, match="positive"):
         adapt(known, X, -_new_latency(X))
+
+
+def test_blend_is_one_predictor_averaging_the_adapted_and_a_scratch_one(
+    known: LatencyPredictor,
+) -> None:
+    """`blend` returns a plain LatencyPredictor (one file, differentiable for the search)
+    whose output is the average of two models fitted with different standardisations."""
+    from predictor.transfer import _merge, _scratch
+
+    X, Xv, held = _sample(60, 10), _sample(15, 11), _sample(50, 12)
+    y, yv = _new_latency(X), _new_latency(Xv)
+    adapted, _ = adapt(known, X, y, method="ridge", X_val=Xv, y_val_ms=yv, seed=0)
+    scratch = _scratch(known, X, y, Xv, yv, seed=0)
+    assert not torch.equal(scratch.x_mean, adapted.x_mean)
+    merged = _merge(adapted, scratch, 0.25)
+    assert merged.cfg.members == adapted.cfg.members + scratch.cfg.members
+    x = torch.as_tensor(held)
+    with torch.no_grad():
+        want = (
+            0.25 * adapted.relative(x) * adapted.y_mean
+            + 0.75 * scratch.relative(x) * scratch.y_mean
+        )
+        got = merged.relative(x) * merged.y_mean
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    # By default `adapt` blends the two once there are 50 rows, the share chosen by
+    # cross-validation: here the target is the known one plus an op cost, which the
+    # adapted predictor learns from few rows and a scratch one does not, so it keeps most.
+    model, info = adapt(known, X, y, X_val=Xv, y_val_ms=yv, seed=0)
+    assert info.method == "blend" and info.n_adapt == 75
+    assert info.blend_weight is not None and info.blend_weight >= 0.75, info.cv_blend_rel_rmse
+    assert set(info.cv_blend_rel_rmse) == {"1", "0.75", "0.5", "0.25", "0"}
+    if info.blend_weight < 1:
+        assert model.cfg.members == adapted.cfg.members + scratch.cfg.members
+    after = regression_metrics(_new_latency(held), model.predict_ms(held))["mape"]
+    alone = regression_metrics(_new_latency(held), scratch.predict_ms(held))["mape"]
+    assert after < alone, (after, alone)
+    # ... and is differentiable in a relaxed encoding, as the search needs.
+    relaxed = torch.full((1, held.shape[1]), 0.3, requires_grad=True)
+    model(relaxed).sum().backward()
+    assert relaxed.grad is not None and torch.isfinite(relaxed.grad).all()
+    # Too few rows for a scratch predictor: the adapted one alone.
+    small, info = adapt(known, X[:30], y[:30], X_val=Xv[:5], y_val_ms=yv[:5], seed=0)
+    assert info.blend_weight is None and small.cfg.members == known.cfg.members
