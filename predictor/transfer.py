@@ -8,17 +8,25 @@ from many profiles, are kept as they are, and only its output layer is refitted 
 target's few profiles:
 
 1. `scale`: one factor on the known predictor's output, fitted on relative error;
-2. `ridge` (the default): then every member's output layer (its weights on the last
-   hidden layer, its bias, and its linear per-op term) refitted by weighted least squares
-   on relative error, pulled towards the scaled known weights by a ridge penalty whose
-   strength is chosen by k-fold cross-validation on the new profiles. With few profiles
-   the penalty wins and the result stays the scaled known predictor; with more, the
-   per-op costs of the new target come through.
+2. `ridge`: then every member's output layer (its weights on the last hidden layer, its
+   bias, and its linear per-op term) refitted by weighted least squares on relative
+   error, pulled towards the scaled known weights by two ridge penalties, one on the
+   hidden-feature weights and one on the bias and per-op term (a new target differs by op
+   costs, not one factor), both chosen by k-fold cross-validation on the new profiles.
+   With few profiles the pulls win and the result stays near the scaled known predictor;
+   with more, the new target's costs come through.
+3. `blend` (the default): `ridge`, then, from 50 profiles on, averaged with a predictor
+   fitted from scratch on the same rows, the share of each chosen by 3-fold
+   cross-validation (LitePred-style selection between the known start and the new data,
+   made continuous): the adapted predictor's hidden features were learned on another
+   target and cap how close it can get; the scratch one keeps improving as profiles grow.
+   The blend is one plain LatencyPredictor (the scratch members rewritten to the adapted
+   one's standardisation and appended), so files and the search are unchanged.
 
-Both are closed-form (deterministic, a fraction of a second). `finetune` (every layer
+`scale` and `ridge` are closed-form (deterministic, seconds). `finetune` (every layer
 trained again from the known weights, early-stopped on the validation split) is kept for
-comparison; docs/benchmarks.md ("Transfer to a new target") has the learning curves that
-chose the default. The adapted model is a plain LatencyPredictor (same file format).
+comparison; docs/benchmarks.md ("Transfer to a new target, network v2") has the learning
+curves that chose the default.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ DEFAULT_METHOD = "blend"
 BLEND_MIN_ROWS = 50  # below this a predictor from scratch is worse than none (MIN_SAMPLES)
 BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # shares of the adapted predictor tried, in order
 BLEND_FOLDS = 3
-LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # hidden
+LAMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # hidden
 LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # per-op term
 FOLDS = 5
 MIN_VAL = 5  # validation rows a scratch predictor needs to early-stop (predictor.dataset.MIN_EVAL)
