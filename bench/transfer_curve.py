@@ -1,13 +1,15 @@
 """Learning curves on a new target: a predictor from scratch versus one adapted from a known target.
 
-    python bench/transfer_curve.py --known runs/bench/tl/known-ortcpu.pt \
-        --db runs/bench/tl/tl-ort2t.db --target runs/bench/tl/ort-cpu-2t.toml \
-        --heldout runs/bench/tl/ho1001:runs/bench/tl/ho1001-ort-cpu-2t-a.json:runs/bench/tl/ho1001-ort-cpu-2t-b.json \
-        --sizes 30,60,120,240 --out runs/bench/tl/curve-2t
+    python bench/transfer_curve.py --known runs/bench/tl2/known-ortcpu.pt \
+        --db runs/bench/tl2/noopt.db --target runs/bench/tl2/ort-cpu-noopt.toml \
+        --heldout runs/bench/tl2/ho1001:runs/bench/tl2/ho1001-noopt-a.json:runs/bench/tl2/ho1001-noopt-b.json \
+        --heldout runs/bench/tl2/ho1002:runs/bench/tl2/ho1002-noopt-a.json:runs/bench/tl2/ho1002-noopt-b.json \
+        --sizes 30,60,120,240 --methods blend,ridge,scale --include-unstable --out runs/bench/tl2/curve-noopt
 
 A size N is N profiled architectures of the new target consumed by the fit (training plus
-validation rows), drawn as nested subsets of the store; `--draws K` repeats every size
-with K different draws (another split seed) and reports the median. Scored on held-out
+validation rows; rows flagged unstable count only with --include-unstable), drawn as
+nested subsets of the store; `--draws K` repeats every size with K different draws
+(another split seed) and reports the median. Scored on held-out
 sets: architectures sampled from seeds the profile did not use, measured twice with
 `hwnas measure --json` in two processes; every figure is drift-corrected (latency x the
 store's median reference figure / the reference network's figure in the same rounds), and
