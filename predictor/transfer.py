@@ -41,16 +41,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from predictor.dataset import MIN_SAMPLES
 from predictor.model import LatencyPredictor, deterministic
 from targets.errors import UserError
 
 METHODS = ("blend", "ridge", "scale", "finetune")
 DEFAULT_METHOD = "blend"
-BLEND_MIN_ROWS = 50  # below this a predictor from scratch is worse than none (MIN_SAMPLES)
+BLEND_MIN_ROWS = MIN_SAMPLES  # fewer rows: a predictor from scratch is worse than none
 BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # shares of the adapted predictor tried, in order
 BLEND_FOLDS = 3
-LAMBDAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # hidden
-LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # per-op term
+# Pulls tried by cross-validation: on the hidden-feature weights, and on the bias and per-op term.
+LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 FOLDS = 5
 MIN_VAL = 5  # validation rows a scratch predictor needs to early-stop (predictor.dataset.MIN_EVAL)
 
@@ -120,29 +122,6 @@ def _set_output(model: LatencyPredictor, theta: torch.Tensor) -> None:
         model.biases[-1].copy_(theta[:, hidden : hidden + 1].float())
         if model.skip is not None:
             model.skip.copy_(theta[:, hidden + 1 :].unsqueeze(-1).float())
-
-
-def describe(info: dict[str, Any]) -> str:
-    """What the adaptation did, in words (the fit report's "adapted from" line)."""
-    if info["method"] not in ("ridge", "blend"):
-        return str(info["method"])
-    lam_h, lam_o = info.get("ridge_lambda"), info.get("ridge_lambda_ops")
-    if lam_o is None and lam_h is None:
-        how = "the known predictor times the scale (cross-validation kept it)"
-    else:
-        hidden = "kept" if lam_h is None else f"pulled with lambda {lam_h:g}"
-        ops = "" if lam_o is None else f", bias and per-op term pulled with lambda {lam_o:g}"
-        how = f"output layer refitted towards the scaled known weights (hidden-feature weights {hidden}{ops})"
-    weight = info.get("blend_weight")
-    if weight == 0.0:
-        return "replaced by a predictor fitted from scratch on the same rows (cross-validation)"
-    if weight == 1.0:
-        how += "; a predictor from scratch got no share in cross-validation"
-    elif weight is not None:
-        how += f", blended {weight:g} : {1 - weight:g} with one fitted from scratch (cross-validation)"
-    elif info["method"] == "blend":
-        how += f" (too few rows to blend with a predictor from scratch: it needs {BLEND_MIN_ROWS})"
-    return how
 
 
 def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
