@@ -1,13 +1,15 @@
 """Learning curves on a new target: a predictor from scratch versus one adapted from a known target.
 
-    python bench/transfer_curve.py --known runs/bench/tl/known-ortcpu.pt \
-        --db runs/bench/tl/tl-ort2t.db --target runs/bench/tl/ort-cpu-2t.toml \
-        --heldout runs/bench/tl/ho1001:runs/bench/tl/ho1001-ort-cpu-2t-a.json:runs/bench/tl/ho1001-ort-cpu-2t-b.json \
-        --sizes 30,60,120,240 --out runs/bench/tl/curve-2t
+    python bench/transfer_curve.py --known runs/bench/tl2/known-ortcpu.pt \
+        --db runs/bench/tl2/noopt.db --target runs/bench/tl2/ort-cpu-noopt.toml \
+        --heldout runs/bench/tl2/ho1001:runs/bench/tl2/ho1001-noopt-a.json:runs/bench/tl2/ho1001-noopt-b.json \
+        --heldout runs/bench/tl2/ho1002:runs/bench/tl2/ho1002-noopt-a.json:runs/bench/tl2/ho1002-noopt-b.json \
+        --sizes 30,60,120,240 --methods blend,ridge,scale --include-unstable --out runs/bench/tl2/curve-noopt
 
 A size N is N profiled architectures of the new target consumed by the fit (training plus
-validation rows), drawn as nested subsets of the store; `--draws K` repeats every size
-with K different draws (another split seed) and reports the median. Scored on held-out
+validation rows; rows flagged unstable count only with --include-unstable), drawn as
+nested subsets of the store; `--draws K` repeats every size with K different draws
+(another split seed) and reports the median. Scored on held-out
 sets: architectures sampled from seeds the profile did not use, measured twice with
 `hwnas measure --json` in two processes; every figure is drift-corrected (latency x the
 store's median reference figure / the reference network's figure in the same rounds), and
@@ -50,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--include-unstable",
+        action="store_true",
+        help="count rows the timing protocol flagged unstable too (default: left out, as "
+        "`predictor fit` does)",
+    )
     p.add_argument("--out", required=True, type=Path)
     return p.parse_args(argv)
 
@@ -95,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     for draw in range(args.draws):
         # The test split is not used (the held-out sets judge): keep it just big enough.
         ds = load_dataset(
-            args.db, args.target, seed=args.seed + draw, val_frac=0.15, test_frac=0.05
-        )
+            args.db, args.target, seed=args.seed + draw, val_frac=0.15, test_frac=0.05,
+            include_unstable=args.include_unstable,
+        )  # fmt: skip
         if not sets:
             baseline = float(ds.stats["reference_baseline_ms"])
             sets = [heldout_set(h, baseline) for h in args.heldout]
@@ -106,14 +115,23 @@ def main(argv: list[str] | None = None) -> int:
                 floors[f"{s['name']}.within_10"] = m["within_10"]
                 floors[f"{s['name']}.spearman"] = m["spearman"]
             X_all = np.concatenate([s["X"] for s in sets])
-            results.append({"size": 0, "draw": 0, "model": "known as is", **score(known.predict_ms(X_all), sets)})
+            results.append(
+                {
+                    "size": 0,
+                    "draw": 0,
+                    "model": "known as is",
+                    **score(known.predict_ms(X_all), sets),
+                }
+            )
         tr_all, va_all = ds.indices("train"), ds.indices("val")
         for size in sizes:
             share = len(va_all) / (len(tr_all) + len(va_all))
             n_va = max(5, round(size * share))
             n_tr = size - n_va
             if n_tr > len(tr_all) or n_va > len(va_all):
-                print(f"size {size}: the store is too small for this draw, skipped", file=sys.stderr)
+                print(
+                    f"size {size}: the store is too small for this draw, skipped", file=sys.stderr
+                )
                 continue
             tr, va = tr_all[:n_tr], va_all[:n_va]
             t0 = time.perf_counter()
@@ -134,25 +152,31 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({
                     "size": size, "draw": draw, "model": f"transfer-{method}",
                     "seconds": time.perf_counter() - t0, "lambda": info.ridge_lambda,
-                    "scale": info.scale, **score(model.predict_ms(X_all), sets),
+                    "lambda_ops": info.ridge_lambda_ops, "scale": info.scale,
+                    "blend_weight": info.blend_weight,
+                    **score(model.predict_ms(X_all), sets),
                 })  # fmt: skip
             print(f"draw {draw} size {size} done", file=sys.stderr, flush=True)
     (args.out / "transfer_curve.json").write_text(
         json.dumps({"results": results, "floor": floors}, indent=1, default=float)
     )
-    table = markdown(results, floors, sets)
+    table = markdown(results, floors, sets) + "\n" + compact(results, floors, sets)
     (args.out / "transfer_curve.md").write_text(table)
     print(table)
     return 0
 
 
-def markdown(results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]) -> str:
+def markdown(
+    results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]
+) -> str:
     names = [s["name"] for s in sets]
     models = list(dict.fromkeys(r["model"] for r in results))
     sizes = sorted({r["size"] for r in results})
-    head = "| model | profiles | " + " | ".join(
-        f"{n}: within ±10 % | {n}: MAPE %" for n in names
-    ) + " |"
+    head = (
+        "| model | profiles | "
+        + " | ".join(f"{n}: within ±10 % | {n}: MAPE %" for n in names)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (2 + 2 * len(names))]
     for model in models:
         for size in sizes:
@@ -169,6 +193,36 @@ def markdown(results: list[dict[str, Any]], floors: dict[str, float], sets: list
     for n in names:
         cells += [f"{floors[f'{n}.within_10']:.1f}", f"{floors[f'{n}.mape']:.2f}"]
     lines.append("| re-measurement (run a vs run b) | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compact(
+    results: list[dict[str, Any]], floors: dict[str, float], sets: list[dict[str, Any]]
+) -> str:
+    """One row per size, per held-out set a column per model: "within ±10 % (MAPE %)"."""
+    models = list(dict.fromkeys(r["model"] for r in results))
+    sizes = sorted({r["size"] for r in results})
+    names = [s["name"] for s in sets]
+    head = "| profiles | " + " | ".join(f"{m} ({n})" for n in names for m in models) + " |"
+    lines = [head, "|---:|" + "---|" * (len(models) * len(names))]
+    for size in sizes:
+        cells = []
+        for n in names:
+            for model in models:
+                rows = [r for r in results if r["model"] == model and r["size"] == size]
+                if not rows:
+                    cells.append("")
+                    continue
+                w = statistics.median(r[f"{n}.within_10"] for r in rows)
+                m = statistics.median(r[f"{n}.mape"] for r in rows)
+                cells.append(f"{w:.1f} ({m:.1f})")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        for i in range(len(models)):
+            f = f"{floors[f'{n}.within_10']:.1f} ({floors[f'{n}.mape']:.1f})"
+            cells.append(f if i == 0 else "")
+    lines.append("| floor (run a vs run b) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

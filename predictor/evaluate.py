@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from predictor.baselines import BASELINES, fit_baselines
-from predictor.dataset import MIN_EVAL, Dataset, check_splits, describe_unstable
+from predictor.dataset import MIN_EVAL, MIN_SAMPLES, Dataset, check_splits, describe_unstable
 from predictor.features import build_feature_layout
 from predictor.metrics import (
     MIN_FOR_STATISTICS,
@@ -370,13 +370,7 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if "transfer" in report:
         tr = report["transfer"]
-        how = (
-            f"output layer refitted (ridge towards the scaled known weights, lambda {tr['ridge_lambda']:g})"
-            if tr.get("ridge_lambda") is not None
-            else "the known predictor times the scale (cross-validation kept it)"
-            if tr["method"] == "ridge"
-            else tr["method"]
-        )
+        how = _describe_transfer(tr)
         lines.append(
             f"adapted from {tr.get('from') or 'a known predictor'} (target {tr.get('from_target')}) "
             f"on {tr['n_adapt']} profiles of this target: scale x{tr['scale']:.4f}, {how}; "
@@ -385,3 +379,27 @@ def render_report(report: dict[str, Any]) -> str:
     if "note" in report:
         lines.append(report["note"])
     return "\n".join(lines)
+
+
+def _describe_transfer(info: dict[str, Any]) -> str:
+    """What `predictor fit --init` did, in words (predictor.transfer fills `info`; it imports
+    this module, so this one does not import it)."""
+    if info["method"] not in ("ridge", "blend"):
+        return str(info["method"])
+    lam_h, lam_o = info.get("ridge_lambda"), info.get("ridge_lambda_ops")
+    if lam_o is None and lam_h is None:
+        how = "the known predictor times the scale (cross-validation kept it)"
+    else:
+        hidden = "kept" if lam_h is None else f"pulled with lambda {lam_h:g}"
+        ops = "" if lam_o is None else f", bias and per-op term pulled with lambda {lam_o:g}"
+        how = f"output layer refitted towards the scaled known weights (hidden-feature weights {hidden}{ops})"
+    weight = info.get("blend_weight")
+    if weight == 0.0:
+        return "replaced by a predictor fitted from scratch on the same rows (cross-validation)"
+    if weight == 1.0:
+        how += "; a predictor from scratch got no share in cross-validation"
+    elif weight is not None:
+        how += f", blended {weight:g} : {1 - weight:g} with one fitted from scratch (cross-validation)"
+    elif info["method"] == "blend":
+        how += f" (too few rows to blend with a predictor from scratch: it needs {MIN_SAMPLES})"
+    return how

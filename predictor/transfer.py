@@ -8,22 +8,31 @@ from many profiles, are kept as they are, and only its output layer is refitted 
 target's few profiles:
 
 1. `scale`: one factor on the known predictor's output, fitted on relative error;
-2. `ridge` (the default): then every member's output layer (its weights on the last
-   hidden layer, its bias, and its linear per-op term) refitted by weighted least squares
-   on relative error, pulled towards the scaled known weights by a ridge penalty whose
-   strength is chosen by k-fold cross-validation on the new profiles. With few profiles
-   the penalty wins and the result stays the scaled known predictor; with more, the
-   per-op costs of the new target come through.
+2. `ridge`: then every member's output layer (its weights on the last hidden layer, its
+   bias, and its linear per-op term) refitted by weighted least squares on relative
+   error, pulled towards the scaled known weights by two ridge penalties, one on the
+   hidden-feature weights and one on the bias and per-op term (a new target differs by op
+   costs, not one factor), both chosen by k-fold cross-validation on the new profiles.
+   With few profiles the pulls win and the result stays near the scaled known predictor;
+   with more, the new target's costs come through.
+3. `blend` (the default): `ridge`, then, from 50 profiles on, averaged with a predictor
+   fitted from scratch on the same rows, the share of each chosen by 3-fold
+   cross-validation (LitePred-style selection between the known start and the new data,
+   made continuous): the adapted predictor's hidden features were learned on another
+   target and cap how close it can get; the scratch one keeps improving as profiles grow.
+   The blend is one plain LatencyPredictor (the scratch members rewritten to the adapted
+   one's standardisation and appended), so files and the search are unchanged.
 
-Both are closed-form (deterministic, a fraction of a second). `finetune` (every layer
+`scale` and `ridge` are closed-form (deterministic, seconds). `finetune` (every layer
 trained again from the known weights, early-stopped on the validation split) is kept for
-comparison; docs/benchmarks.md ("Transfer to a new target") has the learning curves that
-chose the default. The adapted model is a plain LatencyPredictor (same file format).
+comparison; docs/benchmarks.md ("Transfer to a new target, network v2") has the learning
+curves that chose the default.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,13 +41,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from predictor.dataset import MIN_SAMPLES
 from predictor.model import LatencyPredictor, deterministic
 from targets.errors import UserError
 
-METHODS = ("ridge", "scale", "finetune")
-DEFAULT_METHOD = "ridge"
-LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+METHODS = ("blend", "ridge", "scale", "finetune")
+DEFAULT_METHOD = "blend"
+BLEND_MIN_ROWS = MIN_SAMPLES  # fewer rows: a predictor from scratch is worse than none
+BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # shares of the adapted predictor tried, in order
+BLEND_FOLDS = 3
+# Pulls tried by cross-validation: on the hidden-feature weights, and on the bias and per-op term.
+LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+LAMBDAS_OPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 FOLDS = 5
+MIN_VAL = 5  # validation rows a scratch predictor needs to early-stop (predictor.dataset.MIN_EVAL)
 
 
 @dataclass
@@ -48,9 +64,12 @@ class TransferInfo:
     method: str
     n_adapt: int
     scale: float
-    ridge_lambda: float | None = None  # None: the scaled known predictor was kept
+    ridge_lambda: float | None = None  # pull on the hidden-feature weights; None: kept (scaled)
+    ridge_lambda_ops: float | None = None  # pull on the bias and per-op term; None: kept
     cv_rel_rmse: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    blend_weight: float | None = None  # blend: share of the adapted predictor; None: not blended
+    cv_blend_rel_rmse: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,8 +77,11 @@ class TransferInfo:
             "n_adapt": self.n_adapt,
             "scale": round(self.scale, 6),
             "ridge_lambda": self.ridge_lambda,
+            "ridge_lambda_ops": self.ridge_lambda_ops,
             "cv_rel_rmse": {k: round(v, 5) for k, v in self.cv_rel_rmse.items()},
             "seconds": round(self.seconds, 3),
+            "blend_weight": self.blend_weight,
+            "cv_blend_rel_rmse": {k: round(v, 5) for k, v in self.cv_blend_rel_rmse.items()},
         }
 
 
@@ -109,15 +131,32 @@ def _fit_scale(pred: np.ndarray, t: np.ndarray) -> float:
 
 
 def _ridge(
-    phi: torch.Tensor, t: torch.Tensor, theta0: torch.Tensor, lam: float
+    phi: torch.Tensor, t: torch.Tensor, theta0: torch.Tensor, pen: torch.Tensor
 ) -> torch.Tensor:
-    """Per member: argmin sum(((phi theta - t) / t)^2) + lam * |theta - theta0|^2."""
+    """Per member: argmin sum(((phi theta - t) / t)^2) + sum(pen * (theta - theta0)^2).
+
+    `pen` [H+1+F] is a per-coordinate pull; an infinite pull keeps that coordinate at theta0.
+    """
+    free = torch.isfinite(pen)
+    if not bool(free.any()):
+        return theta0.clone()
+    p = phi[:, :, free]
     w = (1.0 / t**2).reshape(1, -1, 1)
-    a = phi.transpose(1, 2) @ (phi * w)
+    a = p.transpose(1, 2) @ (p * w)
     resid = t.reshape(1, -1) - torch.einsum("knd,kd->kn", phi, theta0)
-    rhs = (phi * w).transpose(1, 2) @ resid.unsqueeze(-1)
-    eye = torch.eye(a.shape[-1], dtype=a.dtype).expand_as(a)
-    return theta0 + torch.linalg.solve(a + lam * eye, rhs).squeeze(-1)
+    rhs = (p * w).transpose(1, 2) @ resid.unsqueeze(-1)
+    a = a + torch.diag(pen[free]).expand_as(a)
+    theta = theta0.clone()
+    theta[:, free] += torch.linalg.solve(a, rhs).squeeze(-1)
+    return theta
+
+
+def _penalty(n_hidden: int, n_total: int, lam_hidden: float, lam_ops: float) -> torch.Tensor:
+    """Pull per output-layer coordinate: `lam_hidden` on the weights of the known hidden
+    features, `lam_ops` on the bias and the linear per-op term."""
+    pen = torch.full((n_total,), lam_ops, dtype=torch.float64)
+    pen[:n_hidden] = lam_hidden
+    return pen
 
 
 def _ensemble(phi: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
@@ -125,6 +164,13 @@ def _ensemble(phi: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
     members, then the same smooth floor as LatencyPredictor.forward."""
     rel = torch.einsum("knd,kd->kn", phi, theta).mean(0)
     return torch.nn.functional.softplus(rel, beta=20.0).numpy()
+
+
+def _lam_key(lam_hidden: float, lam_ops: float) -> str:
+    if math.isinf(lam_ops):
+        return "scale only"
+    hidden = "kept" if math.isinf(lam_hidden) else f"{lam_hidden:g}"
+    return f"hidden {hidden}, ops {lam_ops:g}"
 
 
 def _rel_rmse(pred: np.ndarray, t: np.ndarray) -> float:
@@ -159,9 +205,121 @@ def adapt(
         info.seconds = time.perf_counter() - t0
         return model, info
     with deterministic(seed):  # one torch thread: small solves, and a busy host
-        model, info = _adapt_output(init, X, y, method, X_val, y_val_ms, seed)
+        ridge_method = "ridge" if method == "blend" else method
+        model, info = _adapt_output(init, X, y, ridge_method, X_val, y_val_ms, seed)
+    info.method = method
+    n_val = 0 if X_val is None else len(X_val)
+    if method == "blend" and len(X) + n_val >= BLEND_MIN_ROWS and n_val >= MIN_VAL:
+        X_val, y_val = np.asarray(X_val, dtype=np.float32), np.asarray(y_val_ms, dtype=np.float64)
+        weight, scores = _blend_weight(
+            init, np.concatenate([X, X_val]), np.concatenate([y, y_val]), info, seed
+        )
+        info.blend_weight, info.cv_blend_rel_rmse = weight, scores
+        if weight < 1.0:
+            scratch = _scratch(init, X, y, X_val, y_val, seed)
+            model = scratch if weight == 0.0 else _merge(model, scratch, weight)
     info.seconds = time.perf_counter() - t0
     return model, info
+
+
+def _blend_weight(
+    init: LatencyPredictor, X: np.ndarray, y: np.ndarray, info: TransferInfo, seed: int
+) -> tuple[float, dict[str, float]]:
+    """The share of the adapted predictor in its blend with one fitted from scratch, chosen
+    by k-fold cross-validation on the new rows (relative RMSE; ties go to the adapted one).
+
+    Each fold refits both on the other folds: the adapted one with the pulls already
+    chosen, the scratch one early-stopped on 15 % of them. With few rows the adapted one
+    wins; as the rows grow the scratch one takes over where the known target misleads.
+    """
+    pen_h = math.inf if info.ridge_lambda is None else info.ridge_lambda
+    pen_o = math.inf if info.ridge_lambda_ops is None else info.ridge_lambda_ops
+    y_mean = float(init.y_mean)
+    t = y / y_mean
+    with deterministic(seed):
+        phi, theta = _parts(init, X)
+    pen = _penalty(init.weights[-1].shape[1], theta.shape[1], pen_h, pen_o)
+    rng = np.random.default_rng(seed + 1)
+    folds = rng.permutation(len(X)) % BLEND_FOLDS
+    pred_a, pred_b = np.empty(len(X)), np.empty(len(X))
+    for f in range(BLEND_FOLDS):
+        tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        with deterministic(seed):
+            a = _fit_scale(_ensemble(phi[:, tr], theta), t[tr])
+            th = _ridge(phi[:, tr], torch.as_tensor(t[tr]), a * theta, pen)
+            pred_a[te] = _ensemble(phi[:, te], th)
+        inner = rng.permutation(tr)
+        n_val = max(MIN_VAL, round(0.15 * len(tr)))
+        val, fit = inner[:n_val], inner[n_val:]
+        scratch = _scratch(init, X[fit], y[fit], X[val], y[val], seed)
+        pred_b[te] = scratch.predict_ms(X[te]) / y_mean
+    scores = {f"{w:g}": _rel_rmse(w * pred_a + (1 - w) * pred_b, t) for w in BLEND_WEIGHTS}
+    best = min(BLEND_WEIGHTS, key=lambda w: (scores[f"{w:g}"], -w))
+    return best, scores
+
+
+def _scratch(
+    init: LatencyPredictor,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+) -> LatencyPredictor:
+    """A predictor of the new target from its rows alone: the same features and network
+    shape as `init`, trained as `hwnas predictor fit` does (early-stopped on the val rows)."""
+    from predictor.model import MLPConfig, train_mlp
+
+    cfg = MLPConfig(
+        hidden=init.cfg.hidden,
+        members=init.cfg.members,
+        activation=init.cfg.activation,
+        linear_skip=init.cfg.linear_skip,
+    )
+    model, _ = train_mlp(X, y, X_val, y_val, init.features, cfg, seed=seed)
+    return model
+
+
+def _merge(a: LatencyPredictor, b: LatencyPredictor, weight_a: float) -> LatencyPredictor:
+    """One LatencyPredictor whose output is weight_a * a + (1 - weight_a) * b (before the
+    positive floor): b's members, rewritten to a's feature standardisation and latency
+    scale, appended to a's, each member's output layer weighted so the ensemble mean is
+    the blend. The file format and the search's differentiable path stay as they are."""
+    if not torch.equal(a.feature_matrix, b.feature_matrix) or a.cfg.hidden != b.cfg.hidden:
+        raise ValueError("blending needs two predictors with the same features and layers")
+    ka, kb = a.cfg.members, b.cfg.members
+    cfg = dataclasses.replace(a.cfg, members=ka + kb)
+    out = LatencyPredictor(a.features, cfg)
+    with torch.no_grad():
+        for name in ("feature_matrix", "x_mean", "x_std", "y_mean"):
+            getattr(out, name).copy_(getattr(a, name))
+        # b's standardised features from a's: z_b = z_a * (s_a / s_b) + (m_a - m_b) / s_b
+        ratio = (a.x_std / b.x_std).double()
+        shift = ((a.x_mean - b.x_mean) / b.x_std).double()
+        wb = [w.double().clone() for w in b.weights]
+        bb = [v.double().clone() for v in b.biases]
+        bb[0] = bb[0] + torch.einsum("f,kfh->kh", shift, wb[0])
+        wb[0] = wb[0] * ratio.reshape(1, -1, 1)
+        skb = None
+        if b.skip is not None:
+            bb[-1] = bb[-1] + torch.einsum("f,kfo->ko", shift, b.skip.double())
+            skb = b.skip.double() * ratio.reshape(1, -1, 1)
+        # b's output relative to a's mean latency, and the blend weights per member
+        ra = weight_a * (ka + kb) / ka
+        rb = (1.0 - weight_a) * (ka + kb) / kb * float(b.y_mean / a.y_mean)
+        last = len(out.weights) - 1
+        for i in range(len(out.weights)):
+            wa, ba = a.weights[i].double(), a.biases[i].double()
+            wi, bi = wb[i], bb[i]
+            if i == last:
+                wa, ba, wi, bi = ra * wa, ra * ba, rb * wi, rb * bi
+            out.weights[i].copy_(torch.cat([wa, wi]).float())
+            out.biases[i].copy_(torch.cat([ba, bi]).float())
+        if out.skip is not None and a.skip is not None and skb is not None:
+            out.skip.copy_(torch.cat([ra * a.skip.double(), rb * skb]).float())
+    out.eval()
+    out.requires_grad_(False)
+    return out
 
 
 def _adapt_output(
@@ -186,28 +344,36 @@ def _adapt_output(
     phi, theta = _parts(model, X)
     scale = _fit_scale(_ensemble(phi, theta), t.numpy())
     info = TransferInfo(method, len(X), scale)
-    best_lam: float | None = None
+    n_hidden = model.weights[-1].shape[1]
+    best: tuple[float, float] = (math.inf, math.inf)  # (hidden, ops): the scaled known model
     if method == "ridge" and len(X) >= 2 * FOLDS:
         folds = np.random.default_rng(seed).permutation(len(X)) % FOLDS
+        tn = t.numpy()
+        scales = [
+            _fit_scale(_ensemble(phi[:, folds != f], theta), tn[folds != f]) for f in range(FOLDS)
+        ]
         scores: dict[str, float] = {}
-        for lam in (math.inf, *LAMBDAS):
-            errs = np.empty(len(X))
-            for f in range(FOLDS):
-                tr, te = folds != f, folds == f
-                a = _fit_scale(_ensemble(phi[:, tr], theta), t.numpy()[tr])
-                th = a * theta if math.isinf(lam) else _ridge(phi[:, tr], t[tr], a * theta, lam)
-                errs[te] = (_ensemble(phi[:, te], th) - t.numpy()[te]) / t.numpy()[te]
-            scores["scale only" if math.isinf(lam) else f"{lam:g}"] = float(
-                np.sqrt(np.mean(errs**2))
-            )
+        for lam_h in (math.inf, *LAMBDAS):
+            for lam_o in (math.inf, *LAMBDAS_OPS):
+                if math.isinf(lam_o) and not math.isinf(lam_h):
+                    continue  # the hidden weights move only with the per-op term free
+                pen = _penalty(n_hidden, theta.shape[1], lam_h, lam_o)
+                errs = np.empty(len(X))
+                for f in range(FOLDS):
+                    tr, te = folds != f, folds == f
+                    th = _ridge(phi[:, tr], t[tr], scales[f] * theta, pen)
+                    errs[te] = (_ensemble(phi[:, te], th) - tn[te]) / tn[te]
+                scores[_lam_key(lam_h, lam_o)] = float(np.sqrt(np.mean(errs**2)))
+                if scores[_lam_key(lam_h, lam_o)] < scores.get(_lam_key(*best), math.inf):
+                    best = (lam_h, lam_o)
         info.cv_rel_rmse = scores
-        best = min(scores, key=lambda k: scores[k])
-        best_lam = None if best == "scale only" else float(best)
-    new_theta = scale * theta if best_lam is None else _ridge(phi, t, scale * theta, best_lam)
+    pen = _penalty(n_hidden, theta.shape[1], *best)
+    new_theta = _ridge(phi, t, scale * theta, pen)
     _set_output(model, new_theta)
     model.eval()
     model.requires_grad_(False)
-    info.ridge_lambda = best_lam
+    info.ridge_lambda = None if math.isinf(best[0]) else best[0]
+    info.ridge_lambda_ops = None if math.isinf(best[1]) else best[1]
     return model, info
 
 

@@ -60,10 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--transfer-method",
-        choices=("ridge", "scale", "finetune"),
-        default="ridge",
-        help="with --init: how to adapt (default ridge: refit the output layer towards the "
-        "scaled known predictor; docs/benchmarks.md)",
+        choices=("blend", "ridge", "scale", "finetune"),
+        default="blend",
+        help="with --init: how to adapt (default blend: refit the output layer towards the "
+        "scaled known predictor (ridge), then average it with a predictor fitted from scratch "
+        "on the same rows when there are 50 or more; docs/benchmarks.md)",
     )
     fit.add_argument("--val-frac", type=float, default=0.15)
     fit.add_argument("--test-frac", type=float, default=0.15)
