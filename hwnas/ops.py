@@ -131,7 +131,9 @@ class Identity(nn.Identity):
 
 
 def _pool_in_nhwc(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last)
+    """An NCHW-laid CPU tensor (channels not innermost; a channel slice of an NHWC tensor is
+    already NHWC-laid and stays so)."""
+    return x.dim() == 4 and x.device.type == "cpu" and x.stride(1) != 1 and x.shape[2] * x.shape[3] > 1
 
 
 class PoolBN(nn.Module):

@@ -230,3 +230,17 @@ def test_forward_shared_computes_each_states_relu_and_pooling_once(stride: int) 
             torch.testing.assert_close(p.grad, pr.grad)
         for b, br in zip(m.buffers(), mr.buffers(), strict=True):
             torch.testing.assert_close(b, br)
+
+
+def test_pooling_keeps_the_callers_memory_layout() -> None:
+    """PoolBN pools NCHW input in NHWC and hands back NCHW; NHWC input, or a channel slice of
+    it (the supernet's states 0 and 1), stays NHWC (else a channels_last network would switch
+    layout at every pooling op)."""
+    m = PoolBN("max", 4, 1, affine=False)
+    x = torch.randn(2, 8, 6, 6)
+    assert m(x[:, :4]).is_contiguous()
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for inp in (cl, cl[:, :4]):
+        out = m(inp[:, :4])
+        assert out.stride(1) == 1
+        torch.testing.assert_close(out, m(x[:, :4].contiguous()))
