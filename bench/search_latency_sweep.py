@@ -253,7 +253,13 @@ def main() -> None:
         budget_job(args.budget_frac)
     while pool.running or pool.queue:
         c, rc, out, err = pool.wait_one()
-        if rc == 2 and "out of reach" in err and budget_name and budget_name in " ".join(c):
+        if (
+            refused is None
+            and rc == 2
+            and "out of reach" in err
+            and budget_name
+            and budget_name in " ".join(c)
+        ):
             refused = {"budget_ms": budget, "message": err.strip()}
             print("  refused before training:", err.strip(), flush=True)
             budget_job(args.fallback_frac)
