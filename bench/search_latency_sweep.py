@@ -1,10 +1,16 @@
 """Latency weight sweep and a latency budget on `digits`: predicted and measured latency.
 
-    python bench/search_latency_sweep.py --predictor runs/bench/digits.pt \
-        --out runs/bench/sweep --weights 0,0.5,2 --budget-frac 0.5 --epochs 8 --subset 600 --seed 0
+    python bench/search_latency_sweep.py --predictor runs/bench/digits-cheap.pt \
+        --out runs/bench/sweep-full --weights 0,0.5,2 --budget-frac 0.5 --fallback-frac 0.75 \
+        --epochs 6 --subset 800 --seed 0 --repeats 3 --parallel --floor \
+        -- --threads 1 --mode full --search-resolution 8 --arch-lr 3e-3
 
 Runs `hwnas search` (same seed, data and schedule) with each latency weight, then with a
-budget at `--budget-frac` x the weight-0 architecture's predicted latency; then times the
+budget at `--budget-frac` x the weight-0 architecture's predicted latency (`--fallback-frac`
+when that is refused as out of reach). `--parallel` runs at most `--jobs` (2) searches at once,
+the budget search starting as soon as weight 0 has finished; finished runs are reused and
+interrupted ones resumed. `--floor` adds the predictor's fastest architecture in the space
+(the bottom of `reachable_range`) to the measurement. Then it times the
 derived architectures together with `hwnas measure` (interleaved rounds with the reference
 network), `--repeats` times in separate processes, and reports per architecture:
 
@@ -12,7 +18,9 @@ network), `--repeats` times in separate processes, and reports per architecture:
 * measured raw: the median over repeats of the protocol's statistic (`latency_ms`);
 * measured corrected: each repeat's figure x (the predictor's baseline reference / the
   reference network's figure in the same rounds), median over repeats: the host's drift
-  between profiling and now cancelled, as the predictor's label (`reference`) is.
+  between profiling and now cancelled, as the predictor's label (`reference`) is;
+* from the run's log.csv: the supernet's val accuracy, the parameter-free share of the derived
+  cell edges (with the collapse guard / without), the expected depth per stage.
 
 Goals (issue 11): predicted and measured latency fall as the weight rises; the budget run lands
 within +-5 % of its budget predicted and +-10 % measured (corrected; raw beside it).
@@ -245,7 +253,13 @@ def main() -> None:
         budget_job(args.budget_frac)
     while pool.running or pool.queue:
         c, rc, out, err = pool.wait_one()
-        if rc == 2 and "out of reach" in err and budget_name and budget_name in " ".join(c):
+        if (
+            refused is None
+            and rc == 2
+            and "out of reach" in err
+            and budget_name
+            and budget_name in " ".join(c)
+        ):
             refused = {"budget_ms": budget, "message": err.strip()}
             print("  refused before training:", err.strip(), flush=True)
             budget_job(args.fallback_frac)
