@@ -172,9 +172,10 @@ def test_predictor_stamp_ignores_creation_time_not_weights(digits_predictor: Pat
 
 
 def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> None:
-    """One child fails: its last line is the error, the other child is stopped."""
+    """One child fails: its last line is the error, and the other, still running, is stopped."""
     import subprocess
     import sys
+    import time
 
     from targets.errors import UserError
 
@@ -184,16 +185,22 @@ def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> No
 
         return go
 
-    slow = tmp_path / "slow"
+    pid_file = tmp_path / "slow.pid"
+    slow = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(120)"
+    bad = (  # fails only once the slow child runs, whatever the host's speed
+        f"import pathlib, sys, time\nwhile not pathlib.Path({str(pid_file)!r}).exists(): time.sleep(0.05)\n"
+        "print('hwnas: error: dataset x is empty', file=sys.stderr); sys.exit(2)"
+    )
     jobs = {
-        "bad": {"run": tmp_path / "bad", "epochs": 1,
-                "start": start("import sys; print('hwnas: error: dataset x is empty', file=sys.stderr); sys.exit(2)")},
-        "slow": {"run": slow, "epochs": 1,
-                 "start": start(f"import time, pathlib; time.sleep(2); pathlib.Path({str(slow)!r}).mkdir()")},
-    }  # fmt: skip
+        "bad": {"run": tmp_path / "bad", "epochs": 1, "start": start(bad)},
+        "slow": {"run": tmp_path / "slow", "epochs": 1, "start": start(slow)},
+    }
     with pytest.raises(UserError, match="search of the bad network failed: hwnas: error: dataset x is empty"):
         pipeline.run_in_parallel(tmp_path, jobs, False, "search", "val_acc")
-    import time
-
-    time.sleep(3)
-    assert not slow.exists()  # terminated before it could finish
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    for _ in range(200):  # SIGTERM sent: the child is gone or a zombie within moments
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the still-running child was not stopped")
