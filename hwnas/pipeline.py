@@ -201,9 +201,18 @@ class _SpawnedSearch:
     def __init__(self, cfg: Any, run: Path, resume: bool, log: Path):
         import multiprocessing as mp
 
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        self.proc = mp.get_context("spawn").Process(target=_search_child, args=(cfg, run, resume, log), daemon=True)
-        self.proc.start()
+        old = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's OpenMP at start-up; ours is left as it was
+        try:
+            self.proc = mp.get_context("spawn").Process(
+                target=_search_child, args=(cfg, run, resume, log), daemon=True
+            )
+            self.proc.start()
+        finally:
+            if old is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = old
 
     def poll(self) -> int | None:
         return None if self.proc.is_alive() else self.proc.exitcode
