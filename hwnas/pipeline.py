@@ -108,7 +108,8 @@ def check_run_dir(out: Path, config: dict[str, Any], force: bool) -> None:
         )
 
 
-def _step(msg: str) -> float:
+def step(msg: str) -> float:
+    """Print a main-job step's banner; the start time, for its wall time."""
     print(f"\n== {msg}", flush=True)
     return time.perf_counter()
 
@@ -363,7 +364,7 @@ def deploy_steps(
     )  # fmt: skip
     cfgs = {"plain": base, "latency": replace(base, **lat_kw)}
     settings = {"plain": "weight 0", "latency": setting}
-    t = _step(
+    t = step(
         f"{n}/{total_steps} search twice, in parallel: without the latency loss (the plain network) "
         f"and with it ({setting}); {args.search_epochs} epochs each"
     )
@@ -385,7 +386,7 @@ def deploy_steps(
     steps["search (both)"] = time.perf_counter() - t
 
     n += 1
-    t = _step(f"{n}/{total_steps} train both found networks ({args.train_epochs} epochs each, in parallel)")
+    t = step(f"{n}/{total_steps} train both found networks ({args.train_epochs} epochs each, in parallel)")
     tcfg = TrainConfig(dataset=dataset, epochs=args.train_epochs, subset=args.train_subset, seed=args.seed)
     jobs = {
         key: _train_job(
@@ -406,7 +407,7 @@ def deploy_steps(
     steps["train (both)"] = time.perf_counter() - t
 
     n += 1
-    t = _step(f"{n}/{total_steps} export both to ONNX (parity-checked), then measure them together on '{spec.name}'")
+    t = step(f"{n}/{total_steps} export both to ONNX (parity-checked), then measure them together on '{spec.name}'")
     exports = {}
     for key in KEYS:
         exports[key] = export_for_target(out / f"train-{key}", spec, out / f"export-{key}", predictor=predictor_path, force=True, seed=args.seed)

@@ -55,11 +55,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _step(msg: str) -> float:
-    print(f"\n== {msg}", flush=True)
-    return time.perf_counter()
-
-
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -115,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     (out / "summary.json").unlink(missing_ok=True)  # written again when this run finishes
     t_total = time.perf_counter()
 
-    t = _step(f"1/{steps_total} profile {args.samples} architectures of '{args.space}' on '{spec.name}'")
+    t = pipeline.step(f"1/{steps_total} profile {args.samples} architectures of '{args.space}' on '{spec.name}'")
     with ProfileStore(db) as store:
         prof = run_profile(
             source, spec, store, args.samples, seed=args.seed, progress=not args.no_progress
@@ -124,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     summary["profile"] = {"written": prof.written, "in_store": prof.done_after}
     summary["steps"]["profile"] = time.perf_counter() - t
 
-    t = _step(
+    t = pipeline.step(
         f"2/{steps_total} re-measure {args.repeat} architectures in a new process (`hwnas db repeat`), "
         "for the measurement's own repeatability"
     )
@@ -145,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         ]
         summary["steps"]["re-measure"] = time.perf_counter() - t
 
-    t = _step(f"3/{steps_total} fit the latency predictor (MLP) and baselines; score on held-out architectures")
+    t = pipeline.step(f"3/{steps_total} fit the latency predictor (MLP) and baselines; score on held-out architectures")
     ds = load_dataset(
         db, spec.cli_ref, space=args.space, seed=args.seed, min_samples=min_samples(init is not None)
     )
@@ -174,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     summary["predictor_test"] = result.report["test"]
     summary["steps"]["fit predictor"] = time.perf_counter() - t
 
-    t = _step(f"4/{steps_total} predict {args.fresh} fresh architectures, then measure them")
+    t = pipeline.step(f"4/{steps_total} predict {args.fresh} fresh architectures, then measure them")
     fresh_dir = out / "fresh"
     archs = [sample_nth(source.space, args.seed + FRESH_SEED_OFFSET, i) for i in range(args.fresh)]
     paths = []

@@ -96,27 +96,25 @@ def relax(
     space = alpha.space
     if mode not in ("full", "sampled"):
         raise ValueError(f"unknown relaxation mode {mode!r}")
+
+    def block(beta: torch.Tensor, logits: torch.Tensor) -> Block:
+        if mode == "full":
+            return _full_block(beta, logits)
+        return _sampled_block(beta, logits, k, tau, generator, sample_inputs)
+
     cells = []
     for c in range(N_CELLS):
         blocks = []
         for i in range(space.nodes):
             n = alpha._node(c, i)
-            if mode == "full":
-                blocks.append(_full_block(alpha.beta[n], alpha.alpha[n]))
-            else:
-                blocks.append(_sampled_block(alpha.beta[n], alpha.alpha[n], k, tau, generator, sample_inputs))
+            blocks.append(block(alpha.beta[n], alpha.alpha[n]))
         cells.append(blocks)
     slots, exits, active_exits = [], [], []
     for s in range(NUM_STAGES):
         row = []
         for kk in range(space.max_depth):
             n = alpha._slot(s, kk)
-            if mode == "full":
-                row.append(_full_block(alpha.conn_beta[n], alpha.conn_alpha[n]))
-            else:
-                row.append(
-                    _sampled_block(alpha.conn_beta[n], alpha.conn_alpha[n], k, tau, generator, sample_inputs)
-                )
+            row.append(block(alpha.conn_beta[n], alpha.conn_alpha[n]))
         slots.append(row)
         logits = alpha.depth[s]
         if mode == "full":
