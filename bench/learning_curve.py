@@ -21,7 +21,7 @@ from typing import Any
 from predictor import MLPConfig, fit_predictor, load_dataset
 from predictor.baselines import BASELINES
 from predictor.evaluate import MLP_NAME, REMEASURE, REMEASURE_ALL
-from targets.errors import UserError
+from targets.basics import UserError
 
 DEFAULT_SIZES = (100, 250, 500, 1000, 2000)
 COLUMNS = (

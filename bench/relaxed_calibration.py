@@ -28,7 +28,7 @@ from hwnas.latency import DEFAULT_SCALES, calibrate_predictor, relaxed_calibrati
 from hwnas.space import SpaceConfig
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.metrics import regression_metrics
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """The `hwnas` console script: subcommands grouped by the layer they drive.
 
 Each group lives in `hwnas/commands/<group>.py` and exposes `add_parser(subparsers)`;
-bad input raises `targets.errors.UserError`, which becomes one line on stderr and exit 2.
+bad input raises `targets.basics.UserError`, which becomes one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 # Order is the order of `hwnas --help`.
 COMMAND_MODULES: tuple[str, ...] = (

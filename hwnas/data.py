@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from hwnas.space import SpaceConfig
-from targets.errors import UserError
+from targets.basics import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 HOLDOUT_FRAC = 0.2  # test share held out when a source has no test split

@@ -25,7 +25,7 @@ from hwnas.export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
 from hwnas.network import Network, build_network
 from hwnas.space import Architecture, atomic_write_text, save_architecture
 from hwnas.train import ARCHITECTURE, CONFIG, SUMMARY, load_trained, resolve_source, run_kind
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.spec import TargetSpec
 
 RUN_KIND = "export"
@@ -303,7 +303,7 @@ def export_for_target(
 def _build_engine(spec: TargetSpec, onnx_bytes: bytes) -> tuple[bytes | None, str | None]:
     """The serialized TensorRT engine (TensorRT 10's build_serialized_network, through the
     target's backend) or (None, why it was skipped)."""
-    from targets.errors import RuntimeMissing
+    from targets.basics import RuntimeMissing
     from targets.registry import create_backend
     from targets.timing import fingerprint_key
 

@@ -17,7 +17,7 @@ from torch import nn
 from hwnas.network import Network, build_network
 from hwnas.onnx_builder import OnnxBuilder
 from hwnas.space import Architecture, atomic_write_bytes
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -21,7 +21,7 @@ from hwnas.space import SpaceConfig
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
 from predictor.threads import single_threaded
-from targets.errors import UserError
+from targets.basics import UserError
 
 # Fields a search space may change against the deploy space: its width, and its labels.
 SEARCH_MAY_DIFFER = ("channels", "name", "description")

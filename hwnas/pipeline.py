@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.spec import TargetSpec
 
 KEYS = ("plain", "latency")

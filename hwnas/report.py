@@ -34,7 +34,7 @@ from hwnas.space import (
     atomic_write_bytes,
     load_architecture,
 )
-from targets.errors import UserError
+from targets.basics import UserError
 
 MAIN_KIND = "main"
 REPORT = "report.html"

@@ -27,8 +27,7 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from targets.cache import atomic_write_bytes as _atomic_write
-from targets.errors import UserError
+from targets.basics import UserError, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from targets.fingerprint import canonical_json
 
 SCHEMA = "hwnas.architecture/1"
@@ -475,20 +474,6 @@ def load_architecture(path: str | os.PathLike[str]) -> Architecture:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"{p}: cannot read architecture file ({exc.__class__.__name__})") from None
     return Architecture.from_json(text, where=str(p))
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Temp file in the same directory + os.replace: never a half-written file; an
-    unwritable place is a UserError naming it."""
-    p = Path(path)
-    try:
-        _atomic_write(p, data)
-    except OSError as exc:
-        raise UserError(f"{p}: cannot write here ({exc.strerror}); choose a writable path") from None
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_architecture(arch: Architecture, path: str | os.PathLike[str]) -> None:

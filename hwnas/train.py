@@ -40,7 +40,7 @@ from hwnas.space import (
     save_architecture,
 )
 from hwnas.train_config import TrainConfig
-from targets.errors import UserError
+from targets.basics import UserError
 
 RUN_KIND = "train"
 SCHEMA = "hwnas.train/1"

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from profiling.store import ProfileStore
-from targets.errors import UserError
+from targets.basics import UserError
 
 MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
 MIN_SAMPLES_INIT = 30  # ... to adapt one fitted on another target (`predictor fit --init`)

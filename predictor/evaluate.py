@@ -30,7 +30,7 @@ from predictor.metrics import (
 )
 from predictor.model import LatencyPredictor, MLPConfig, train_mlp
 from predictor.threads import single_threaded
-from targets.errors import UserError
+from targets.basics import UserError
 
 MLP_NAME = "mlp"
 REMEASURE = "re-measure"

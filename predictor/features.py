@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 _INDEX = re.compile(r"^([A-Za-z_]+)\d+$")
 FEATURE_KINDS = ("counts", "raw")

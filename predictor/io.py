@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import torch
 from predictor.features import FeatureLayout
 from predictor.model import LatencyPredictor, MLPConfig
 from profiling.space_config import version_mismatch
-from targets.errors import UserError
+from targets.basics import UserError, atomic_path
 
 FORMAT = "hwnas-latency-predictor"
 VERSION = 1
@@ -85,17 +84,8 @@ def save_predictor(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"header": json.dumps(header, sort_keys=True, allow_nan=True), "state_dict": state}
     payload[CHECKSUM_KEY] = payload_checksum(payload["header"], state)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(payload, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a predictor is a shareable artefact
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     model.header = header
     return out
 

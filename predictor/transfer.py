@@ -43,7 +43,7 @@ import torch
 
 from predictor.dataset import MIN_SAMPLES
 from predictor.model import LatencyPredictor, deterministic
-from targets.errors import UserError
+from targets.basics import UserError
 
 METHODS = ("blend", "ridge", "scale", "finetune")
 DEFAULT_METHOD = "blend"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.store import ProfileStore
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 class CandidateStream:

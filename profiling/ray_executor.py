@@ -42,7 +42,7 @@ from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, er
 from profiling.session import FailureBreaker, ProfileRun
 from profiling.store import ProfileStore, utc_now
 from targets.backends.base import Backend, Runner
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
 from targets.timing import REFERENCE_NAME, Protocol, measurement_fingerprint

@@ -18,7 +18,7 @@ from profiling.results import write_rows
 from profiling.session import Progress
 from profiling.store import ProfileStore
 from targets.backends.base import Runner
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
 from targets.timing import Protocol, measurement_fingerprint

@@ -43,7 +43,7 @@ from profiling.results import Prepared, ProfileSummary
 from profiling.session import FailureBreaker, ProfileRun, sweep_dead_workdirs
 from profiling.store import ProfileStore
 from targets.backends.base import Runner
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
 from targets.timing import Protocol, measurement_fingerprint

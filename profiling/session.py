@@ -23,7 +23,7 @@ from profiling.candidates import Candidate, CandidateSource
 from profiling.claims import CandidateStream, Claimer
 from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, write_rows
 from profiling.store import ProfileStore, pid_alive
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.progress import Progress as TargetsProgress
 from targets.spec import TargetSpec
 

@@ -24,7 +24,6 @@ import os
 import socket
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -32,8 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from targets.cache import shareable
-from targets.errors import UserError
+from targets.basics import UserError, atomic_path
 from targets.fingerprint import canonical_json
 
 STORE_FORMAT = "hwnas-profile-store"
@@ -742,28 +740,15 @@ class ProfileStore:
                     "exporting parquet needs pyarrow: pip install pyarrow "
                     "(or pip install 'hwnas[parquet]'), or use --format csv"
                 ) from exc
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        except OSError as exc:
-            raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        try:
+        with atomic_path(out) as tmp:
             if fmt == "csv":
-                with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                with open(tmp, "w", newline="", encoding="utf-8") as fh:
                     write_csv(rows, fh)
             else:
-                os.close(fd)
                 table = pa.table(
                     {c: pa.array([r[c] for r in rows], type=_ARROW_TYPES[c](pa)) for c in COLUMNS}
                 )
                 pq.write_table(table, tmp)
-            shareable(tmp)  # mkstemp makes 0600; an export is for others to read
-            os.replace(tmp, out)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
-            raise
         return len(rows)
 
 

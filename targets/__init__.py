@@ -6,7 +6,7 @@ The lowest layer: it imports nothing of profiling, predictor or hwnas, and no ru
 
 from __future__ import annotations
 
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError
 from targets.registry import create_backend, list_targets, load_target, register_target
 from targets.spec import TargetSpec
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 if TYPE_CHECKING:
     from targets.spec import TargetSpec

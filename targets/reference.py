@@ -13,7 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from targets.cache import atomic_write_bytes, cache_dir
+from targets.basics import atomic_write_bytes
+from targets.cache import cache_dir
 
 if TYPE_CHECKING:
     import torch

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.spec import TargetSpec, parse_target_text
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 FIELDS = {
     "latency": lambda m: m["latency_ms"],

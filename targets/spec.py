@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.protocol import Protocol
 
 if sys.version_info >= (3, 11):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import ModelArtifact, Runner, compile_instances
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.protocol import STAT_RE, Protocol
 
@@ -258,7 +258,7 @@ def check_reference_drift(
     """
     import json
 
-    from targets.cache import atomic_write_bytes
+    from targets.basics import atomic_write_bytes
     from targets.reference import REFERENCE_VERSION
 
     protocol = protocol or Protocol()

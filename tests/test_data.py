@@ -13,7 +13,7 @@ import torch
 
 from hwnas.data import Augment, augment_image, load_dataset, stratified_subset
 from hwnas.space import SpaceConfig, get_space
-from targets.errors import UserError
+from targets.basics import UserError
 
 TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
 DIGITS = get_space("digits")

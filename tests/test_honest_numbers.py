@@ -19,7 +19,7 @@ from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save
 from predictor.drift import CORRECTED, RAW, compare, corrected_ms, predictor_baseline
 from predictor.metrics import MIN_FOR_STATISTICS, error_ratio, regression_metrics, summary_line
 from predictor.synthetic import write_store
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError
 from targets.timing import Protocol, fingerprint_key, measurement_fingerprint
 
 

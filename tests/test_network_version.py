@@ -30,7 +30,7 @@ from predictor import (
     save_predictor,
 )
 from profiling.store import ProfileStore
-from targets.errors import UserError
+from targets.basics import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from predictor.synthetic import SyntheticSpace, make_synthetic_store, write_store
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.progress import Progress
 from targets.registry import builtin_targets, load_target
 from targets.spec import load_target_file

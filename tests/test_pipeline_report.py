@@ -177,7 +177,7 @@ def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> No
     import sys
     import time
 
-    from targets.errors import UserError
+    from targets.basics import UserError
 
     def start(code: str):
         def go(log: Path) -> subprocess.Popen[str]:

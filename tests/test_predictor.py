@@ -34,7 +34,7 @@ from predictor.dataset import split_of
 from predictor.metrics import regression_metrics
 from predictor.model import train_mlp
 from predictor.synthetic import SyntheticSpace, make_synthetic_store
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 @pytest.fixture(scope="module")

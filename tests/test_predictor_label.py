@@ -9,7 +9,7 @@ import pytest
 
 from predictor import load_dataset
 from predictor.synthetic import make_synthetic_store
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def test_reference_label_cancels_host_drift(tmp_path):

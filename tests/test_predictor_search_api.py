@@ -17,7 +17,7 @@ from hwnas.space import SpaceConfig, get_space, sample_architectures
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.io import check_layout, deploy_space_config, layout_hash, load_predictor
 from predictor.synthetic import write_store
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def _latency(X: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from profiling.runner import run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
 from targets.backends.base import Backend, ModelArtifact, Runner
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.registry import load_target
 from targets.timing import Measurement, Protocol

@@ -14,7 +14,7 @@ from profiling.ray_executor import import_ray
 from profiling.runner import run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.registry import load_target
 from targets.timing import Protocol
 

@@ -24,7 +24,7 @@ from hwnas.search import SearchConfig, Searcher, run_search
 from hwnas.search.derive import PARAM_FREE_OPS, derive, param_free_share
 from hwnas.search.relax import relax
 from hwnas.space import CELL_OPS, NUM_STAGES, SpaceConfig, get_space, load_architecture
-from targets.errors import UserError
+from targets.basics import UserError
 
 DIGITS = get_space("digits")
 # A small space for step-level tests: the digits input, 2 nodes, depths 1-2.

@@ -34,7 +34,7 @@ from predictor import (
     save_predictor,
 )
 from predictor.synthetic import write_store
-from targets.errors import UserError
+from targets.basics import UserError
 
 SPACE = get_space("digits")
 OP_COST = {

@@ -18,7 +18,7 @@ from hwnas.space import (
     sample_nth,
     save_architecture,
 )
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def test_named_spaces_registered():

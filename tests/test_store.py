@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from profiling.store import COLUMNS, ProfileStore
-from targets.errors import UserError
+from targets.basics import UserError
 
 FP = {"backend": "debug", "device": "debug", "threads": 1}
 KEY = "k" * 64

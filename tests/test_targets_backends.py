@@ -13,7 +13,7 @@ import pytest
 from test_timing import tiny_onnx
 
 from targets.backends.base import ModelArtifact
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError
 from targets.fingerprint import fingerprint_key
 from targets.registry import backend_class, create_backend, load_target
 from targets.timing import Protocol, measure_onnx

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.registry import (
     DEFAULT_TARGET,
     builtin_targets,

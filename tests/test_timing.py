@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from targets.backends.base import Runner
-from targets.errors import UserError
+from targets.basics import UserError
 from targets.registry import load_target
 from targets.timing import (
     REFERENCE_NAME,

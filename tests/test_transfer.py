@@ -17,7 +17,7 @@ from predictor.metrics import regression_metrics
 from predictor.model import LatencyPredictor, MLPConfig, train_mlp
 from predictor.synthetic import SyntheticSpace
 from predictor.transfer import _penalty, _ridge, adapt
-from targets.errors import UserError
+from targets.basics import UserError
 
 SPACE = SyntheticSpace()
 

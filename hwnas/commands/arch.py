@@ -15,7 +15,7 @@ from hwnas.space import (
     sample_architectures,
     save_architecture,
 )
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def add_parser(subparsers: Any) -> None:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

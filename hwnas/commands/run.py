@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.errors import UserError
+from targets.basics import UserError
 
 FRESH_SEED_OFFSET = 1_000_003  # fresh architectures come from another stream than the profile
 

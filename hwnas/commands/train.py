@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hwnas.train_config import TrainConfig
-from targets.errors import UserError
+from targets.basics import UserError
 
 _D = TrainConfig()
 

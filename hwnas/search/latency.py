@@ -53,7 +53,7 @@ from hwnas.space import (
     Stage,
     sample_architecture,
 )
-from targets.errors import UserError
+from targets.basics import UserError
 
 N_CELLS = 2 * NUM_STAGES - 1  # normal cells of stages 0..2, then reductions 0..1
 PARAM_FREE_OPS = frozenset(

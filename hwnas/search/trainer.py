@@ -44,7 +44,7 @@ from hwnas.search.derive import DEFAULT_MAX_PARAM_FREE, derive, expected_depth, 
 from hwnas.search.relax import relax
 from hwnas.search.supernet import SearchModel
 from hwnas.space import Architecture, SpaceConfig, atomic_write_bytes, atomic_write_text, get_space
-from targets.errors import UserError
+from targets.basics import UserError
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import GPU_EXTRA, Backend, ModelArtifact, Runner
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError
 from targets.fingerprint import (
     base_fingerprint,
     cuda_index,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import GPU_EXTRA, Backend, ModelArtifact, Runner
-from targets.cache import atomic_write_bytes, cache_dir
-from targets.errors import RuntimeMissing, UserError
+from targets.basics import RuntimeMissing, UserError, atomic_write_bytes
+from targets.cache import cache_dir
 from targets.fingerprint import base_fingerprint, cuda_index, fingerprint_key, gpu_description
 
 if TYPE_CHECKING:
