@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from hwnas.export import export_onnx
-from hwnas.network import build_network
+from hwnas.nets.network import build_network
+from hwnas.nets.onnx_export import export_onnx
 from hwnas.space import get_space, sample_architectures
 
 

@@ -17,7 +17,7 @@ import argparse
 import random
 import sqlite3
 
-from hwnas.profile_source import SpaceCandidates
+from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.space import (
     CELL_OPS,
     NUM_CELL_INPUTS,

@@ -36,7 +36,7 @@ def make_source(kind: str, space: str) -> Any:
         from profiling.synthetic import SyntheticCandidates
 
         return SyntheticCandidates(resolution=32)
-    from hwnas.profile_source import SpaceCandidates
+    from hwnas.nets.profile_source import SpaceCandidates
 
     return SpaceCandidates(space)
 

@@ -7,7 +7,7 @@ the centre, where the search starts), draws `--n` random ArchParameters (seeds
 seed * 1_000_003 + i) and compares the prediction on the relaxed encoding with the mean
 prediction over `--samples` architectures drawn from the same logits
 (`ArchParameters.sample`): before and after the relaxed correction
-(`hwnas.latency.calibrate_predictor`, fitted on relaxations from other seeds). Also
+(`hwnas.search.predictor_check.calibrate_predictor`, fitted on relaxations from other seeds). Also
 reports the discrete held-out MAPE before and after. Prints a Markdown table; writes
 JSON next to `--out` when given.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.latency import DEFAULT_SCALES, calibrate_predictor, relaxed_calibration
+from hwnas.search.predictor_check import DEFAULT_SCALES, calibrate_predictor, relaxed_calibration
 from hwnas.space import SpaceConfig
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.metrics import regression_metrics

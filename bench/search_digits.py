@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hwnas.data import load_dataset
-from hwnas.network import build_network
+from hwnas.data.datasets import load_dataset
+from hwnas.nets.network import build_network
 from hwnas.search import SearchConfig, param_free_share, run_search
 from hwnas.space import Architecture
 

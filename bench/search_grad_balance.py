@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from hwnas.search.trainer import CHECKPOINT_FILE, CONFIG_FILE, SearchConfig, Searcher, _resolve
+from hwnas.search import SearchConfig, Searcher
+from hwnas.search.run import CHECKPOINT_FILE, CONFIG_FILE, _resolve
 
 
 def main() -> None:

@@ -155,8 +155,9 @@ def fastest_architecture(predictor: str, space: str, out: Path, seed: int) -> Pa
     block coordinate descent from one start per depth plus 2 random ones) to `out`."""
     import random
 
-    from hwnas.search.latency import NUM_STAGES, LatencyTerm, _Blocks, _coordinate_descent
-    from hwnas.space import get_space, sample_architecture
+    from hwnas.search.discrete import _Blocks, _coordinate_descent
+    from hwnas.search.latency import LatencyTerm
+    from hwnas.space import NUM_STAGES, get_space, sample_architecture
     from predictor import load_predictor
 
     sp = get_space(space)

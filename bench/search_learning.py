@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from hwnas.data import load_dataset
-from hwnas.search.trainer import SearchConfig, Searcher
+from hwnas.data.datasets import load_dataset
+from hwnas.search import SearchConfig, Searcher
 from hwnas.space import get_space
 
 

@@ -13,10 +13,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hwnas.encoding import ArchParameters
 from hwnas.search.relax import relax
 from hwnas.search.supernet import SearchModel
 from hwnas.space import get_space
+from hwnas.space.encoding import ArchParameters
 
 
 def main() -> None:

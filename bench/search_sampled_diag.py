@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from hwnas.data import load_dataset
+from hwnas.data.datasets import load_dataset
+from hwnas.search import SearchConfig, Searcher
 from hwnas.search.relax import relax
-from hwnas.search.trainer import SearchConfig, Searcher
 from hwnas.space import CELL_OPS, SpaceConfig
 
 MICRO = SpaceConfig(

@@ -14,7 +14,7 @@ builds it and runs two steps:
   depth penalty in the architecture loss; full mixture;
 * `hier-sampled`: the same, Gumbel-TopK sampled with K = 1 (GDAS's single path) and K = 2.
 
-Same op modules (hwnas.ops, BatchNorm without affine), same threads, same input (3x32x32),
+Same op modules (hwnas.nets.ops, BatchNorm without affine), same threads, same input (3x32x32),
 same memory format (`--channels-last` for both). The generic speed-ups live in those shared
 modules, so the reference gets them too (`PoolBN` pools in NHWC: torch's NCHW CPU pooling
 kernels are several times slower). hwnas's supernet also takes shortcuts that exist only in
@@ -60,12 +60,12 @@ DARTS_OPS = ("none",) + (
 class DartsMixed(nn.Module):
     def __init__(self, c: int, stride: int):
         super().__init__()
-        from hwnas.ops import make_cell_op
+        from hwnas.nets.ops import make_cell_op
 
         self.ops = nn.ModuleList(make_cell_op(o, c, stride, affine=False) for o in DARTS_OPS)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, memo: dict | None = None, key: int = 0) -> torch.Tensor:
-        from hwnas.ops import forward_shared
+        from hwnas.nets.ops import forward_shared
 
         if memo is None:
             return sum(wi * op(x) for wi, op in zip(w, self.ops, strict=True))  # type: ignore[return-value]
@@ -75,7 +75,7 @@ class DartsMixed(nn.Module):
 class DartsCell(nn.Module):
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, nodes: int = 4):
         super().__init__()
-        from hwnas.ops import FactorizedReduce, ReLUConvBN
+        from hwnas.nets.ops import FactorizedReduce, ReLUConvBN
 
         self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, affine=False)
         self.pre1 = ReLUConvBN(c_p, c, affine=False)
@@ -171,8 +171,8 @@ def _hier_stepper(c: int, batch: int, mode: str, k: int) -> Any:
     sys.path.insert(0, str(ROOT / "tests"))
     from searchkit import make_predictor
 
+    from hwnas.search import SearchConfig, Searcher
     from hwnas.search.latency import LatencyTerm, WeightedLatency
-    from hwnas.search.trainer import SearchConfig, Searcher
     from hwnas.space import SpaceConfig
     from predictor import load_predictor
 

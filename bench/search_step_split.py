@@ -32,10 +32,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hwnas.encoding import ArchParameters
     from hwnas.search.relax import relax
     from hwnas.search.supernet import Supernet
     from hwnas.space import SpaceConfig
+    from hwnas.space.encoding import ArchParameters
 
     space = SpaceConfig(name="bench5", in_channels=3, input_size=32, num_classes=10, channels=args.channels,
                         depth_choices=(1,), window=2)

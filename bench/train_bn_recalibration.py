@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train_bn_recalibration.py [--epochs 3] [--subset 400]
 
-Trains one small `digits` network (the fast test architecture) twice with `hwnas.train`,
+Trains one small `digits` network (the fast test architecture) twice with `hwnas.train.loop`,
 same seed, so the same weights: once as `hwnas train` does (BatchNorm statistics
 recalibrated before each evaluation), once keeping the running averages training leaves.
 Recalibration changes no weight; it only decides what eval mode (and the ONNX export) uses.
@@ -26,7 +26,7 @@ def main() -> None:
     from test_train import cheap_arch
 
     from hwnas.space import save_architecture
-    from hwnas.train import TrainConfig, resolve_source, train
+    from hwnas.train.loop import TrainConfig, resolve_source, train
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)

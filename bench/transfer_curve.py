@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.encoding import encode
 from hwnas.space import load_architecture
+from hwnas.space.encoding import encode
 from predictor import MLPConfig, fit_predictor, load_dataset, load_predictor
 from predictor.metrics import regression_metrics
 from predictor.transfer import METHODS, adapt

@@ -10,7 +10,7 @@ Public API (the search and the CLI code against these):
   (`torch.load(weights_only=True)`), `check_space(model, space_key)`.
 - For the search: `check_layout(model, layout_names)` (the encoding layout, by hash of its
   names, `layout_hash`) and `deploy_space_config(model)` (the deploy space the predictions
-  are for; hwnas.latency.check_predictor_for_search lets a narrower supernet use it).
+  are for; hwnas.search.predictor_check.check_predictor_for_search lets a narrower supernet use it).
 - `evaluate(model, ds, split)`, `render_report(report)`, `relaxation_gap(model, relaxed, derived)`.
 """
 

@@ -304,7 +304,7 @@ def check_layout(
 
 def deploy_space_config(model: LatencyPredictor) -> dict[str, Any]:
     """The space config (a dict, as stored) of the deploy network whose latency the predictor
-    predicts; hwnas turns it into a SpaceConfig (hwnas.latency.check_predictor_for_search)."""
+    predicts; hwnas turns it into a SpaceConfig (hwnas.search.predictor_check.check_predictor_for_search)."""
     cfg = model.header.get("space_config")
     if not isinstance(cfg, dict) or not cfg:
         raise UserError(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.encoding import encode, encoding_layout
 from hwnas.space import SpaceConfig, sample_architectures
+from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.synthetic import write_store
 

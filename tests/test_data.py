@@ -1,4 +1,4 @@
-"""hwnas.data: the search's data sets, their checks against the space, subsets, augmentation."""
+"""hwnas.data.datasets: the search's data sets, their checks against the space, subsets, augmentation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data import Augment, augment_image, load_dataset, stratified_subset
+from hwnas.data.datasets import Augment, augment_image, load_dataset, stratified_subset
 from hwnas.space import SpaceConfig, get_space
 from targets.basics import UserError
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from test_train import cheap_arch
 
-from hwnas.deploy import Comparison, export_for_target
+from hwnas.deploy.export import Comparison, export_for_target
 from hwnas.space import save_architecture
-from hwnas.train import TrainConfig, load_trained, resolve_source, train
+from hwnas.train.loop import TrainConfig, load_trained, resolve_source, train
 from targets.registry import load_target
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.encoding import ArchParameters, encode, encoding_layout, encoding_size
 from hwnas.space import get_space, sample_architectures
+from hwnas.space.encoding import ArchParameters, encode, encoding_layout, encoding_size
 
 
 @pytest.mark.parametrize("name", ["tiny", "digits", "cifar"])
@@ -48,7 +48,7 @@ def test_relaxed_encoding_is_differentiable_and_in_range():
 
 def test_relaxed_edge_mass_is_two_edges_per_node_at_any_sharpness():
     """A sharpening beta must not lose edges: the latency term would under-count them."""
-    from hwnas.encoding import _edge_weights
+    from hwnas.space.encoding import _edge_weights
 
     gen = torch.Generator().manual_seed(1)
     for n in (2, 3, 4, 5):

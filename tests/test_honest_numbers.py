@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.encoding import encode, encoding_layout
 from hwnas.space import get_space, sample_architectures, save_architecture
+from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.drift import CORRECTED, RAW, compare, corrected_ms, predictor_baseline
 from predictor.metrics import MIN_FOR_STATISTICS, error_ratio, regression_metrics, summary_line
@@ -230,7 +230,7 @@ def test_eval_sets_training_rows_apart(cli, fitted) -> None:
 
 
 def test_measure_json_hash_and_predictor_comparison(cli, fitted, tmp_path: Path) -> None:
-    from hwnas.export import export_onnx
+    from hwnas.nets.onnx_export import export_onnx
 
     space, _, _, path, _ = fitted
     arch, other = sample_architectures(space, 4242, 2)

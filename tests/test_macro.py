@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.export import INPUT_NAME, OUTPUT_NAME
-from hwnas.network import EdgeSum, Network, build_network, discrete_cell
-from hwnas.onnx_builder import OnnxBuilder
-from hwnas.ops import FactorizedReduce, PoolBN, ReLUConvBN, Zero, make_cell_op, make_stage_op
-from hwnas.skeleton import CellSkeleton, ConcatLastTwo, MacroSkeleton, StageSkeleton
+from hwnas.nets.network import EdgeSum, Network, build_network, discrete_cell
+from hwnas.nets.onnx_builder import OnnxBuilder
+from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME
+from hwnas.nets.ops import FactorizedReduce, PoolBN, ReLUConvBN, Zero, make_cell_op, make_stage_op
+from hwnas.nets.skeleton import CellSkeleton, ConcatLastTwo, MacroSkeleton, StageSkeleton
 from hwnas.space import Architecture, get_space, load_architecture, sample_architectures
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hwnas.export import export_onnx
-from hwnas.network import build_network
+from hwnas.nets.network import build_network
+from hwnas.nets.onnx_export import export_onnx
 from hwnas.space import Architecture, get_space, sample_architectures
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.encoding import encode, encoding_layout
 from hwnas.space import (
     NETWORK_VERSION,
     SPACE_BOUNDS,
@@ -20,6 +19,7 @@ from hwnas.space import (
     save_architecture,
     sha256_hex,
 )
+from hwnas.space.encoding import encode, encoding_layout
 from predictor import (
     MLPConfig,
     build_header,

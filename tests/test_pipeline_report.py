@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from test_predictor_hwnas import synthetic_latency
 
-from hwnas import pipeline
-from hwnas.encoding import encode, encoding_layout
-from hwnas.report import summary_markdown
+from hwnas.mainjob import deploy_steps as pipeline
+from hwnas.mainjob.report import summary_markdown
 from hwnas.space import get_space, sample_architectures
+from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.synthetic import write_store
 from targets.registry import load_target
@@ -47,7 +47,8 @@ def digits_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reachable_budget(predictor_path: Path) -> float:
     """A budget a third of the way up the predictor's reachable range (so it binds)."""
-    from hwnas.search.latency import LatencyTerm, reachable_range
+    from hwnas.search.discrete import reachable_range
+    from hwnas.search.latency import LatencyTerm
     from predictor import load_predictor
 
     lo, hi = reachable_range(LatencyTerm(load_predictor(predictor_path), get_space("digits")), seed=0)

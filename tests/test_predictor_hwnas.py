@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("hwnas.encoding")
+pytest.importorskip("hwnas.space.encoding")
 
-from hwnas.encoding import ArchParameters, encode, encoding_layout  # noqa: E402
 from hwnas.space import get_space, sample_architectures, save_architecture  # noqa: E402
+from hwnas.space.encoding import ArchParameters, encode, encoding_layout  # noqa: E402
 from predictor import (  # noqa: E402
     MLPConfig,
     build_header,

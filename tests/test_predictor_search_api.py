@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.encoding import encode, encoding_layout
-from hwnas.latency import check_predictor_for_search, predictor_deploy_space
+from hwnas.search.predictor_check import check_predictor_for_search, predictor_deploy_space
 from hwnas.space import SpaceConfig, get_space, sample_architectures
+from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
 from predictor.io import check_layout, deploy_space_config, layout_hash, load_predictor
 from predictor.synthetic import write_store

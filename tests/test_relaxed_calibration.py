@@ -8,8 +8,8 @@ import json
 import numpy as np
 import torch
 
-from hwnas.encoding import ArchParameters, encode, encoding_layout
 from hwnas.space import NUM_CELL_INPUTS, get_space, sample_architectures
+from hwnas.space.encoding import ArchParameters, encode, encoding_layout
 
 SPACE = get_space("tiny")
 
@@ -100,7 +100,7 @@ def _nonlinear_predictor(seed: int = 0):
 
 
 def test_calibration_makes_relaxed_prediction_the_expected_latency() -> None:
-    from hwnas.latency import calibrate_predictor, relaxed_calibration
+    from hwnas.search.predictor_check import calibrate_predictor, relaxed_calibration
 
     model = _nonlinear_predictor()
     judge = {"scales": (0.0, 1.0, 10.0), "n": 20, "samples": 48, "seed": 7}

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from searchkit import make_predictor
 
-from hwnas.data import load_dataset
-from hwnas.encoding import ArchParameters
-from hwnas.ops import Zero
+from hwnas.data.datasets import load_dataset
+from hwnas.nets.ops import Zero
 from hwnas.search import SearchConfig, Searcher, run_search
 from hwnas.search.derive import PARAM_FREE_OPS, derive, param_free_share
 from hwnas.search.relax import relax
 from hwnas.space import CELL_OPS, NUM_STAGES, SpaceConfig, get_space, load_architecture
+from hwnas.space.encoding import ArchParameters
 from targets.basics import UserError
 
 DIGITS = get_space("digits")
@@ -97,9 +97,9 @@ def test_supernet_reads_every_logit_and_reuses_the_deploy_ops() -> None:
                 assert p.grad is not None and p.grad.abs().sum() > 0, kind
     mods = list(s.model.net.modules())
     assert not any(isinstance(m, Zero) for m in mods)  # beta alone selects inputs
-    import hwnas.ops as ops
+    import hwnas.nets.ops as ops
 
-    kinds = {type(m) for m in mods if type(m).__module__ == "hwnas.ops"}
+    kinds = {type(m) for m in mods if type(m).__module__ == "hwnas.nets.ops"}
     assert {ops.SepConv, ops.DilConv, ops.PoolBN, ops.Identity, ops.FactorizedReduce} <= kinds
     cells = list(s.model.net.stages.modules()) + list(s.model.net.reductions.modules())
     assert all(not m.affine for m in cells if isinstance(m, torch.nn.BatchNorm2d))  # search BN
@@ -313,7 +313,8 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor
 
 
 def test_budget_run_lands_in_the_band(predictor: Path) -> None:
-    from hwnas.search.latency import LatencyTerm, reachable_range
+    from hwnas.search.discrete import reachable_range
+    from hwnas.search.latency import LatencyTerm
     from predictor import load_predictor
 
     term = LatencyTerm(load_predictor(predictor), DIGITS)
@@ -341,7 +342,7 @@ def test_resume_after_kill_9_ends_with_the_uninterrupted_architecture(predictor:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     full = tmp_path / "full"  # uninterrupted, in this process (one thread, as the CLI runs)
     cfg = SearchConfig(**{**FAST, "seed": 5}, predictor=str(predictor), latency_weight=0.3, epochs=epochs)
-    run_search(cfg, full, progress=False, threads=1)
+    run_search(cfg, full, progress=False)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "hwnas", *_cli_argv(predictor, cut, epochs)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

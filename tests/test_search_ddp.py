@@ -25,7 +25,7 @@ def on_step(s, step):
     steps.append(torch.cat([p.detach().reshape(-1) for p in s.model.arch_parameters()]).clone())
 
 def main():
-    from hwnas.search.trainer import Searcher
+    from hwnas.search.step import Searcher
     batch = Searcher._batch
     def spy(self, ds, idx):
         x, y = batch(self, ds, idx)
@@ -34,7 +34,7 @@ def main():
     Searcher._batch = spy
     cfg = SearchConfig(space="digits", predictor=pred, latency_weight=0.5, search_channels=4, epochs=2, mode="sampled",
                        subset=64, batch_size=16, seed=0)
-    run_search(cfg, out, progress=False, threads=1, on_step=on_step)
+    run_search(cfg, out, progress=False, on_step=on_step)
     rank = dist.get_rank()
     torch.save({"steps": steps, "shards": shards, "world": dist.get_world_size()}, f"{rec}.rank{rank}.pt")
     dist.destroy_process_group()

@@ -13,18 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.encoding import ArchParameters, encode, encoding_layout
-from hwnas.search.derive import derive
-from hwnas.search.latency import (
-    PARAM_FREE_OPS,
-    BudgetLatency,
-    LatencyTerm,
-    WeightedLatency,
-    reachable_range,
-    repair_to_budget,
-    score_cost,
-)
+from hwnas.search.derive import PARAM_FREE_OPS, derive
+from hwnas.search.discrete import reachable_range
+from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
+from hwnas.search.repair import repair_to_budget, score_cost
 from hwnas.space import Architecture, SpaceConfig, get_space, sample_architectures
+from hwnas.space.encoding import ArchParameters, encode, encoding_layout
 from predictor import (
     MLPConfig,
     build_header,

@@ -3,7 +3,7 @@
 `hwnas.search.supernet` runs a cell's or stage's two preprocessing ops as one convolution,
 the stage connections' ops on states 0 and 1 as one pooling and one BatchNorm per op kind,
 skips the exit mixture when a stage has one depth choice, shares the ReLU and the pooling of
-a state among the ops that read it (`hwnas.ops.forward_shared`), and `PoolBN` pools in NHWC. The
+a state among the ops that read it (`hwnas.nets.ops.forward_shared`), and `PoolBN` pools in NHWC. The
 reference here undoes every shortcut on a copy of the same network: each module called on
 its own, every (input, op) pair weighted and summed in turn. Outputs, gradients (weights and
 architecture logits), BatchNorm running statistics and eval-mode outputs must agree.
@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.encoding import ArchParameters
-from hwnas.ops import PoolBN
+from hwnas.nets.ops import PoolBN
 from hwnas.search.relax import Relaxed, relax
 from hwnas.search.supernet import (
     MixedConnection,
@@ -39,6 +38,7 @@ from hwnas.search.supernet import (
     relu_conv_bn_group,
 )
 from hwnas.space import STAGE_OPS, SpaceConfig
+from hwnas.space.encoding import ArchParameters
 
 # one cell per stage (the bench's space: every stage connection reads exactly states 0 and 1)
 ONE = SpaceConfig(name="one", in_channels=3, input_size=16, num_classes=5, channels=4, depth_choices=(1,), window=2)
@@ -176,7 +176,7 @@ def test_the_shortcuts_are_taken() -> None:
 
 
 def test_grouped_batch_norm_and_conv_equal_the_modules_one_by_one() -> None:
-    from hwnas.ops import ReLUConvBN
+    from hwnas.nets.ops import ReLUConvBN
 
     torch.manual_seed(0)
     mods = [ReLUConvBN(6, 4, affine=True), ReLUConvBN(6, 3, affine=True)]
@@ -205,7 +205,7 @@ def test_grouped_batch_norm_and_conv_equal_the_modules_one_by_one() -> None:
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_forward_shared_computes_each_states_relu_and_pooling_once(stride: int) -> None:
-    from hwnas.ops import forward_shared, make_cell_op
+    from hwnas.nets.ops import forward_shared, make_cell_op
     from hwnas.space import CELL_OPS
 
     torch.manual_seed(0)

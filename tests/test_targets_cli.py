@@ -133,7 +133,7 @@ def test_measure_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_measure_architecture_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("hwnas.export")
+    pytest.importorskip("hwnas.nets.onnx_export")
     space = pytest.importorskip("hwnas.space")
     if not hasattr(space, "load_architecture"):
         pytest.skip("hwnas.space.load_architecture not written yet")

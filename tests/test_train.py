@@ -13,10 +13,10 @@ import pytest
 import torch
 from onnx import numpy_helper, shape_inference
 
-from hwnas.export import network_to_onnx
-from hwnas.network import build_network
+from hwnas.nets.network import build_network
+from hwnas.nets.onnx_export import network_to_onnx
 from hwnas.space import Architecture, get_space, sample_architectures, save_architecture
-from hwnas.train import (
+from hwnas.train.loop import (
     TrainConfig,
     count_macs,
     count_params,

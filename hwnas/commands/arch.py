@@ -116,8 +116,8 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from hwnas.export import export_onnx
-    from hwnas.network import build_network
+    from hwnas.nets.network import build_network
+    from hwnas.nets.onnx_export import export_onnx
 
     arch = load_architecture(args.file)
     if args.batch_size < 1:

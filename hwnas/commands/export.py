@@ -32,8 +32,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hwnas.deploy import EXPORT_INFO, export_for_target, format_comparison, measure_exports
-    from hwnas.space import atomic_write_text
+    from hwnas.deploy.export import (
+        EXPORT_INFO,
+        export_for_target,
+        format_comparison,
+        measure_exports,
+    )
+    from targets.basics import atomic_write_text
     from targets.registry import load_target
 
     spec = load_target(args.target)

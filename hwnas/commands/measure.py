@@ -65,7 +65,7 @@ def onnx_architecture(path: Path) -> tuple[str | None, Any]:
     """(arch hash, Architecture) recorded in an ONNX file's metadata by hwnas export."""
     import onnx
 
-    from hwnas.export import ARCH_HASH_KEY, ARCH_JSON_KEY
+    from hwnas.nets.onnx_export import ARCH_HASH_KEY, ARCH_JSON_KEY
     from hwnas.space import Architecture
 
     try:
@@ -89,13 +89,13 @@ def _export_architecture(
     arch: Any, path: Path, out_dir: Path, index: int, batch_size: int
 ) -> tuple[Path, Any]:
     """Write the architecture's ONNX file; return it and a torch builder for eager targets."""
-    from hwnas.export import export_onnx
+    from hwnas.nets.onnx_export import export_onnx
 
     onnx_path = out_dir / f"{index:03d}-{path.stem}.onnx"
     export_onnx(arch, onnx_path, batch_size=batch_size)
 
     def build() -> Any:
-        from hwnas.network import build_network
+        from hwnas.nets.network import build_network
 
         return build_network(arch).eval()
 
@@ -216,7 +216,7 @@ def _predict_rows(
 
     import numpy as np
 
-    from hwnas.encoding import encode
+    from hwnas.space.encoding import encode
     from predictor import check_space
     from predictor.drift import compare, corrected_ms, predictor_baseline
 

@@ -217,9 +217,9 @@ def _calibrate(model: Any, ds: Any, args: argparse.Namespace) -> dict[str, Any] 
     """Fit the relaxed-encoding correction when the store's space is one hwnas can sample."""
     import sys
 
-    from hwnas.encoding import encoding_layout
-    from hwnas.latency import calibrate_predictor
+    from hwnas.search.predictor_check import calibrate_predictor
     from hwnas.space import SpaceConfig
+    from hwnas.space.encoding import encoding_layout
 
     if args.relaxed_points < 0 or args.relaxed_samples < 1:
         raise UserError("--relaxed-points must be >= 0 and --relaxed-samples >= 1")
@@ -309,7 +309,7 @@ def _predict(args: argparse.Namespace) -> int:
     from predictor.drift import predictor_baseline
 
     try:
-        from hwnas.encoding import encode
+        from hwnas.space.encoding import encode
     except ImportError:  # older layout: encode lived in hwnas.space
         from hwnas.space import encode  # type: ignore[attr-defined,no-redef]
     from hwnas.space import load_architecture

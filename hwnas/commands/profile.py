@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def space_source(space_name: str) -> Any:
     """The candidate source of a named space (hwnas supplies it; imported late)."""
-    from hwnas.profile_source import SpaceCandidates
+    from hwnas.nets.profile_source import SpaceCandidates
 
     return SpaceCandidates(space_name)
 

@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hwnas.report import write_report
+    from hwnas.mainjob.report import write_report
 
     path = write_report(args.run)
     print(f"wrote {path}")

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "from scratch (needs far fewer --samples; see hwnas predictor fit --init)",
     )
     p.add_argument("--no-progress", action="store_true")
-    from hwnas.pipeline import add_arguments
+    from hwnas.mainjob.deploy_steps import add_arguments
 
     add_arguments(p)  # search, train, export, measure: the deployment half
     p.set_defaults(func=_run)
@@ -58,11 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from hwnas import pipeline
-    from hwnas.encoding import encode
-    from hwnas.export import export_onnx
-    from hwnas.profile_source import SpaceCandidates
-    from hwnas.space import atomic_write_text, sample_nth, save_architecture
+    from hwnas.mainjob import deploy_steps as pipeline
+    from hwnas.nets.onnx_export import export_onnx
+    from hwnas.nets.profile_source import SpaceCandidates
+    from hwnas.space import sample_nth, save_architecture
+    from hwnas.space.encoding import encode
     from predictor import (
         build_header,
         fit_predictor,
@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from predictor.drift import compare, corrected_ms, describe, predictor_baseline
     from profiling.runner import run_profile
     from profiling.store import ProfileStore
+    from targets.basics import atomic_write_text
     from targets.registry import load_target
     from targets.timing import measure_onnx
 
@@ -154,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = fit_predictor(ds, seed=args.seed, progress=not args.no_progress)
     # The search asks the predictor about relaxed encodings: calibrate it there, as `predictor fit` does.
-    from hwnas.latency import calibrate_predictor
+    from hwnas.search.predictor_check import calibrate_predictor
 
     calibration = calibrate_predictor(result.model, source.space, seed=args.seed)
     header = build_header(result.model, ds, result.report)
@@ -221,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             for m, p in zip(ds.latency_ms[test_idx], result.model.predict_ms(ds.X[test_idx]), strict=True)
         ]
     }
-    from hwnas.report import plot_scatter
+    from hwnas.mainjob.report import plot_scatter
 
     plot = plot_scatter(summary, out / "predicted_vs_measured.png")
     summary["steps"]["fresh architectures"] = time.perf_counter() - t
@@ -230,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     summary["steps"]["total"] = time.perf_counter() - t_total
     summary = _finite(summary)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
-    from hwnas.report import summary_markdown, write_report
+    from hwnas.mainjob.report import summary_markdown, write_report
 
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     report = write_report(out)

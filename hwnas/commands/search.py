@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from hwnas.search import SearchConfig, run_search
 
     cfg = SearchConfig(
@@ -82,9 +84,9 @@ def _run(args: argparse.Namespace) -> int:
         max_param_free=None if args.max_param_free < 0 else args.max_param_free,
         target=args.target,
     )
-    res = run_search(
-        cfg, args.out, resume=args.resume, progress=False if args.no_progress else None, threads=args.threads
-    )
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # the entry point owns the process's threads
+    res = run_search(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_rank() != 0:

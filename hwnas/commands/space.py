@@ -6,8 +6,8 @@ import argparse
 import json
 import math
 
-from hwnas.layout import encoding_size
 from hwnas.space import CELL_OPS, STAGE_OPS, get_space, list_spaces
+from hwnas.space.layout import encoding_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

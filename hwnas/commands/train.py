@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.train_config import TrainConfig
+from hwnas.train.recipe import TrainConfig
 from targets.basics import UserError
 
 _D = TrainConfig()
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hwnas.train import resolve_source, train
+    from hwnas.train.loop import resolve_source, train
 
     cfg = TrainConfig(
         dataset=args.dataset,

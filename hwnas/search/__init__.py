@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+from hwnas.search.config import SearchConfig
 from hwnas.search.derive import derive, param_free_share
-from hwnas.search.trainer import SearchConfig, Searcher, SearchResult, run_search
+from hwnas.search.run import SearchResult, run_search
+from hwnas.search.step import Searcher
 
 __all__ = ["SearchConfig", "SearchResult", "Searcher", "derive", "param_free_share", "run_search"]

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hwnas.encoding import EDGES_PER_NODE, ArchParameters, _edge_weights
 from hwnas.space import NUM_STAGES
+from hwnas.space.encoding import EDGES_PER_NODE, ArchParameters, _edge_weights
 
 N_CELLS = 2 * NUM_STAGES - 1  # stage normal cells 0..2, then reductions 3..4
 

@@ -1,7 +1,7 @@
 """The hierarchical supernet: H-DAS's macro skeleton with every choice mixed.
 
-The wiring is `hwnas.skeleton`'s (the deploy network's, written once) and the op modules are
-`hwnas.ops`' (BatchNorm without affine parameters during search, as DARTS and H-DAS do); this
+The wiring is `hwnas.nets.skeleton`'s (the deploy network's, written once) and the op modules are
+`hwnas.nets.ops`' (BatchNorm without affine parameters during search, as DARTS and H-DAS do); this
 module only plugs in the mixed parts, each reading its weights from the per-step `Relaxed`
 that `hwnas.search.relax` computes from one `ArchParameters`:
 
@@ -25,7 +25,7 @@ connections pool and normalise that joint output (states 0 and 1 side by side) o
 kind, the mixture weights folded into the BatchNorm's scale; a stage with a single depth
 choice has nothing to mix at its exit (its weight is 1 with zero gradient). Generic, and
 given to bench/search_step.py's plain DARTS reference too: the ops reading one state share
-its ReLU and pooling (`hwnas.ops.forward_shared`), and `PoolBN` pools in NHWC.
+its ReLU and pooling (`hwnas.nets.ops.forward_shared`), and `PoolBN` pools in NHWC.
 tests/test_supernet_fast.py checks all of it against the op-by-op computation.
 """
 
@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.encoding import ArchParameters
-from hwnas.ops import Identity, PoolBN, ReLUConvBN, forward_shared, make_cell_op, make_stage_op
+from hwnas.nets.ops import Identity, PoolBN, ReLUConvBN, forward_shared, make_cell_op, make_stage_op
+from hwnas.nets.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.search.relax import Block, Relaxed
-from hwnas.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import CELL_OPS, NUM_CELL_INPUTS, NUM_STAGES, STAGE_OPS, SpaceConfig
+from hwnas.space.encoding import ArchParameters
 
 
 def batch_norm_group(
@@ -90,14 +90,14 @@ def relu_conv_bn_group(x: torch.Tensor, mods: Sequence[ReLUConvBN]) -> torch.Ten
     return batch_norm_group(y, [m.bn for m in mods])
 
 
-#: Share a state's ReLU and pooling among the ops that read it (`hwnas.ops.forward_shared`):
+#: Share a state's ReLU and pooling among the ops that read it (`hwnas.nets.ops.forward_shared`):
 #: the same results either way; off only to measure what it saves (bench/search_step.py).
 SHARE_STATE_WORK = True
 
 
 class States(list):  # type: ignore[type-arg]
     """A stage's or cell's states during one forward pass, with `memo` for the work shared by
-    the ops that read the same state (`hwnas.ops.forward_shared`, keyed by state index) and,
+    the ops that read the same state (`hwnas.nets.ops.forward_shared`, keyed by state index) and,
     when states 0 and 1 are the halves of one tensor, that tensor (`joint`)."""
 
     def __init__(self, states: Sequence[torch.Tensor], joint: torch.Tensor | None = None):

@@ -4,7 +4,7 @@ SGD (momentum 0.9, weight decay 3e-4), cosine learning rate, gradient clipping, 
 flip from the data module, cutout, drop-path on every cell edge op that is not an identity
 (its probability ramped linearly over the epochs, as DARTS), and an optional auxiliary head
 after the last reduction. Drop-path and the auxiliary head wrap the deploy network with
-forward hooks, so `hwnas.network` stays the one definition that also writes the ONNX file.
+forward hooks, so `hwnas.nets.network` stays the one definition that also writes the ONNX file.
 
 A run directory holds `config.json` (what was asked: refuses another configuration),
 `architecture.json`, `checkpoint.pt` (each epoch, atomic replace: weights, optimiser,
@@ -30,17 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.data import LoadedData, load_dataset
-from hwnas.network import Network, build_network
-from hwnas.space import (
-    Architecture,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_architecture,
-    save_architecture,
-)
-from hwnas.train_config import TrainConfig
-from targets.basics import UserError
+from hwnas.data.datasets import LoadedData, load_dataset
+from hwnas.nets.network import Network, build_network
+from hwnas.space import Architecture, load_architecture, save_architecture
+from hwnas.train.recipe import TrainConfig
+from targets.basics import UserError, atomic_write_bytes, atomic_write_text
 
 RUN_KIND = "train"
 SCHEMA = "hwnas.train/1"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.onnx_builder import OnnxBuilder, bn_affine, fold_conv_bn
+from hwnas.nets.onnx_builder import OnnxBuilder, bn_affine, fold_conv_bn
 
 #: The op that outputs zeros: only in the relaxed supernet (never in a discrete architecture).
 NONE = "none"

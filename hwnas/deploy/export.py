@@ -21,11 +21,11 @@ import numpy as np
 import onnx
 import torch
 
-from hwnas.export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
-from hwnas.network import Network, build_network
-from hwnas.space import Architecture, atomic_write_text, save_architecture
-from hwnas.train import ARCHITECTURE, CONFIG, SUMMARY, load_trained, resolve_source, run_kind
-from targets.basics import UserError
+from hwnas.nets.network import Network, build_network
+from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
+from hwnas.space import Architecture, save_architecture
+from hwnas.train.loop import ARCHITECTURE, CONFIG, SUMMARY, load_trained, resolve_source, run_kind
+from targets.basics import UserError, atomic_write_text
 from targets.spec import TargetSpec
 
 RUN_KIND = "export"
@@ -131,7 +131,7 @@ def _parity_batch(loaded: _Loaded, dataset: str | None, seed: int) -> tuple[torc
     if name is None:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(PARITY_EXAMPLES, *loaded.arch.space.input_shape, generator=g), "random normal inputs"
-    from hwnas.data import load_dataset
+    from hwnas.data.datasets import load_dataset
 
     data = load_dataset(name, loaded.arch.space, subset=None, seed=seed)
     n = min(PARITY_EXAMPLES, len(data.test))
@@ -176,7 +176,7 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
     """(predicted ms, the predictor's baseline reference ms) or Nones without a predictor."""
     if predictor is None:
         return None, None
-    from hwnas.encoding import encode
+    from hwnas.space.encoding import encode
     from predictor import check_space, load_predictor
 
     model = load_predictor(predictor)

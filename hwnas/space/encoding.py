@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-# The layout is plain Python (no torch) so commands that only inspect a space start fast.
-from hwnas.layout import _cell_names, encoding_layout, encoding_size  # noqa: F401 (re-exported)
 from hwnas.space import (
     CELL_OPS,
     NUM_CELL_INPUTS,
@@ -31,6 +29,9 @@ from hwnas.space import (
     SpaceConfig,
     Stage,
 )
+
+# The layout is plain Python (no torch) so commands that only inspect a space start fast.
+from hwnas.space.layout import _cell_names, encoding_layout, encoding_size  # noqa: F401 (re-exported)
 
 EDGES_PER_NODE = 2
 

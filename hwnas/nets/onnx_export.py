@@ -1,6 +1,6 @@
 """Export an architecture (or its network) to a static-shape ONNX file.
 
-Our networks write their own ONNX graph (`hwnas.onnx_builder`): ~tens of ms per network, no
+Our networks write their own ONNX graph (`hwnas.nets.onnx_builder`): ~tens of ms per network, no
 dependency on torch's deprecated TorchScript exporter or the slow dynamo one. Any other
 `nn.Module` goes through `torch.onnx.export` (dynamo, which needs onnxscript).
 """
@@ -14,10 +14,10 @@ import onnx
 import torch
 from torch import nn
 
-from hwnas.network import Network, build_network
-from hwnas.onnx_builder import OnnxBuilder
-from hwnas.space import Architecture, atomic_write_bytes
-from targets.basics import RuntimeMissing, UserError
+from hwnas.nets.network import Network, build_network
+from hwnas.nets.onnx_builder import OnnxBuilder
+from hwnas.space import Architecture
+from targets.basics import RuntimeMissing, UserError, atomic_write_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

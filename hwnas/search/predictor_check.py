@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from hwnas.encoding import ArchParameters, encoding_layout
 from hwnas.space import SpaceConfig
+from hwnas.space.encoding import ArchParameters, encoding_layout
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
 from predictor.threads import single_threaded

@@ -26,15 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.space import (
-    NUM_CELL_INPUTS,
-    Architecture,
-    Genotype,
-    Stage,
-    atomic_write_bytes,
-    load_architecture,
-)
-from targets.basics import UserError
+from hwnas.space import NUM_CELL_INPUTS, Architecture, Genotype, Stage, load_architecture
+from targets.basics import UserError, atomic_write_bytes
 
 MAIN_KIND = "main"
 REPORT = "report.html"

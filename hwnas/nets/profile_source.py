@@ -12,10 +12,10 @@ from typing import Any
 
 from torch import nn
 
-from hwnas.encoding import encode, encoding_layout
-from hwnas.export import export_onnx
-from hwnas.network import build_network
+from hwnas.nets.network import build_network
+from hwnas.nets.onnx_export import export_onnx
 from hwnas.space import Architecture, get_space, sample_nth
+from hwnas.space.encoding import encode, encoding_layout
 from profiling.candidates import Candidate
 
 

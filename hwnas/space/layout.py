@@ -1,7 +1,7 @@
 """The encoding layout of a space: one name per entry of the predictor's input vector.
 
 Plain Python, without torch or numpy, so that commands that only inspect a space
-(`hwnas space show`) start fast; `hwnas.encoding` re-exports these names and holds the
+(`hwnas space show`) start fast; `hwnas.space.encoding` re-exports these names and holds the
 encoders (one-hot, and the relaxed, differentiable form in torch).
 """
 

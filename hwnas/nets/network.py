@@ -1,7 +1,7 @@
 """Discrete (deploy) networks built from an `Architecture`, on H-DAS's macro skeleton.
 
-The wiring (stem, stages, reductions, head) is `hwnas.skeleton`'s, shared with the search
-supernet; the op modules are `hwnas.ops`'. This module only plugs the discrete choices in:
+The wiring (stem, stages, reductions, head) is `hwnas.nets.skeleton`'s, shared with the search
+supernet; the op modules are `hwnas.nets.ops`'. This module only plugs the discrete choices in:
 a cell node and a stage connection are each a sum of two edges (op, input index), so the
 order in which an architecture lists them does not change the network. Every module has an
 ONNX twin (`emit`), so the exported file and the torch network stay one definition. Nothing
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hwnas.onnx_builder import OnnxBuilder
-from hwnas.ops import (  # noqa: F401  (re-exported: the op modules lived here before hwnas.ops)
+from hwnas.nets.onnx_builder import OnnxBuilder
+from hwnas.nets.ops import (  # noqa: F401  (re-exported: the op modules lived here before hwnas.nets.ops)
     NONE,
     DilConv,
     FactorizedReduce,
@@ -28,7 +28,7 @@ from hwnas.ops import (  # noqa: F401  (re-exported: the op modules lived here b
     make_cell_op,
     make_stage_op,
 )
-from hwnas.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
+from hwnas.nets.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import NUM_CELL_INPUTS, Architecture, Genotype, Stage
 
 

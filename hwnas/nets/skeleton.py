@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwnas.onnx_builder import OnnxBuilder
-from hwnas.ops import ReLUConvBN
+from hwnas.nets.onnx_builder import OnnxBuilder
+from hwnas.nets.ops import ReLUConvBN
 from hwnas.space import NUM_CELL_INPUTS, NUM_STAGES, SpaceConfig
 
 #: make_node(i) -> module computing node i: forward(states, *ctx) with states[:2 + i] known.

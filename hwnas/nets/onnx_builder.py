@@ -3,7 +3,7 @@
 torch's TorchScript exporter is deprecated (to be removed) and the dynamo exporter takes
 7-11 s per network here and needs onnxscript; export bounds profiling throughput. Our
 networks use a dozen op types, so each module writes its own ONNX nodes (see
-`hwnas.network`): BatchNorm is folded into the preceding convolution, as ONNX Runtime would
+`hwnas.nets.network`): BatchNorm is folded into the preceding convolution, as ONNX Runtime would
 do anyway, and the result is checked against torch in the tests (max abs diff <= 1e-4).
 """
 

@@ -6,7 +6,7 @@ After `hwnas run` has profiled, fitted the predictor and checked it, this module
    latency weight, or the budget the user gave), through `hwnas.search.run_search`, the two
    at once in child processes of one thread each (on a 2-core host that halves the wall time);
 2. trains both found networks (`hwnas train`, two processes at once, one thread each);
-3. exports both to ONNX for the target (`hwnas.deploy`), and times them together, in the
+3. exports both to ONNX for the target (`hwnas.deploy.export`), and times them together, in the
    same interleaved rounds, with the reference network beside them;
 4. returns what the report needs (`summary["networks"]`, `summary["comparison"]`).
 
@@ -161,7 +161,7 @@ def _search_state(run: Path, cfg: Any, stamp: str) -> str:
 def _search_job(cfg: Any, run: Path, label: str) -> dict[str, Any]:
     """A finished search of this configuration and predictor is reused, an interrupted one
     resumed, one of another configuration replaced (the main run owns its sub-runs)."""
-    from hwnas.space import atomic_write_text
+    from targets.basics import atomic_write_text
 
     stamp = predictor_weights_sha256(Path(cfg.predictor))
     state = _search_state(run, cfg, stamp) if run.exists() else "new"
@@ -234,7 +234,7 @@ def _train_state(run: Path, arch_hash: str, args_cfg: dict[str, Any]) -> str:
 
 def _train_job(job: dict[str, Any], label: str) -> dict[str, Any]:
     """`hwnas train` as a child process of one torch thread (reused when finished)."""
-    from hwnas.train import TrainConfig
+    from hwnas.train.loop import TrainConfig
 
     cfg: TrainConfig = job["cfg"]
     run: Path = job["run"]
@@ -338,10 +338,10 @@ def deploy_steps(
 ) -> None:
     """Search x2, train x2, export x2, measure both: fills summary["networks"] and
     summary["comparison"]; summary["steps"] gets each step's wall time."""
-    from hwnas.deploy import export_for_target, format_comparison, measure_exports
+    from hwnas.deploy.export import export_for_target, format_comparison, measure_exports
     from hwnas.search import SearchConfig
     from hwnas.space import get_space
-    from hwnas.train import TrainConfig
+    from hwnas.train.loop import TrainConfig
 
     progress = not args.no_progress
     steps = summary.setdefault("steps", {})

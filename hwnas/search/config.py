@@ -1,0 +1,98 @@
+"""What decides a search's result: `SearchConfig` (config.json's `search` section) and the
+defaults that the search command and the main job share (one place for each).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hwnas.search.derive import DEFAULT_MAX_PARAM_FREE
+from hwnas.space import SpaceConfig
+from targets.basics import UserError
+
+MODES = ("full", "sampled")
+#: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
+PROXY_CHANNELS = {"cifar": 16}
+#: The latency-aware search's weight when none is given (the main job's second search):
+#: latency counts as much as the cross-entropy at the space's centre (relative latency, so
+#: it means the same on any target). `hwnas search` alone searches without latency (0).
+LATENCY_AWARE_WEIGHT = 1.0
+#: Short CPU searches move the logits too little at DARTS's 3e-4 (measured: ~0.01 in 6
+#: epochs); the main job's searches use 10x.
+SHORT_SEARCH_ARCH_LR = 3e-3
+
+
+def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's width C: --search-channels, else the space's usual proxy, else its own."""
+    return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
+
+
+def search_resolution(cfg: SearchConfig, space: SpaceConfig) -> int:
+    """The supernet's input size: --search-resolution, else the deploy network's (input x upsample)."""
+    return cfg.search_resolution or space.input_size * space.upsample
+
+
+@dataclass
+class SearchConfig:
+    """Everything that decides a search's result (config.json's `search` section)."""
+
+    space: str
+    dataset: str = "digits"
+    predictor: str | None = None  # a predictor file; None: no latency term (tests, ablations)
+    latency_weight: float | None = None
+    latency_budget_ms: float | None = None
+    mode: str = "full"  # measured: sampled paths do not train the supernet in CPU-sized budgets
+    samples: int = 1  # K sub-graphs per step in sampled mode (1 = GDAS's single path)
+    search_channels: int | None = None  # proxy width C of the supernet (None: the space's)
+    search_resolution: int | None = None  # proxy input size of the supernet (None: the deploy network's)
+    epochs: int = 10
+    seed: int = 0
+    subset: int | None = None
+    batch_size: int = 32
+    second_order: bool = False
+    depth_penalty: float = 0.4  # H-DAS: 0.4 x expected cells per stage, summed over stages
+    max_param_free: int | None = DEFAULT_MAX_PARAM_FREE  # collapse guard (None: off)
+    target: str | None = None  # if set, the predictor must be fitted for this target
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    w_grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_betas: tuple[float, float] = (0.5, 0.999)
+    a_weight_decay: float = 1e-3
+    tau_max: float = 10.0  # Gumbel temperature, linear from tau_max to tau_min (GDAS)
+    tau_min: float = 0.1
+    sample_inputs: bool = True  # sampled mode: draw 2 inputs per node (False: GDAS, every input, ops drawn)
+
+    def check(self) -> None:
+        """UserError for contradictory or out-of-range settings (before anything is read)."""
+        if self.latency_weight is not None and self.latency_budget_ms is not None:
+            raise UserError(
+                "--latency-weight and --latency-budget both given: choose one (a weight prices "
+                "latency; a budget is a hard target the weight adapts to)"
+            )
+        if self.mode not in MODES:
+            raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name, low in (("epochs", 1), ("batch_size", 2), ("samples", 1)):
+            if int(getattr(self, name)) < low:
+                raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        if self.search_channels is not None and (self.search_channels < 2 or self.search_channels % 2):
+            raise UserError(f"--search-channels must be an even number >= 2, got {self.search_channels}")
+        if self.search_resolution is not None and self.search_resolution < 4:
+            raise UserError(
+                f"--search-resolution must be >= 4 (two reductions halve it twice), got {self.search_resolution}"
+            )
+        if not math.isfinite(self.depth_penalty) or self.depth_penalty < 0:
+            raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
+        if self.max_param_free is not None and self.max_param_free < 0:
+            raise UserError(f"--max-param-free must be >= 0, got {self.max_param_free}")
+        if (self.latency_weight is not None or self.latency_budget_ms is not None) and self.predictor is None:
+            raise UserError("a latency weight or budget needs --predictor FILE (a fitted latency predictor)")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["a_betas"] = list(self.a_betas)
+        return d

@@ -1,0 +1,320 @@
+"""The latency-aware bilevel search in memory: one step, one epoch, its state (no files).
+
+DARTS/H-DAS's alternation, one architecture step then one weight step per batch, the
+training set split 50/50 between them (`LoadedData.search_split`):
+
+* architecture step (Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3) on the architecture half:
+  loss = CE + latency penalty(predictor(alpha.encode())) + depth_penalty * sum over stages of
+  E[cells] (H-DAS's distribution search: 0.4). First-order by default: the gradient of that
+  loss at the CURRENT weights (the same modules the weight step trains, no copy). With
+  `second_order`, DARTS's unrolled step: w' = w - lr (momentum + grad + wd w), the loss at
+  w', and the finite-difference Hessian-vector correction.
+* weight step (SGD lr 0.025 cosine to 0.001, momentum 0.9, wd 3e-4, grad clip 5) on the
+  weight half, with a fresh relaxation (a fresh sample in sampled mode).
+
+Every epoch's randomness (batch order, augmentation, Gumbel noise) is drawn from generators
+seeded by (seed, epoch), and the checkpoint written at the end of each epoch holds every
+other state (weights, BatchNorm statistics, logits, both optimisers, the schedule, the
+latency penalty, the log): a run killed at any moment and resumed ends with exactly the
+architecture of the uninterrupted run (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from hwnas.search import dist as D
+from hwnas.search.config import SearchConfig, search_channels, search_resolution
+from hwnas.search.derive import derive, expected_depth, param_free_share
+from hwnas.search.relax import Block, Relaxed, relax
+from hwnas.search.supernet import SearchModel
+from hwnas.space import SpaceConfig
+from hwnas.space.encoding import ArchParameters
+from targets.basics import UserError
+
+CHECKPOINT_FORMAT = "hwnas.search-checkpoint/1"
+
+
+def _seeded(*key: int) -> torch.Generator:
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+class Searcher:
+    """One search in memory: model, optimisers, data, latency penalty (no files)."""
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        space: SpaceConfig,
+        data: Any,
+        term: Any = None,
+        penalty: Any = None,
+        info: D.DistInfo | None = None,
+        device: torch.device | None = None,
+    ):
+        self.cfg = cfg
+        self.space = space
+        self.data = data
+        self.term = term
+        self.penalty = penalty
+        self.info = info or D.DistInfo()
+        self.device = device or torch.device("cpu")
+        torch.manual_seed(cfg.seed)
+        alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
+        res = search_resolution(cfg, space)
+        self.model = SearchModel(
+            alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
+        ).to(self.device)
+        # channels_last on CPU: pooling and convolutions ~18 % faster per step (digits supernet
+        # at 8x8, C = 8; docs/benchmarks.md); one process only (collectives want contiguous).
+        self.channels_last = self.device.type == "cpu" and self.info.world == 1
+        if self.channels_last:
+            self.model.net.to(memory_format=torch.channels_last)
+        self.alpha = self.model.alpha
+        D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
+        self.w_optim = torch.optim.SGD(
+            self.model.weights(), cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
+        )
+        self.a_optim = torch.optim.Adam(
+            self.model.arch_parameters(), cfg.a_lr, betas=tuple(cfg.a_betas), weight_decay=cfg.a_weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, cfg.epochs, eta_min=cfg.w_lr_min)
+        self.w_half, self.a_half = data.search_split(cfg.seed)
+        n = min(len(self.w_half), len(self.a_half))
+        self.batch_size = min(cfg.batch_size, n)
+        if self.batch_size < max(2, 2 * self.info.world):
+            raise UserError(
+                f"dataset {cfg.dataset!r}: {len(data.train)} training images leave {n} per half of the "
+                "search split, too few for a batch; use more data (--subset) or a smaller --batch-size"
+            )
+        self.steps_per_epoch = n // self.batch_size
+        self.epoch = 0
+        self.rows: list[dict[str, Any]] = []
+        self.gumbel: torch.Generator | None = None
+        self.tau = cfg.tau_max
+
+    # -- one step ----------------------------------------------------------------------------
+    def relaxed(self) -> Any:
+        return relax(
+            self.alpha, self.cfg.mode, k=self.cfg.samples, tau=self.tau, generator=self.gumbel,
+            sample_inputs=self.cfg.sample_inputs,
+        )
+
+    def depth_loss(self) -> torch.Tensor:
+        choices = torch.tensor(self.space.depth_choices, dtype=torch.float32, device=self.device)
+        e = sum((self.alpha.depth_probs(s) * choices).sum() for s in range(len(self.alpha.depth)))
+        return self.cfg.depth_penalty * e  # type: ignore[return-value]
+
+    def arch_loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """CE + latency penalty + depth penalty (the last two do not depend on the weights)."""
+        ce = F.cross_entropy(logits, y)
+        loss = ce + self.depth_loss()
+        parts = {"ce": float(ce.detach())}
+        if self.term is not None:
+            ms = self.term.predicted_ms(self.alpha)
+            lat = self.penalty.loss(ms)
+            loss = loss + lat
+            parts.update(relaxed_ms=float(ms.detach()), latency_loss=float(lat.detach()))
+        return loss, parts
+
+    def arch_gradient(
+        self, xv: torch.Tensor, yv: torch.Tensor, xt: torch.Tensor | None = None, yt: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, float]]:
+        """Gradients of the architecture loss for every logit (order: arch_parameters()),
+        the validation logits, and the loss parts. First-order: at the current weights."""
+        params = self.model.arch_parameters()
+        r = self.relaxed()
+        if not self.cfg.second_order:
+            logits = self.model.net(xv, r)
+            loss, parts = self.arch_loss(logits, yv)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)], logits, parts
+        assert xt is not None and yt is not None
+        return self._unrolled_gradient(xt, yt, xv, yv, r)
+
+    def _unrolled_gradient(self, xt, yt, xv, yv, r):  # type: ignore[no-untyped-def]
+        """DARTS's second-order step (arXiv:1806.09055, eq. 7-8) with torch.func."""
+        net = self.model.net
+        names = [n for n, _ in net.named_parameters()]
+        weights = [p for _, p in net.named_parameters()]
+        buffers = dict(net.named_buffers())
+        alphas = self.model.arch_parameters()
+        lr = self.scheduler.get_last_lr()[0]
+        r_w = _detached(r)
+        loss_t = F.cross_entropy(net(xt, r_w), yt)
+        g = torch.autograd.grad(loss_t, weights)
+        with torch.no_grad():
+            unrolled = []
+            for p, gp in zip(weights, g, strict=True):
+                buf = self.w_optim.state.get(p, {}).get("momentum_buffer")
+                m = buf * self.cfg.w_momentum if buf is not None else 0.0
+                unrolled.append((p - lr * (m + gp + self.cfg.w_weight_decay * p)).detach().requires_grad_())
+        logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
+        loss, parts = self.arch_loss(logits, yv)
+        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True, retain_graph=True)
+        dalpha = [gr if gr is not None else torch.zeros_like(a) for gr, a in zip(grads[: len(alphas)], alphas, strict=True)]
+        dw = [gr if gr is not None else torch.zeros_like(w) for gr, w in zip(grads[len(alphas) :], unrolled, strict=True)]
+        eps = 0.01 / (torch.cat([d.reshape(-1) for d in dw]).norm() + 1e-12)
+
+        def alpha_grad_at(sign: float) -> list[torch.Tensor]:
+            shifted = {n: (w + sign * eps * d).detach() for n, w, d in zip(names, weights, dw, strict=True)}
+            lt = F.cross_entropy(functional_call(net, {**shifted, **buffers}, (xt, r)), yt)
+            gs = torch.autograd.grad(lt, alphas, allow_unused=True, retain_graph=True)
+            return [gg if gg is not None else torch.zeros_like(a) for gg, a in zip(gs, alphas, strict=True)]
+
+        pos, neg = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+        out = [da - lr * (gp - gn) / (2 * eps) for da, gp, gn in zip(dalpha, pos, neg, strict=True)]
+        return out, logits.detach(), parts
+
+    def arch_step(self, xv, yv, xt=None, yt=None) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[no-untyped-def]
+        grads, logits, parts = self.arch_gradient(xv, yv, xt, yt)
+        params = self.model.arch_parameters()
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.detach()
+        D.average_grads(params, self.info)
+        self.a_optim.step()
+        self.a_optim.zero_grad(set_to_none=True)
+        if self.term is not None:
+            with torch.no_grad():
+                relaxed_ms = float(self.term.predicted_ms(self.alpha))
+            derived_ms = self.term.derived_ms(self.alpha.derive())
+            self.penalty.update(relaxed_ms, derived_ms)
+        return logits, parts
+
+    def weight_step(self, xt: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            r = self.relaxed()
+        logits = self.model.net(xt, r)
+        loss = F.cross_entropy(logits, yt)
+        weights = self.model.weights()
+        self.w_optim.zero_grad(set_to_none=True)
+        loss.backward(inputs=weights)
+        D.average_grads(weights, self.info)
+        torch.nn.utils.clip_grad_norm_(weights, self.cfg.w_grad_clip)
+        self.w_optim.step()
+        return logits.detach(), float(loss.detach())
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _batch(self, ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx[self.info.rank :: self.info.world]
+        items = [ds[int(i)] for i in idx]
+        x = torch.stack([it[0] for it in items]).to(self.device)
+        y = torch.stack([torch.as_tensor(it[1]) for it in items]).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def run_epoch(self, on_step: Callable[[Searcher, int], None] | None = None, bar: Any = None) -> dict[str, Any]:
+        cfg, e = self.cfg, self.epoch
+        t0 = time.perf_counter()
+        span = max(1, cfg.epochs - 1)
+        self.tau = cfg.tau_max - (cfg.tau_max - cfg.tau_min) * e / span
+        order = _seeded(cfg.seed, e, 1)
+        w_perm = torch.randperm(len(self.w_half), generator=order)
+        a_perm = torch.randperm(len(self.a_half), generator=order)
+        self.gumbel = _seeded(cfg.seed, e, 2)
+        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(cfg.seed, e, 3))))  # augmentation
+        self.model.train()
+        sums = {"w_loss": 0.0, "a_loss": 0.0, "ce_val": 0.0, "latency_loss": 0.0, "n": 0.0, "t_ok": 0.0, "v_ok": 0.0, "t_n": 0.0, "v_n": 0.0}
+        B = self.batch_size
+        for step in range(self.steps_per_epoch):
+            xv, yv = self._batch(self.a_half, a_perm[step * B : (step + 1) * B])
+            xt, yt = self._batch(self.w_half, w_perm[step * B : (step + 1) * B])
+            v_logits, parts = self.arch_step(xv, yv, xt, yt)
+            t_logits, w_loss = self.weight_step(xt, yt)
+            sums["w_loss"] += w_loss
+            sums["ce_val"] += parts["ce"]
+            sums["latency_loss"] += parts.get("latency_loss", 0.0)
+            sums["n"] += 1
+            sums["t_ok"] += float((t_logits.argmax(1) == yt).sum())
+            sums["v_ok"] += float((v_logits.argmax(1) == yv).sum())
+            sums["t_n"] += len(yt)
+            sums["v_n"] += len(yv)
+            if on_step is not None:
+                on_step(self, step)
+            if bar is not None:
+                bar.update(e * self.steps_per_epoch + step + 1)
+        self.scheduler.step()
+        D.assert_same(self.model.arch_parameters(), self.info, "architecture logits")
+        keys = list(sums)
+        tot = dict(zip(keys, D.all_sum([sums[k] for k in keys], self.info), strict=True))
+        world = self.info.world
+        arch, _ = derive(self.alpha, cfg.max_param_free)
+        raw = self.alpha.derive()
+        depths = expected_depth(self.alpha)
+        row: dict[str, Any] = {
+            "epoch": e + 1,
+            "w_loss": tot["w_loss"] / max(1.0, tot["n"]),
+            "ce_val": tot["ce_val"] / max(1.0, tot["n"]),
+            "latency_loss": tot["latency_loss"] / max(1.0, tot["n"]),
+            "depth_loss": float(self.depth_loss().detach()),
+            "train_acc": tot["t_ok"] / max(1.0, tot["t_n"]),
+            "val_acc": tot["v_ok"] / max(1.0, tot["v_n"]),
+            "relaxed_ms": math.nan,
+            "derived_ms": math.nan,
+            "latency_weight": math.nan,
+        }
+        row["a_loss"] = row["ce_val"] + row["latency_loss"] + row["depth_loss"]
+        if self.term is not None:
+            with torch.no_grad():
+                row["relaxed_ms"] = float(self.term.predicted_ms(self.alpha))
+            row["derived_ms"] = self.term.derived_ms(arch)
+            row["latency_weight"] = float(self.penalty.weight)
+        for s, d in enumerate(depths):
+            row[f"depth_stage{s}"] = d
+        row["param_free_share"] = param_free_share(arch)
+        row["param_free_share_unguarded"] = param_free_share(raw)
+        row["tau"] = self.tau
+        row["lr"] = self.scheduler.get_last_lr()[0]
+        row["seconds"] = time.perf_counter() - t0
+        row["ranks"] = world
+        self.rows.append(row)
+        self.epoch += 1
+        return row
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "net": self.model.net.state_dict(),
+            "alpha": self.alpha.state_dict(),
+            "w_optim": self.w_optim.state_dict(),
+            "a_optim": self.a_optim.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "penalty": self.penalty.state_dict() if self.penalty is not None else None,
+            "rows": [dict(r) for r in self.rows],
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.model.net.load_state_dict(st["net"])
+        self.alpha.load_state_dict(st["alpha"])
+        self.w_optim.load_state_dict(st["w_optim"])
+        self.a_optim.load_state_dict(st["a_optim"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        if self.penalty is not None and st.get("penalty") is not None:
+            self.penalty.load_state_dict(st["penalty"])
+        self.rows = [dict(r) for r in st["rows"]]
+        self.epoch = int(st["epoch"])
+        torch.set_rng_state(st["torch_rng"])
+
+
+def _detached(r: Any) -> Any:
+    """A copy of a relaxation without its graph (for the weight-only virtual step)."""
+    return Relaxed(
+        [[Block(b.weights.detach(), b.active) for b in c] for c in r.cells],
+        [[Block(b.weights.detach(), b.active) for b in s] for s in r.slots],
+        [e.detach() for e in r.exits],
+        r.active_exits,
+        r.run_depth,
+    )

@@ -1,0 +1,66 @@
+"""The search space room: vocabulary and configs, architectures as data, sampling, encoding.
+
+`hwnas.space` is the face (light: no torch): configs (`config`), architectures (`arch`),
+sampling (`sample`). The encoding layout (`layout`, plain Python) and the encoders
+(`encoding`, torch) are imported from their modules. May import: `targets` only.
+"""
+
+from __future__ import annotations
+
+from hwnas.space.arch import (
+    Architecture,
+    Edge,
+    Genotype,
+    Stage,
+    load_architecture,
+    save_architecture,
+)
+from hwnas.space.config import (
+    CELL_OPS,
+    NETWORK_VERSION,
+    NUM_CELL_INPUTS,
+    NUM_STAGES,
+    SCHEMA,
+    SPACE_BOUNDS,
+    STAGE_OPS,
+    SpaceConfig,
+    cifar,
+    digits,
+    get_space,
+    list_spaces,
+    register_space,
+    sha256_hex,
+    tiny,
+)
+from hwnas.space.sample import (
+    sample_architecture,
+    sample_architectures,
+    sample_nth,
+)
+
+__all__ = [
+    "Architecture",
+    "CELL_OPS",
+    "Edge",
+    "Genotype",
+    "NETWORK_VERSION",
+    "NUM_CELL_INPUTS",
+    "NUM_STAGES",
+    "SCHEMA",
+    "SPACE_BOUNDS",
+    "STAGE_OPS",
+    "SpaceConfig",
+    "Stage",
+    "cifar",
+    "digits",
+    "get_space",
+    "list_spaces",
+    "load_architecture",
+    "register_space",
+    "sample_architecture",
+    "sample_architectures",
+    "sample_nth",
+    "save_architecture",
+    "sha256_hex",
+    "tiny",
+]
