@@ -156,3 +156,8 @@ def key_diffs(old: Mapping[str, Any], new: Mapping[str, Any], keys: Any = None) 
     return [
         f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}" for k in names if old.get(k) != new.get(k)
     ]
+
+
+def write_summary(directory: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json: written last, so its presence means the run finished."""
+    atomic_write_text(directory / SUMMARY, json.dumps(summary, indent=2, default=float) + "\n")

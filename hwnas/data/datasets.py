@@ -74,14 +74,21 @@ class Augment:
 
 class ImageTensorDataset(Dataset):
     """Normalised images [N, C, H, W] (float32) and labels [N] (int64), augmented on read
-    when `augment` is given. Kept in memory: these data sets are small."""
+    when `augment` is given, drawing from `generator` (None: torch's global one; the search
+    and training set their own, so no library code reseeds the process). Kept in memory:
+    these data sets are small."""
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, augment: Augment | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        augment: Augment | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.augment = augment
+        self.generator = generator
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -89,29 +96,32 @@ class ImageTensorDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[index]
         if self.augment is not None:
-            x = augment_image(x, self.augment)
+            x = augment_image(x, self.augment, self.generator)
         return x, self.labels[index]
 
     def with_augment(self, augment: Augment | None) -> ImageTensorDataset:
         """The same tensors (shared, not copied) with another augmentation."""
-        return ImageTensorDataset(self.images, self.labels, augment)
+        return ImageTensorDataset(self.images, self.labels, augment, self.generator)
 
 
-def augment_image(x: torch.Tensor, aug: Augment) -> torch.Tensor:
+def augment_image(
+    x: torch.Tensor, aug: Augment, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random crop with zero padding, horizontal flip, cutout: one image [C, H, W]."""
+    g = generator
     _, h, w = x.shape
     if aug.crop:
         pad = aug.crop_padding if aug.crop_padding is not None else max(1, h // 8)
         if pad > 0:
             padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-            i = int(torch.randint(0, 2 * pad + 1, ()))
-            j = int(torch.randint(0, 2 * pad + 1, ()))
+            i = int(torch.randint(0, 2 * pad + 1, (), generator=g))
+            j = int(torch.randint(0, 2 * pad + 1, (), generator=g))
             x = padded[:, i : i + h, j : j + w]
-    if aug.flip and bool(torch.rand(()) < 0.5):
+    if aug.flip and bool(torch.rand((), generator=g) < 0.5):
         x = x.flip(-1)
     if aug.cutout > 0:
-        cy = int(torch.randint(0, h, ()))
-        cx = int(torch.randint(0, w, ()))
+        cy = int(torch.randint(0, h, (), generator=g))
+        cx = int(torch.randint(0, w, (), generator=g))
         half = aug.cutout // 2
         x = x.clone()
         x[

@@ -23,8 +23,9 @@ import torch
 
 from hwnas.nets.network import Network, build_network
 from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
+from hwnas.rundir import ARCHITECTURE, CONFIG, SUMMARY, run_kind
 from hwnas.space import Architecture, save_architecture
-from hwnas.train.loop import ARCHITECTURE, CONFIG, SUMMARY, load_trained, resolve_source, run_kind
+from hwnas.train.runs import load_trained, resolve_source
 from targets.basics import UserError, atomic_write_text
 from targets.spec import TargetSpec
 

@@ -32,10 +32,12 @@ from hwnas.nets.skeleton import CellSkeleton, MacroSkeleton, StageSkeleton
 from hwnas.space import NUM_CELL_INPUTS, Architecture, Genotype, Stage
 
 
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero whole samples with probability p and rescale the rest (DARTS/H-DAS training)."""
+def drop_path(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero whole samples with probability p and rescale the rest (DARTS/H-DAS training);
+    the masks come from `generator` (None: torch's global one)."""
     keep = 1.0 - p
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+    mask.bernoulli_(keep, generator=generator)
     return x / keep * mask
 
 
@@ -53,11 +55,12 @@ class EdgeSum(nn.Module):
         self.ops = nn.ModuleList(op for op, _ in edges)
         self.inputs = [int(idx) for _, idx in edges]
         self.drop_prob = 0.0
+        self.generator: torch.Generator | None = None
 
     def _edge(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
         y = op(x)
         if self.training and self.drop_prob > 0.0 and not isinstance(op, Identity):
-            y = drop_path(y, self.drop_prob)
+            y = drop_path(y, self.drop_prob, self.generator)
         return y
 
     def forward(self, states: Sequence[torch.Tensor], *ctx: object) -> torch.Tensor:
@@ -115,13 +118,15 @@ class Network(MacroSkeleton):
         )
         self.arch = arch
 
-    def set_drop_path(self, p: float) -> None:
-        """Drop-path probability of every non-identity edge (cells and connections) in training."""
+    def set_drop_path(self, p: float, generator: torch.Generator | None = None) -> None:
+        """Drop-path probability of every non-identity edge (cells and connections) in
+        training, its masks drawn from `generator` (None: torch's global one)."""
         if not 0.0 <= p < 1.0:
             raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
         for m in self.modules():
             if isinstance(m, EdgeSum):
                 m.drop_prob = float(p)
+                m.generator = generator
 
 
 def build_network(arch: Architecture) -> Network:

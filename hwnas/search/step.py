@@ -68,12 +68,17 @@ class Searcher:
         self.penalty = penalty
         self.info = info or D.DistInfo()
         self.device = device or torch.device("cpu")
-        torch.manual_seed(cfg.seed)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
         res = search_resolution(cfg, space)
-        self.model = SearchModel(
-            alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
-        ).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the weights' init from the seed; the caller's RNG untouched
+            torch.manual_seed(cfg.seed)
+            model = SearchModel(
+                alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
+            )
+        self.model = model.to(self.device)
+        # augmentation draws from a generator of the search's own, reseeded every epoch
+        self.augment_rng = torch.Generator()
+        data.train.generator = self.augment_rng
         # channels_last on CPU: pooling and convolutions ~18 % faster per step (digits supernet
         # at 8x8, C = 8; docs/benchmarks.md); one process only (collectives want contiguous).
         self.channels_last = self.device.type == "cpu" and self.info.world == 1
@@ -222,7 +227,7 @@ class Searcher:
         w_perm = torch.randperm(len(self.w_half), generator=order)
         a_perm = torch.randperm(len(self.a_half), generator=order)
         self.gumbel = _seeded(cfg.seed, e, 2)
-        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(cfg.seed, e, 3))))  # augmentation
+        self.augment_rng.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(cfg.seed, e, 3))))
         self.model.train()
         sums = {"w_loss": 0.0, "a_loss": 0.0, "ce_val": 0.0, "latency_loss": 0.0, "n": 0.0, "t_ok": 0.0, "v_ok": 0.0, "t_n": 0.0, "v_n": 0.0}
         B = self.batch_size
@@ -293,7 +298,7 @@ class Searcher:
             "scheduler": self.scheduler.state_dict(),
             "penalty": self.penalty.state_dict() if self.penalty is not None else None,
             "rows": [dict(r) for r in self.rows],
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.augment_rng.get_state(),
         }
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -306,7 +311,7 @@ class Searcher:
             self.penalty.load_state_dict(st["penalty"])
         self.rows = [dict(r) for r in st["rows"]]
         self.epoch = int(st["epoch"])
-        torch.set_rng_state(st["torch_rng"])
+        self.augment_rng.set_state(st["torch_rng"])
 
 
 def _detached(r: Any) -> Any:
