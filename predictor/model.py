@@ -184,9 +184,10 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
     prev_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     try:
-        yield
+        with torch.random.fork_rng(devices=[]):  # the caller's generator comes back untouched
+            torch.manual_seed(seed)
+            yield
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)

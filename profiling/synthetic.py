@@ -129,12 +129,18 @@ class SyntheticCandidates:
 
     def build_torch(self, arch_json: str) -> torch.nn.Module:
         import torch
-        from torch import nn
 
         arch = json.loads(arch_json)
         if arch.get("poison"):
             raise RuntimeError("synthetic build failure (poisoned candidate)")
-        torch.manual_seed(int(hashlib.sha256(arch_json.encode()).hexdigest()[:8], 16))
+        gen_seed = int(hashlib.sha256(arch_json.encode()).hexdigest()[:8], 16)
+        with torch.random.fork_rng(devices=[]):  # the same weights per arch; the caller's RNG untouched
+            torch.manual_seed(gen_seed)
+            return self._build(arch)
+
+    def _build(self, arch: dict) -> torch.nn.Module:
+        from torch import nn
+
         layers: list[nn.Module] = []
         cin = 3
         for layer in arch["layers"]:

@@ -327,7 +327,8 @@ def test_unstable_rows_are_counted_by_reason() -> None:
 
 
 def test_run_repeats_in_a_new_process_and_survives_failures(cli, tmp_path: Path) -> None:
-    from hwnas.commands.run import describe_repeat, repeat_in_new_process
+    from hwnas.mainjob.job import remeasure_in_child
+    from hwnas.mainjob.summary import describe_repeat
 
     toml = tmp_path / "debug-fast.toml"
     toml.write_text(
@@ -337,12 +338,12 @@ def test_run_repeats_in_a_new_process_and_survives_failures(cli, tmp_path: Path)
     db = tmp_path / "p.db"
     base = ["profile", "--space", "tiny", "--target", toml, "--db", db, "--no-progress"]
     assert cli(*base, "--samples", "2")[0] == 0
-    rep = repeat_in_new_process(db, str(toml), 2, 0)
+    rep = remeasure_in_child(db, str(toml), 2, 0, tmp_path / "repeat.log")
     assert rep["measured"] == 2 and rep["process"] != os.getpid()
     assert any("in process" in line for line in describe_repeat(rep))
     # every repeat failed, or the child failed: one clear line each, no crash
     failed = {"measured": 0, "failed": 2, "items": [{"error": "run failed: X: boom"}]}
     assert describe_repeat(failed)[0].startswith("all 2 re-measurements failed (first error: run")
-    broken = repeat_in_new_process(tmp_path / "missing.db", str(toml), 2, 0)
+    broken = remeasure_in_child(tmp_path / "missing.db", str(toml), 2, 0, tmp_path / "repeat.log")
     assert broken["measured"] == 0 and "no profile store" in broken["error"]
     assert describe_repeat(broken)[0].startswith("re-measurement failed:")

@@ -7,7 +7,6 @@ at toy sizes (one epoch on tens of images) on the `debug` target (real ONNX Runt
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from test_predictor_hwnas import synthetic_latency
 
 from hwnas.mainjob import deploy_steps as pipeline
+from hwnas.mainjob.config import MainJobConfig
 from hwnas.mainjob.report import summary_markdown
 from hwnas.space import get_space, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
@@ -59,10 +59,10 @@ def _reachable_budget(predictor_path: Path) -> float:
 def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A main-job run directory with the deployment half really run (toy sizes)."""
     out = tmp_path_factory.mktemp("main")
-    args = argparse.Namespace(
-        space="digits", seed=0, no_progress=True, search_epochs=1, search_subset=96, train_epochs=1,
+    cfg = MainJobConfig(
+        out=out, space="digits", seed=0, progress=False, search_epochs=1, search_subset=96, train_epochs=1,
         train_subset=48, latency_weight=None, latency_budget=_reachable_budget(digits_predictor),
-        search_resolution=None, search_mode="full",
+        search_resolution=None, search_mode="full", dataset="digits",
     )  # fmt: skip
     summary = {
         "space": "digits", "target": "debug", "seed": 0, "dataset": "digits", "steps": {},
@@ -71,7 +71,7 @@ def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -
         "scatter": {"test": [[1.0, 1.05], [2.0, 1.9], [1.5, 1.52]]},
         "predictor_test": {"mlp": {"mape": 3.0, "within_10": 95.0, "spearman": 0.97, "n": 45}},
     }  # fmt: skip
-    pipeline.deploy_steps(args, out, load_target("debug"), digits_predictor, summary, 5, 7)
+    pipeline.deploy_steps(cfg, load_target("debug"), digits_predictor, summary, 5, 7)
     (out / "config.json").write_text(json.dumps({"kind": "main", "space": "digits", "target": "debug", "seed": 0}))
     (out / "summary.json").write_text(json.dumps(summary))
     return out

@@ -121,8 +121,10 @@ def _load_source(raw: str | Path) -> _Loaded:
             "search run or a train run (`hwnas train ... --out RUN`)"
         )
     src = resolve_source(path)
-    torch.manual_seed(0)  # fresh weights, but the same ones every time
-    return _Loaded(build_network(src.arch).eval(), src.arch, False, None, None, {}, None)
+    with torch.random.fork_rng(devices=[]):  # fresh weights, but the same ones every time
+        torch.manual_seed(0)
+        net = build_network(src.arch).eval()
+    return _Loaded(net, src.arch, False, None, None, {}, None)
 
 
 def _parity_batch(loaded: _Loaded, dataset: str | None, seed: int) -> tuple[torch.Tensor, str]:

@@ -17,95 +17,31 @@ interrupted one is resumed; one of another configuration is replaced (the main r
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from targets.basics import UserError
+from hwnas.deploy.export import export_for_target, format_comparison, measure_exports
+from hwnas.mainjob.children import Child
+from hwnas.mainjob.config import MainJobConfig
+from hwnas.mainjob.summary import compare_networks, describe_comparison
+from hwnas.search import SearchConfig, run_search
+from hwnas.space import get_space
+from hwnas.train.loop import train
+from hwnas.train.recipe import TrainConfig
+from hwnas.train.runs import resolve_source
+from predictor.io import read_header
+from targets.basics import UserError, atomic_write_text
+from targets.progress import Progress
 from targets.spec import TargetSpec
 
 KEYS = ("plain", "latency")
-MAIN_KIND = "main"
-#: The latency-aware search's default weight: latency counts as much as the cross-entropy
-#: at the space's centre (relative latency, so it means the same on any target).
-DEFAULT_LATENCY_WEIGHT = 1.0
-#: Short CPU searches move the logits too little at DARTS's 3e-4 (measured: ~0.01 in 6 epochs).
-SEARCH_ARCH_LR = 3e-3
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The main job's search/train/deploy options."""
-    p.add_argument("--dataset", default=None, help="dataset of the search and training (default: digits for the digits space)")
-    p.add_argument("--search-epochs", type=int, default=8, help="epochs of each search (default 8)")
-    p.add_argument("--search-subset", type=int, default=800,
-                   help="training images the searches use, split 50/50 between weights and architecture (default 800)")
-    p.add_argument(
-        "--search-mode", choices=("full", "sampled"), default="full",
-        help="full (default: the DARTS mixture, the mode whose supernet learns in CPU-sized budgets) "
-        "or sampled (one sub-graph per step; cheaper, but its supernet stays near chance here)",
-    )
-    p.add_argument(
-        "--search-resolution", type=int, default=None, metavar="R",
-        help="input size of the searched supernet (default: the data's native size, e.g. 8 for "
-        "digits, whose deployed network upsamples to 32; the latency term always predicts the deployed network)",
-    )
-    p.add_argument(
-        "--search-arch-lr", type=float, default=SEARCH_ARCH_LR,
-        help=f"Adam lr of the architecture logits (default {SEARCH_ARCH_LR:g}: 10x DARTS's, which is "
-        "sized for ~20k steps; these searches make ~100)",
-    )
-    p.add_argument("--train-epochs", type=int, default=6, help="epochs of training each found network (default 6)")
-    p.add_argument("--train-subset", type=int, default=None, help="training images for training (default: all)")
-    lat = p.add_mutually_exclusive_group()
-    lat.add_argument("--latency-weight", type=float, default=None,
-                     help=f"latency weight of the latency-aware search (default {DEFAULT_LATENCY_WEIGHT:g}: "
-                     "loss = CE + weight x predicted / centre latency)")
-    lat.add_argument("--latency-budget", type=float, default=None, metavar="MS",
-                     help="a hard latency budget for the latency-aware search instead of a weight")
-    p.add_argument("--no-deploy", action="store_true", help="stop after checking the predictor (no search, training, export)")
-    p.add_argument("--force", action="store_true", help="use an --out that holds another configuration or kind of run")
-
-
-# -- the main run directory -------------------------------------------------------------------------
-def check_run_dir(out: Path, config: dict[str, Any], force: bool) -> None:
-    """Refuse an --out holding another kind of run or another configuration (no overwrite
-    without --force); the same configuration is reused (the profile store continues)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; choose another --out")
-    if force or not out.is_dir() or not any(out.iterdir()):
-        return
-    cfg_path = out / "config.json"
-    if not cfg_path.is_file():
-        if (out / "profile.db").is_file():
-            return  # a store alone (e.g. from `hwnas profile --db OUT/profile.db`): reuse it
-        raise UserError(f"{out}: not empty and holds no hwnas run; choose an empty or new --out, or pass --force")
-    try:
-        old = json.loads(cfg_path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{cfg_path}: unreadable; choose another --out, or pass --force") from None
-    kind = old.get("kind") if isinstance(old, dict) else None
-    if kind is None and isinstance(old, dict) and "samples" in old and "space" in old and "target" in old:
-        kind = MAIN_KIND  # written by an earlier hwnas run, before runs had a kind
-        old = {**old, "kind": MAIN_KIND}
-    if kind != MAIN_KIND:
-        what = kind or ("search" if str(old.get("schema", "")).startswith("hwnas.search") else "another")
-        raise UserError(f"{out}: holds a '{what}' run, not a main-job run; choose another --out (or --force)")
-    identity = ("space", "target", "seed", "dataset")
-    diffs = [k for k in identity if k in old and old.get(k) != config.get(k)]
-    if diffs:
-        raise UserError(
-            f"{out}: holds a main-job run of another configuration (differs in: {', '.join(diffs)}); its "
-            "profile store belongs to that one: choose another --out, or pass --force"
-        )
 
 
 def step(msg: str) -> float:
@@ -122,10 +58,6 @@ def _stamp_path(run: Path) -> Path:
 def predictor_weights_sha256(path: Path) -> str:
     """sha256 of a predictor's tensors and the header fields that change its answers (not
     its creation time): the same fit on the same store gives the same stamp."""
-    import hashlib
-
-    from predictor.io import read_header
-
     header, state = read_header(path)
     h = hashlib.sha256()
     for k in ("space_key", "target_name", "fingerprint_key", "label", "reference_baseline_ms", "feature_layout",
@@ -134,14 +66,8 @@ def predictor_weights_sha256(path: Path) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch_uint8()).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def torch_uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def _search_state(run: Path, cfg: Any, stamp: str) -> str:
@@ -161,8 +87,6 @@ def _search_state(run: Path, cfg: Any, stamp: str) -> str:
 def _search_job(cfg: Any, run: Path, label: str) -> dict[str, Any]:
     """A finished search of this configuration and predictor is reused, an interrupted one
     resumed, one of another configuration replaced (the main run owns its sub-runs)."""
-    from targets.basics import atomic_write_text
-
     stamp = predictor_weights_sha256(Path(cfg.predictor))
     state = _search_state(run, cfg, stamp) if run.exists() else "new"
     if state == "done":
@@ -174,52 +98,13 @@ def _search_job(cfg: Any, run: Path, label: str) -> dict[str, Any]:
         print(f"   {label}: resuming the interrupted search in {run}")
     if state != "resume":
         atomic_write_text(_stamp_path(run), stamp + "\n")
-    return {"run": run, "epochs": cfg.epochs, "start": lambda log: _SpawnedSearch(cfg, run, state == "resume", log)}
+    resume = state == "resume"
+    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(search_child, {"cfg": cfg, "run": run, "resume": resume}, log)}
 
 
-def _search_child(cfg: Any, run: Path, resume: bool, log: Path) -> None:
-    """A search in a child process of one torch thread; its messages go to `log`."""
-    import traceback
-
-    from hwnas.search import run_search
-
-    with log.open("w") as f:
-        sys.stdout = sys.stderr = f
-        try:
-            run_search(cfg, run, resume=resume, progress=False, threads=1)
-        except UserError as exc:
-            print(f"hwnas: error: {exc}", flush=True)
-            sys.exit(2)
-        except BaseException:
-            traceback.print_exc()
-            f.flush()
-            sys.exit(1)
-
-
-class _SpawnedSearch:
-    """`run_search` in a fresh interpreter (spawn: no forked torch state), polled like Popen."""
-
-    def __init__(self, cfg: Any, run: Path, resume: bool, log: Path):
-        import multiprocessing as mp
-
-        old = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's OpenMP at start-up; ours is left as it was
-        try:
-            self.proc = mp.get_context("spawn").Process(
-                target=_search_child, args=(cfg, run, resume, log), daemon=True
-            )
-            self.proc.start()
-        finally:
-            if old is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = old
-
-    def poll(self) -> int | None:
-        return None if self.proc.is_alive() else self.proc.exitcode
-
-    def terminate(self) -> None:
-        self.proc.terminate()
+def search_child(cfg: Any, run: Path, resume: bool) -> None:
+    """One search of the main job, in a child process (`hwnas.mainjob.children`)."""
+    run_search(cfg, run, resume=resume, progress=False)
 
 
 def _train_state(run: Path, arch_hash: str, args_cfg: dict[str, Any]) -> str:
@@ -232,31 +117,21 @@ def _train_state(run: Path, arch_hash: str, args_cfg: dict[str, Any]) -> str:
     return "done" if (run / "summary.json").is_file() else "resume"
 
 
-def _train_job(job: dict[str, Any], label: str) -> dict[str, Any]:
-    """`hwnas train` as a child process of one torch thread (reused when finished)."""
-    from hwnas.train.loop import TrainConfig
+def train_child(source: Path, cfg: TrainConfig, out: Path, resume: bool, force: bool) -> None:
+    """One training of the main job, in a child process (`hwnas.mainjob.children`)."""
+    train(resolve_source(source), cfg, out, resume=resume, force=force, progress=False)
 
+
+def _train_job(job: dict[str, Any], label: str) -> dict[str, Any]:
+    """A training in a child process of one torch thread (reused when finished)."""
     cfg: TrainConfig = job["cfg"]
     run: Path = job["run"]
     state = _train_state(run, job["arch_hash"], asdict(cfg))
     if state == "done":
         print(f"   {label}: reusing the finished training in {run}")
         return {"run": run, "epochs": cfg.epochs, "done": True}
-    cmd = [
-        sys.executable, "-m", "hwnas.cli", "train", str(job["source"]), "--dataset", cfg.dataset,
-        "--epochs", str(cfg.epochs), "--out", str(run), "--seed", str(cfg.seed),
-        "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--threads", "1", "--no-progress",
-        "--json",
-    ]  # fmt: skip
-    if cfg.subset is not None:
-        cmd += ["--subset", str(cfg.subset)]
-    cmd += ["--resume"] if state == "resume" else (["--force"] if state == "other" else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def start(log: Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True, env=env)
-
-    return {"run": run, "epochs": cfg.epochs, "start": start}
+    kwargs = {"source": job["source"], "cfg": cfg, "out": run, "resume": state == "resume", "force": state == "other"}
+    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(train_child, kwargs, log)}
 
 
 def run_in_parallel(
@@ -271,11 +146,7 @@ def run_in_parallel(
         if not job.get("done"):
             logs[key] = out / f"{what}-{key}.log"
             procs[key] = job["start"](logs[key])
-    bar = None
-    if progress and sys.stderr.isatty() and procs:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(jobs[k]["epochs"] for k in procs), desc=what, unit="epoch", dynamic_ncols=True)
+    bar = Progress(sum(jobs[k]["epochs"] for k in procs), what, unit="epoch", enabled=progress and bool(procs))
     seen = {k: 0 for k in procs}
     t0 = time.perf_counter()
     while procs:
@@ -283,9 +154,8 @@ def run_in_parallel(
         for key in list(procs):
             n = _epochs_done(jobs[key]["run"])
             if n > seen[key]:
-                if bar is not None:
-                    bar.update(n - seen[key])
-                else:
+                bar.update(bar.done + n - seen[key])
+                if bar.bar is None:
                     print(
                         f"   {what} {key}: epoch {n}/{jobs[key]['epochs']} "
                         f"{_last_value(jobs[key]['run'], acc_column)} ({time.perf_counter() - t0:.0f} s)",
@@ -296,18 +166,19 @@ def run_in_parallel(
             if code is None:
                 continue
             if code != 0:
-                err = logs[key].read_text().strip().splitlines() if logs[key].is_file() else []
                 for p in procs.values():
                     if p.poll() is None:
                         p.terminate()
+                bar.close()
+                err = logs[key].read_text().strip().splitlines() if logs[key].is_file() else []
                 msg = err[-1] if err else f"exit code {code}"
                 raise UserError(f"{what} of the {key} network failed: {msg} (see {logs[key]})")
             del procs[key]
-    if bar is not None:
-        bar.close()
+    bar.close()
     result = {key: json.loads((job["run"] / "summary.json").read_text()) for key, job in jobs.items()}
     for log in logs.values():
         log.unlink(missing_ok=True)
+        log.with_suffix(".result.json").unlink(missing_ok=True)
     return result
 
 
@@ -328,8 +199,7 @@ def _last_value(run: Path, column: str) -> str:
 
 
 def deploy_steps(
-    args: argparse.Namespace,
-    out: Path,
+    cfg: MainJobConfig,
     spec: TargetSpec,
     predictor_path: Path,
     summary: dict[str, Any],
@@ -338,35 +208,28 @@ def deploy_steps(
 ) -> None:
     """Search x2, train x2, export x2, measure both: fills summary["networks"] and
     summary["comparison"]; summary["steps"] gets each step's wall time."""
-    from hwnas.deploy.export import export_for_target, format_comparison, measure_exports
-    from hwnas.search import SearchConfig
-    from hwnas.space import get_space
-    from hwnas.train.loop import TrainConfig
-
-    progress = not args.no_progress
+    out = cfg.out
+    progress = cfg.progress
     steps = summary.setdefault("steps", {})
     dataset = summary["dataset"]
     n = first_step
 
-    if args.latency_budget is not None:
-        setting = f"latency budget {args.latency_budget:g} ms"
-        lat_kw: dict[str, Any] = {"latency_weight": None, "latency_budget_ms": float(args.latency_budget)}
+    lat_kw = cfg.latency_setting
+    if "latency_budget_ms" in lat_kw:
+        setting = f"latency budget {lat_kw['latency_budget_ms']:g} ms"
     else:
-        weight = DEFAULT_LATENCY_WEIGHT if args.latency_weight is None else args.latency_weight
-        setting = f"latency weight {weight:g}"
-        lat_kw = {"latency_weight": float(weight)}
+        setting = f"latency weight {lat_kw['latency_weight']:g}"
     base = SearchConfig(
-        space=args.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
-        epochs=args.search_epochs, seed=args.seed, subset=args.search_subset, target=spec.name,
-        mode=getattr(args, "search_mode", "full"),
-        search_resolution=getattr(args, "search_resolution", None) or get_space(args.space).input_size,
-        a_lr=getattr(args, "search_arch_lr", SEARCH_ARCH_LR),
+        space=cfg.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
+        epochs=cfg.search_epochs, seed=cfg.seed, subset=cfg.search_subset, target=spec.name,
+        mode=cfg.search_mode, search_resolution=cfg.search_resolution or get_space(cfg.space).input_size,
+        a_lr=cfg.search_arch_lr,
     )  # fmt: skip
     cfgs = {"plain": base, "latency": replace(base, **lat_kw)}
     settings = {"plain": "weight 0", "latency": setting}
     t = step(
         f"{n}/{total_steps} search twice, in parallel: without the latency loss (the plain network) "
-        f"and with it ({setting}); {args.search_epochs} epochs each"
+        f"and with it ({setting}); {cfg.search_epochs} epochs each"
     )
     searches = run_in_parallel(
         out,
@@ -386,8 +249,8 @@ def deploy_steps(
     steps["search (both)"] = time.perf_counter() - t
 
     n += 1
-    t = step(f"{n}/{total_steps} train both found networks ({args.train_epochs} epochs each, in parallel)")
-    tcfg = TrainConfig(dataset=dataset, epochs=args.train_epochs, subset=args.train_subset, seed=args.seed)
+    t = step(f"{n}/{total_steps} train both found networks ({cfg.train_epochs} epochs each, in parallel)")
+    tcfg = TrainConfig(dataset=dataset, epochs=cfg.train_epochs, subset=cfg.train_subset, seed=cfg.seed)
     jobs = {
         key: _train_job(
             {
@@ -410,7 +273,7 @@ def deploy_steps(
     t = step(f"{n}/{total_steps} export both to ONNX (parity-checked), then measure them together on '{spec.name}'")
     exports = {}
     for key in KEYS:
-        exports[key] = export_for_target(out / f"train-{key}", spec, out / f"export-{key}", predictor=predictor_path, force=True, seed=args.seed)
+        exports[key] = export_for_target(out / f"train-{key}", spec, out / f"export-{key}", predictor=predictor_path, force=True, seed=cfg.seed)
         print(f"   {exports[key].onnx_path}: parity max |diff| {exports[key].info['parity']['max_abs_diff']:.1e}")
     cmps = measure_exports(
         [exports[k].onnx_path for k in KEYS], spec,
@@ -421,7 +284,7 @@ def deploy_steps(
         print("   " + format_comparison(key.ljust(7), cmp))
         info = exports[key].info
         info["measurement"] = cmp.to_dict()
-        (out / f"export-{key}" / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_text(out / f"export-{key}" / "export.json", json.dumps(info, indent=2) + "\n")
         s, search, setting_k = trained[key], searches[key], settings[key]
         networks[key] = {
             "search_setting": setting_k,
@@ -439,43 +302,3 @@ def deploy_steps(
     summary["networks"] = networks
     summary["comparison"] = compare_networks(networks, summary.get("repeat") or {})
     print("   " + describe_comparison(summary["comparison"]))
-
-
-def compare_networks(networks: dict[str, Any], repeat: dict[str, Any]) -> dict[str, Any]:
-    """The measured difference between the two networks against the re-measurement floor
-    (the 90th percentile of |old - new| / old over the re-measured architectures)."""
-    p, lat = networks.get("plain") or {}, networks.get("latency") or {}
-    out: dict[str, Any] = {}
-    if p.get("measured_ms") and lat.get("measured_ms"):
-        out["speedup_pct"] = 100.0 * (1.0 - lat["measured_ms"] / p["measured_ms"])
-        if p.get("corrected_ms") and lat.get("corrected_ms"):
-            out["speedup_pct_corrected"] = 100.0 * (1.0 - lat["corrected_ms"] / p["corrected_ms"])
-        if p.get("test_accuracy") is not None and lat.get("test_accuracy") is not None:
-            out["accuracy_cost_points"] = 100.0 * (p["test_accuracy"] - lat["test_accuracy"])
-    diffs = [
-        abs(i["new_ms"] / i["old_ms"] - 1.0) * 100.0
-        for i in repeat.get("items") or []
-        if i.get("new_ms") and i.get("old_ms")
-    ]
-    if diffs:
-        out["floor_pct"] = float(np.percentile(diffs, 90))
-        out["floor_definition"] = "90th percentile of |re-measured / first - 1| over the re-measured architectures"
-    elif repeat.get("median_abs_pct") is not None:
-        out["floor_pct"] = float(repeat["median_abs_pct"])
-        out["floor_definition"] = "median |re-measured / first - 1|"
-    if "speedup_pct" in out and "floor_pct" in out:
-        out["above_floor"] = abs(out["speedup_pct"]) > out["floor_pct"]
-    return out
-
-
-def describe_comparison(c: dict[str, Any]) -> str:
-    if "speedup_pct" not in c:
-        return "the two networks were not both measured"
-    text = f"latency-aware vs plain: {c['speedup_pct']:+.1f}% faster measured (raw)"
-    if "speedup_pct_corrected" in c:
-        text += f", {c['speedup_pct_corrected']:+.1f}% drift-corrected"
-    if "accuracy_cost_points" in c:
-        text += f"; accuracy cost {c['accuracy_cost_points']:+.2f} points"
-    if "floor_pct" in c:
-        text += f"; re-measurement floor {c['floor_pct']:.1f}% ({'above' if c.get('above_floor') else 'NOT above'} it)"
-    return text

@@ -1,0 +1,82 @@
+"""What the main job (`hwnas run`) is asked to do: one dataclass, written to config.json.
+
+Every default of the main job lives here (the search's own, such as the latency-aware
+weight, in `hwnas.search.config`); `hwnas run` builds its flags from these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hwnas.search.config import LATENCY_AWARE_WEIGHT, SHORT_SEARCH_ARCH_LR
+from targets.basics import UserError
+
+MAIN_KIND = "main"
+#: What makes a main-job run directory another run (its profile store belongs to these).
+IDENTITY = ("space", "target", "seed", "dataset")
+
+
+@dataclass(frozen=True)
+class MainJobConfig:
+    """Steps 1-4 (profile, re-measure, fit, fresh check) and 5-7 (search x2, train x2,
+    export + measure); `deploy=False` stops after step 4."""
+
+    out: Path = Path("runs/demo")
+    space: str = "digits"
+    target: str = "ort-cpu"
+    samples: int = 300
+    repeat: int = 40
+    fresh: int = 16
+    seed: int = 0
+    init: Path | None = None  # adapt this predictor of another target instead of fitting
+    dataset: str | None = None  # None: the space's own (digits), else required for deploy
+    search_epochs: int = 8
+    search_subset: int | None = 800
+    search_mode: str = "full"
+    search_resolution: int | None = None  # None: the data's native size
+    search_arch_lr: float = SHORT_SEARCH_ARCH_LR
+    train_epochs: int = 6
+    train_subset: int | None = None
+    latency_weight: float | None = None  # None: LATENCY_AWARE_WEIGHT (unless a budget)
+    latency_budget: float | None = None
+    deploy: bool = True
+    force: bool = False
+    progress: bool = True
+
+    def resolved(self) -> MainJobConfig:
+        """The dataset filled in (digits for the digits space); UserError when one is needed."""
+        dataset = self.dataset
+        if dataset is None and self.space == "digits":
+            dataset = "digits"
+        if dataset is None and self.deploy:
+            raise UserError(
+                f"space '{self.space}' has no default dataset: pass --dataset (cifar10:PATH, "
+                "imagefolder:PATH, npz:PATH) for the search and training, or --no-deploy"
+            )
+        if self.latency_weight is not None and self.latency_budget is not None:
+            raise UserError("--latency-weight and --latency-budget both given: choose one")
+        return _replace(self, dataset=dataset)
+
+    @property
+    def latency_setting(self) -> dict[str, Any]:
+        """The latency-aware search's keyword arguments for `SearchConfig`."""
+        if self.latency_budget is not None:
+            return {"latency_weight": None, "latency_budget_ms": float(self.latency_budget)}
+        weight = LATENCY_AWARE_WEIGHT if self.latency_weight is None else self.latency_weight
+        return {"latency_weight": float(weight)}
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(out=str(self.out), init=None if self.init is None else str(self.init))
+        return {"kind": MAIN_KIND, **d}
+
+
+def _replace(cfg: MainJobConfig, **changes: Any) -> MainJobConfig:
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    values.update(changes)
+    return MainJobConfig(**values)
+
+
+DEFAULTS = MainJobConfig()
