@@ -21,13 +21,19 @@ import numpy as np
 import onnx
 import torch
 
+from hwnas.data.datasets import load_dataset
 from hwnas.nets.network import Network, build_network
 from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
 from hwnas.rundir import ARCHITECTURE, CONFIG, SUMMARY, run_kind
 from hwnas.space import Architecture, save_architecture
+from hwnas.space.encoding import encode
 from hwnas.train.runs import load_trained, resolve_source
-from targets.basics import UserError, atomic_write_text
+from predictor import check_space, load_predictor
+from predictor.drift import corrected_ms, predictor_baseline
+from targets.basics import RuntimeMissing, UserError, atomic_write_text
+from targets.registry import create_backend
 from targets.spec import TargetSpec
+from targets.timing import fingerprint_key, measure_onnx
 
 RUN_KIND = "export"
 EXPORT_INFO = "export.json"
@@ -61,7 +67,6 @@ class Comparison:
     def corrected_ms(self) -> float | None:
         """Measured latency moved to the predictor's host state: measured x the predictor's
         baseline reference / the reference figure of this measurement's rounds."""
-        from predictor.drift import corrected_ms
 
         return corrected_ms(self.measured_ms, self.reference_ms, self.baseline_reference_ms)
 
@@ -134,7 +139,6 @@ def _parity_batch(loaded: _Loaded, dataset: str | None, seed: int) -> tuple[torc
     if name is None:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(PARITY_EXAMPLES, *loaded.arch.space.input_shape, generator=g), "random normal inputs"
-    from hwnas.data.datasets import load_dataset
 
     data = load_dataset(name, loaded.arch.space, subset=None, seed=seed)
     n = min(PARITY_EXAMPLES, len(data.test))
@@ -179,8 +183,6 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
     """(predicted ms, the predictor's baseline reference ms) or Nones without a predictor."""
     if predictor is None:
         return None, None
-    from hwnas.space.encoding import encode
-    from predictor import check_space, load_predictor
 
     model = load_predictor(predictor)
     check_space(model, arch.space.key, what=f"architecture {arch.hash[:12]}")
@@ -192,7 +194,6 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
         )
     with torch.no_grad():
         ms = float(model(torch.from_numpy(encode(arch)).unsqueeze(0))[0])
-    from predictor.drift import predictor_baseline
 
     return ms, predictor_baseline(model.header)
 
@@ -306,9 +307,6 @@ def export_for_target(
 def _build_engine(spec: TargetSpec, onnx_bytes: bytes) -> tuple[bytes | None, str | None]:
     """The serialized TensorRT engine (TensorRT 10's build_serialized_network, through the
     target's backend) or (None, why it was skipped)."""
-    from targets.basics import RuntimeMissing
-    from targets.registry import create_backend
-    from targets.timing import fingerprint_key
 
     try:
         backend = create_backend(spec)
@@ -336,7 +334,6 @@ def measure_exports(paths: list[Path], spec: TargetSpec, predicted: list[float |
                     baseline_reference_ms: float | None) -> list[Comparison]:
     """Time exported models together (one protocol run, same interleaved rounds, the
     reference network beside them) and set each prediction beside its measurement."""
-    from targets.timing import measure_onnx
 
     ms = measure_onnx(paths, spec)
     return [
