@@ -6,7 +6,7 @@ weight, in `hwnas.search.config`); `hwnas run` builds its flags from these field
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class MainJobConfig:
             )
         if self.latency_weight is not None and self.latency_budget is not None:
             raise UserError("--latency-weight and --latency-budget both given: choose one")
-        return _replace(self, dataset=dataset)
+        return replace(self, dataset=dataset)
 
     @property
     def latency_setting(self) -> dict[str, Any]:
@@ -71,12 +71,6 @@ class MainJobConfig:
         d = asdict(self)
         d.update(out=str(self.out), init=None if self.init is None else str(self.init))
         return {"kind": MAIN_KIND, **d}
-
-
-def _replace(cfg: MainJobConfig, **changes: Any) -> MainJobConfig:
-    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    values.update(changes)
-    return MainJobConfig(**values)
 
 
 DEFAULTS = MainJobConfig()

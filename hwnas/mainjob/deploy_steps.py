@@ -84,7 +84,7 @@ def _search_state(run: Path, cfg: Any, stamp: str) -> str:
     return "done" if (run / "summary.json").is_file() and (run / "architecture.json").is_file() else "resume"
 
 
-def _search_job(cfg: Any, run: Path, label: str) -> dict[str, Any]:
+def _search_job(cfg: SearchConfig, run: Path, label: str) -> dict[str, Any]:
     """A finished search of this configuration and predictor is reused, an interrupted one
     resumed, one of another configuration replaced (the main run owns its sub-runs)."""
     stamp = predictor_weights_sha256(Path(cfg.predictor))
@@ -198,22 +198,8 @@ def _last_value(run: Path, column: str) -> str:
         return ""
 
 
-def deploy_steps(
-    cfg: MainJobConfig,
-    spec: TargetSpec,
-    predictor_path: Path,
-    summary: dict[str, Any],
-    first_step: int,
-    total_steps: int,
-) -> None:
-    """Search x2, train x2, export x2, measure both: fills summary["networks"] and
-    summary["comparison"]; summary["steps"] gets each step's wall time."""
-    out = cfg.out
-    progress = cfg.progress
-    steps = summary.setdefault("steps", {})
-    dataset = summary["dataset"]
-    n = first_step
-
+def search_configs(cfg: MainJobConfig, spec: TargetSpec, predictor_path: Path, dataset: str) -> tuple[dict[str, SearchConfig], str]:
+    """The two searches of the main job (plain: weight 0; latency-aware) and the latter's setting."""
     lat_kw = cfg.latency_setting
     if "latency_budget_ms" in lat_kw:
         setting = f"latency budget {lat_kw['latency_budget_ms']:g} ms"
@@ -225,55 +211,49 @@ def deploy_steps(
         mode=cfg.search_mode, search_resolution=cfg.search_resolution or get_space(cfg.space).input_size,
         a_lr=cfg.search_arch_lr,
     )  # fmt: skip
-    cfgs = {"plain": base, "latency": replace(base, **lat_kw)}
-    settings = {"plain": "weight 0", "latency": setting}
-    t = step(
-        f"{n}/{total_steps} search twice, in parallel: without the latency loss (the plain network) "
-        f"and with it ({setting}); {cfg.search_epochs} epochs each"
-    )
+    return {"plain": base, "latency": replace(base, **lat_kw)}, setting
+
+
+def _search_both(cfgs: dict[str, SearchConfig], out: Path, progress: bool) -> dict[str, dict[str, Any]]:
     searches = run_in_parallel(
-        out,
-        {key: _search_job(cfgs[key], out / f"search-{key}", key) for key in KEYS},
-        progress,
-        "search",
-        "val_acc",
+        out, {key: _search_job(cfgs[key], out / f"search-{key}", key) for key in KEYS}, progress, "search", "val_acc"
     )
     for key in KEYS:
         sk = searches[key]
-        print(
-            f"   {key}: predicted {sk['predicted_latency_ms']:.3f} ms, supernet val accuracy "
-            f"{sk['val_accuracy']:.3f}"
-        )
+        print(f"   {key}: predicted {sk['predicted_latency_ms']:.3f} ms, supernet val accuracy {sk['val_accuracy']:.3f}")
         for line in sk.get("repair", []) or []:
             print(f"   {key} repair: {line}")
-    steps["search (both)"] = time.perf_counter() - t
+    return searches
 
-    n += 1
-    t = step(f"{n}/{total_steps} train both found networks ({cfg.train_epochs} epochs each, in parallel)")
+
+def _train_both(cfg: MainJobConfig, dataset: str, searches: dict[str, Any]) -> dict[str, dict[str, Any]]:
     tcfg = TrainConfig(dataset=dataset, epochs=cfg.train_epochs, subset=cfg.train_subset, seed=cfg.seed)
     jobs = {
         key: _train_job(
-            {
-                "cfg": tcfg,
-                "run": out / f"train-{key}",
-                "source": out / f"search-{key}",
-                "arch_hash": searches[key]["architecture_hash"],
-            },
+            {"cfg": tcfg, "run": cfg.out / f"train-{key}", "source": cfg.out / f"search-{key}",
+             "arch_hash": searches[key]["architecture_hash"]},
             key,
         )
         for key in KEYS
-    }
-    trained = run_in_parallel(out, jobs, progress, "train", "test_accuracy")
+    }  # fmt: skip
+    trained = run_in_parallel(cfg.out, jobs, cfg.progress, "train", "test_accuracy")
     for key in KEYS:
         s = trained[key]
         print(f"   {key}: test accuracy {s['test_accuracy']:.4f}, {s['params']:,} parameters, {s['flops']:,} multiply-adds")
-    steps["train (both)"] = time.perf_counter() - t
+    return trained
 
-    n += 1
-    t = step(f"{n}/{total_steps} export both to ONNX (parity-checked), then measure them together on '{spec.name}'")
+
+def _export_and_measure(
+    cfg: MainJobConfig, spec: TargetSpec, predictor_path: Path, searches: dict[str, Any],
+    trained: dict[str, Any], settings: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Both trained networks exported for the target and timed in the same rounds."""
+    out = cfg.out
     exports = {}
     for key in KEYS:
-        exports[key] = export_for_target(out / f"train-{key}", spec, out / f"export-{key}", predictor=predictor_path, force=True, seed=cfg.seed)
+        exports[key] = export_for_target(
+            out / f"train-{key}", spec, out / f"export-{key}", predictor=predictor_path, force=True, seed=cfg.seed
+        )
         print(f"   {exports[key].onnx_path}: parity max |diff| {exports[key].info['parity']['max_abs_diff']:.1e}")
     cmps = measure_exports(
         [exports[k].onnx_path for k in KEYS], spec,
@@ -285,19 +265,43 @@ def deploy_steps(
         info = exports[key].info
         info["measurement"] = cmp.to_dict()
         atomic_write_text(out / f"export-{key}" / "export.json", json.dumps(info, indent=2) + "\n")
-        s, search, setting_k = trained[key], searches[key], settings[key]
+        s, search = trained[key], searches[key]
         networks[key] = {
-            "search_setting": setting_k,
-            "search_dir": f"search-{key}",
-            "train_dir": f"train-{key}",
-            "export_dir": f"export-{key}",
-            "arch_hash": search["architecture_hash"],
-            "search_val_accuracy": search.get("val_accuracy"),
-            "test_accuracy": s["test_accuracy"],
-            "params": s["params"],
-            "flops": s["flops"],
-            **cmp.to_dict(),
-        }
+            "search_setting": settings[key], "search_dir": f"search-{key}", "train_dir": f"train-{key}",
+            "export_dir": f"export-{key}", "arch_hash": search["architecture_hash"],
+            "search_val_accuracy": search.get("val_accuracy"), "test_accuracy": s["test_accuracy"],
+            "params": s["params"], "flops": s["flops"], **cmp.to_dict(),
+        }  # fmt: skip
+    return networks
+
+
+def deploy_steps(
+    cfg: MainJobConfig,
+    spec: TargetSpec,
+    predictor_path: Path,
+    summary: dict[str, Any],
+    first_step: int,
+    total_steps: int,
+) -> None:
+    """Search x2, train x2, export x2, measure both: fills summary["networks"] and
+    summary["comparison"]; summary["steps"] gets each step's wall time."""
+    steps = summary.setdefault("steps", {})
+    dataset = summary["dataset"]
+    n = first_step
+    cfgs, setting = search_configs(cfg, spec, predictor_path, dataset)
+    t = step(
+        f"{n}/{total_steps} search twice, in parallel: without the latency loss (the plain network) "
+        f"and with it ({setting}); {cfg.search_epochs} epochs each"
+    )
+    searches = _search_both(cfgs, cfg.out, cfg.progress)
+    steps["search (both)"] = time.perf_counter() - t
+    t = step(f"{n + 1}/{total_steps} train both found networks ({cfg.train_epochs} epochs each, in parallel)")
+    trained = _train_both(cfg, dataset, searches)
+    steps["train (both)"] = time.perf_counter() - t
+    t = step(f"{n + 2}/{total_steps} export both to ONNX (parity-checked), then measure them together on '{spec.name}'")
+    networks = _export_and_measure(
+        cfg, spec, predictor_path, searches, trained, {"plain": "weight 0", "latency": setting}
+    )
     steps["export + measure"] = time.perf_counter() - t
     summary["networks"] = networks
     summary["comparison"] = compare_networks(networks, summary.get("repeat") or {})

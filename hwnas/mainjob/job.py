@@ -26,7 +26,8 @@ from hwnas import rundir
 from hwnas.mainjob.children import Child
 from hwnas.mainjob.config import IDENTITY, MAIN_KIND, MainJobConfig
 from hwnas.mainjob.deploy_steps import deploy_steps, step
-from hwnas.mainjob.report import plot_scatter, summary_markdown, write_report
+from hwnas.mainjob.figures import plot_scatter
+from hwnas.mainjob.report import summary_markdown, write_report
 from hwnas.mainjob.summary import describe_repeat, finite, fresh_table_lines
 from hwnas.nets.onnx_export import export_onnx
 from hwnas.nets.profile_source import SpaceCandidates
