@@ -171,3 +171,76 @@ def test_from_package_import_submodule_needs_only_the_submodule() -> None:
     sub, name = (ast.parse(t).body[0] for t in ("from pkg import sub", "from pkg import name"))
     assert _targets(sub, "pkg.mod", False, {"pkg", "pkg.sub"}) == {"pkg.sub"}
     assert _targets(name, "pkg.mod", False, {"pkg", "pkg.sub"}) == {"pkg", "pkg.name"}
+
+
+# -- rooms of hwnas/ -----------------------------------------------------------------------
+#: What each room of hwnas/ may import (besides itself): rooms of hwnas and the lower layers.
+#: docs/architecture.md draws the same table.
+ROOMS: dict[str, set[str]] = {
+    "hwnas.space": {"targets"},
+    "hwnas.rundir": {"targets"},
+    "hwnas.nets": {"hwnas.space", "profiling", "targets"},
+    "hwnas.data": {"hwnas.space", "targets"},
+    "hwnas.search": {"hwnas.space", "hwnas.nets", "hwnas.data", "hwnas.rundir", "predictor", "profiling", "targets"},
+    "hwnas.train": {"hwnas.space", "hwnas.nets", "hwnas.data", "hwnas.rundir", "targets"},
+    "hwnas.deploy": {
+        "hwnas.space", "hwnas.nets", "hwnas.data", "hwnas.train", "hwnas.rundir", "predictor", "profiling", "targets",
+    },
+    "hwnas.mainjob": {
+        "hwnas.space", "hwnas.nets", "hwnas.data", "hwnas.search", "hwnas.train", "hwnas.deploy", "hwnas.rundir",
+        "predictor", "profiling", "targets",
+    },
+    "hwnas.commands": {
+        "hwnas", "hwnas.space", "hwnas.nets", "hwnas.data", "hwnas.search", "hwnas.train", "hwnas.deploy",
+        "hwnas.mainjob", "hwnas.rundir", "predictor", "profiling", "targets",
+    },
+    "hwnas.cli": {"hwnas", "hwnas.commands", "targets"},
+    "hwnas.__main__": {"hwnas.cli"},
+    "hwnas": set(),
+}  # fmt: skip
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "hwnas" and len(parts) > 1 else parts[0]
+
+
+def room_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = room_of(module), room_of(target)
+            if a != b and a.startswith("hwnas"):
+                edges.setdefault(a, set()).add(b)
+    return edges
+
+
+def test_every_module_of_hwnas_lives_in_a_known_room() -> None:
+    rooms = {room_of(m) for m in _modules() if m.startswith("hwnas")}
+    assert rooms <= set(ROOMS), f"rooms without import rules (add them to ROOMS and docs/architecture.md): {rooms - set(ROOMS)}"
+
+
+def test_rooms_import_only_what_they_may() -> None:
+    offenders = {
+        room: sorted(targets - ROOMS[room]) for room, targets in room_edges(import_graph()).items() if targets - ROOMS[room]
+    }
+    assert not offenders, f"rooms import what docs/architecture.md does not allow: {offenders}"
+
+
+def test_argparse_only_in_the_commands() -> None:
+    users = [
+        str(p.relative_to(ROOT))
+        for layer in ORDER
+        for p in (ROOT / layer).rglob("*.py")
+        if "argparse" in _imports(p)
+        and not str(p.relative_to(ROOT)).startswith(("hwnas/commands/", "hwnas/cli.py"))
+        and p.name != "repeatability.py"  # `python -m targets.repeatability`: its own entry point
+    ]
+    assert not users, f"argparse below the commands: {users}"
+
+
+def test_room_rules_catch_an_upward_import() -> None:
+    """The checker itself: the search importing the main job is named."""
+    edges = room_edges({"hwnas.search.step": {"hwnas.mainjob.job"}, "hwnas.mainjob.job": set()})
+    assert edges == {"hwnas.search": {"hwnas.mainjob"}}
+    assert edges["hwnas.search"] - ROOMS["hwnas.search"] == {"hwnas.mainjob"}
