@@ -35,7 +35,6 @@ from targets.basics import RuntimeMissing, UserError
 from targets.fingerprint import base_fingerprint, cuda_index, nvidia_driver_version
 
 if TYPE_CHECKING:
-
     from targets.spec import TargetSpec
 
 # Eager passes on a side stream before capture (cuDNN/cuBLAS pick kernels and allocate
@@ -278,6 +277,7 @@ class TorchCudaBackend(TorchEagerBackend):
         system = self.system
         props = system.cuda.get_device_properties(self.index)
         fp = base_fingerprint(self.spec)
+        fp["device"] = f"cuda:{self.index}"  # "cuda" and "cuda:0" are one device, one key
         fp["runtime"] = {
             "torch": system.torch_version,
             "cuda": system.cuda_version,
