@@ -20,6 +20,7 @@ from fake_cuda import CAPTURE_ERROR, ChargedModule, FakeGpu, fake_system
 from targets.backends import torch_cuda
 from targets.backends.base import DeviceTiming, ModelArtifact, Runner
 from targets.backends.torch_cuda import CAPTURE_WARMUP, CudaRunner, TorchCudaBackend
+from targets.backends.torch_eager import TorchEagerBackend
 from targets.basics import RuntimeMissing, UserError
 from targets.registry import backend_class, create_backend, load_target
 from targets.spec import parse_target_text
@@ -80,9 +81,10 @@ def test_builtin_gpu_targets_are_torch_on_cuda() -> None:
     assert eager.option("cuda_graph") is False and graph.option("cuda_graph") is True
     assert Protocol.for_target(graph).statistic == "median"
     # a CUDA spec gets the CUDA backend under the one backend name "torch"
-    assert backend_class("torch") is torch_cuda.TorchEagerBackend
-    assert isinstance(backend_class("torch")(graph), TorchCudaBackend)
-    assert not isinstance(backend_class("torch")(load_target("torch-cpu")), TorchCudaBackend)
+    assert backend_class("torch", "cuda:1") is TorchCudaBackend
+    assert backend_class("torch", "cpu") is backend_class("torch") is TorchEagerBackend
+    with pytest.raises(ValueError, match="create_backend"):
+        TorchEagerBackend(graph)
 
 
 def test_cpu_only_options_and_precisions_are_refused_on_cpu() -> None:
@@ -568,3 +570,14 @@ def test_real_capture_failure_is_a_user_error(tmp_path: Path) -> None:
         backend.compile(ModelArtifact(onnx_file(tmp_path / "m.onnx"), Syncs))
     # the GPU is still usable afterwards
     backend.compile(ModelArtifact(onnx_file(tmp_path / "n.onnx"), lambda: torch.nn.ReLU())).run()
+
+
+def test_cuda_module_imports_without_torch() -> None:
+    code = (
+        "import sys, targets.backends.torch_cuda, targets.registry;"
+        "print('torch' in sys.modules, 'pynvml' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["False", "False"]

@@ -97,18 +97,19 @@ class _TorchRunner(Runner):
 class TorchEagerBackend(Backend):
     """torch.nn.Module in inference_mode, `threads` intra-op threads, on the CPU.
 
-    A spec on a CUDA device makes this class hand back a TorchCudaBackend (the one
-    backend name "torch" covers both; the registry needs no second entry).
+    Specs on a CUDA device get TorchCudaBackend (the registry picks it by device), which
+    reuses `prepare` from here.
     """
 
     name = "torch"
 
-    def __new__(cls, spec: TargetSpec, *args: Any, **kwargs: Any) -> TorchEagerBackend:
-        if cls is TorchEagerBackend and spec.device.startswith("cuda"):
-            from targets.backends.torch_cuda import TorchCudaBackend
-
-            return super().__new__(TorchCudaBackend)
-        return super().__new__(cls)
+    def __init__(self, spec: TargetSpec) -> None:
+        if type(self) is TorchEagerBackend and spec.device.startswith("cuda"):
+            raise ValueError(
+                f"target '{spec.name}' is on {spec.device}: create it with "
+                "targets.registry.create_backend (TorchCudaBackend), not TorchEagerBackend"
+            )
+        super().__init__(spec)
 
     def check_available(self) -> None:
         _import_torch()
