@@ -227,6 +227,7 @@ class TorchCudaBackend(TorchEagerBackend):
     def __init__(self, spec: TargetSpec, system: CudaSystem | None = None) -> None:
         super().__init__(spec)
         self._system = system
+        self._clock: Callable[[], float | None] | None = None  # NVML set up once per backend
 
     @property
     def system(self) -> CudaSystem:
@@ -304,7 +305,9 @@ class TorchCudaBackend(TorchEagerBackend):
                     return module(*inputs)
 
             runs = int(spec.option("runs_per_sample"))
-            clock = system.clock_reader(index)
+            if self._clock is None:
+                self._clock = system.clock_reader(index)
+            clock = self._clock
             if not spec.option("cuda_graph"):
                 return CudaRunner(forward, cuda, stream, runs, clock, keep=(module, inputs))
             try:
