@@ -581,3 +581,51 @@ def test_cuda_module_imports_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+class _FakeNvml:
+    """pynvml's calls the clock reader makes; any setter fails the test."""
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self, clocks: list[float]) -> None:
+        self.clocks = iter(clocks)
+        self.handles: list[str] = []
+
+    def nvmlInit(self) -> None:  # noqa: N802 - NVML's names
+        pass
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:  # noqa: N802
+        if not uuid.startswith("GPU-"):
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        self.handles.append(uuid)
+        return uuid
+
+    def nvmlDeviceGetClockInfo(self, handle: str, kind: int) -> int:  # noqa: N802
+        assert kind == self.NVML_CLOCK_SM
+        value = next(self.clocks)
+        if value < 0:
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        return int(value)
+
+    def __getattr__(self, name: str) -> object:
+        if "Set" in name or "Reset" in name:
+            raise AssertionError(f"hwnas must never change GPU settings ({name})")
+        raise AttributeError(name)
+
+
+def test_sm_clock_is_read_through_nvml_and_absent_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import torch
+
+    nvml = _FakeNvml([1980, 1965, -1])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    props = types.SimpleNamespace(uuid="8f1c-uuid", name="NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    read = torch_cuda.nvml_clock_reader(0)
+    assert nvml.handles == ["GPU-8f1c-uuid"]  # matched by UUID, not by index
+    assert read() == 1980.0 and read() == 1965.0
+    assert read() is None  # a failed reading is no reading
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed
+    assert torch_cuda.nvml_clock_reader(0)() is None
