@@ -145,6 +145,7 @@ def make_row(
         "run_id": run_id,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
+        "clock_mhz": m.get("clock_mhz"),
     }
 
 

@@ -69,7 +69,14 @@ COLUMNS: tuple[str, ...] = (
     "run_id",
     "started_at",
     "finished_at",
+    "clock_mhz",
 )
+# Columns added after schema version 1 shipped: nullable, appended at the end, and added by
+# `ALTER TABLE` when a writable store lacks them, so old stores open and old readers (which
+# name their columns) still work; a read-only old store reads them as NULL.
+ADDED_COLUMNS: dict[str, str] = {
+    "clock_mhz": "REAL",  # device clock (a GPU's SM clock, MHz) while timing; NULL on CPUs
+}
 _INSERT_COLUMNS = COLUMNS[1:]
 _REQUIRED = (
     "kind",
@@ -113,7 +120,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     pid             INTEGER,
     run_id          TEXT,
     started_at      TEXT,
-    finished_at     TEXT
+    finished_at     TEXT,
+    clock_mhz       REAL
 );
 CREATE INDEX IF NOT EXISTS measurements_fp_kind_hash
     ON measurements (fingerprint_key, kind, arch_hash);
@@ -269,6 +277,10 @@ class ProfileStore:
                     "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
                 conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (utc_now(),))
+            have_cols = {r[1] for r in conn.execute("PRAGMA table_info(measurements)")}
+            for name, sql_type in ADDED_COLUMNS.items():
+                if name not in have_cols:
+                    conn.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql_type}")
 
     def _check_meta(self, conn: sqlite3.Connection) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -624,12 +636,19 @@ class ProfileStore:
                 f"kind IN ({', '.join('?' for _ in kinds)})"
             )
             params += list(kinds)
+        have = self._columns()
+        picked = [c if c in have else f"NULL AS {c}" for c in columns]
         with self._errors("read"):
             cur = self.conn.execute(
-                f"SELECT {', '.join(columns)} FROM measurements{clause} ORDER BY id", params
+                f"SELECT {', '.join(picked)} FROM measurements{clause} ORDER BY id", params
             )
             rows = cur.fetchall()
         return [dict(zip(columns, tuple(r), strict=True)) for r in rows]
+
+    def _columns(self) -> set[str]:
+        """The measurements table's columns (an old read-only store lacks ADDED_COLUMNS)."""
+        with self._errors("read"):
+            return {r[1] for r in self.conn.execute("PRAGMA table_info(measurements)")}
 
     def fingerprints(self) -> list[dict[str, Any]]:
         """Distinct (target_name, fingerprint_key, fingerprint) with their row counts."""
@@ -764,7 +783,15 @@ def write_csv(rows: Iterable[Mapping[str, Any]], fh: Any) -> int:
 
 
 _INT_COLUMNS = {"id", "repetitions", "rounds", "stable", "pid"}
-_FLOAT_COLUMNS = {"latency_ms", "median_ms", "p10_ms", "min_ms", "spread", "reference_ms"}
+_FLOAT_COLUMNS = {
+    "latency_ms",
+    "median_ms",
+    "p10_ms",
+    "min_ms",
+    "spread",
+    "reference_ms",
+    "clock_mhz",
+}
 _ARROW_TYPES: dict[str, Any] = {
     c: (
         (lambda pa: pa.int64())

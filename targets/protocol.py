@@ -29,6 +29,9 @@ FIGURE_FIELDS: tuple[str, ...] = (
     "reference",
     "sessions",
 )
+# Figure fields added later: in a protocol's identity only when set away from their
+# default, so every stored row keyed before they existed keeps its key.
+LATER_FIGURE_FIELDS: tuple[str, ...] = ("settle", "settle_max")
 STAT_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
 
 
@@ -56,6 +59,16 @@ class Protocol:
     max_spread: float | None = None  # also unstable if (p90 - p10) / median exceeds this
     drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its best
     sessions: int = 1  # compiled instances per model, a different one each turn (odd: 1, 3, 5)
+    # Warm up until settled (GPU targets): after `warmup` runs, time warm-up windows until
+    # two in a row agree within `settle` (a fraction), at most `settle_max` windows. A GPU
+    # needs a while to reach its clocks and to fill its caches and allocator pools; a
+    # fixed count is either wasted time or too short. None: the fixed `warmup` only.
+    settle: float | None = None
+    settle_max: int = 30
+    # Drift rule: the reference may also be up to `drift_spread` times its own spread in
+    # this measurement ((p90 - p10) / median) above its best before a group is called
+    # drifted; None: `drift_tolerance` alone (see check_reference_drift).
+    drift_spread: float | None = None
 
     def __post_init__(self) -> None:
         self._validate("protocol")
@@ -65,7 +78,7 @@ class Protocol:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"{where}: key '{name}' must be an integer >= 0, got {value!r}")
-        for name in ("min_rounds", "rounds", "runs_per_round", "sessions"):
+        for name in ("min_rounds", "rounds", "runs_per_round", "sessions", "settle_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{where}: key '{name}' must be an integer >= 1, got {value!r}")
@@ -76,7 +89,7 @@ class Protocol:
             )
         if not isinstance(self.reference, bool):
             raise UserError(f"{where}: key 'reference' must be true or false")
-        for name in ("tolerance", "max_spread", "drift_tolerance"):
+        for name in ("tolerance", "max_spread", "drift_tolerance", "settle", "drift_spread"):
             value = getattr(self, name)
             if name != "tolerance" and value is None:
                 continue
@@ -119,4 +132,7 @@ class Protocol:
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a figure: what a stored row must be keyed by, too."""
-        return {name: getattr(self, name) for name in FIGURE_FIELDS}
+        out = {name: getattr(self, name) for name in FIGURE_FIELDS}
+        if self.settle is not None:
+            out.update({name: getattr(self, name) for name in LATER_FIGURE_FIELDS})
+        return out

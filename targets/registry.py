@@ -28,6 +28,10 @@ _BACKEND_CLASSES: dict[str, str] = {
     "torch": "targets.backends.torch_eager:TorchEagerBackend",
     "debug": "targets.backends.debug:DebugBackend",
 }
+# A backend whose GPU flavour is its own class: (backend, device kind) -> "module:Class".
+_DEVICE_BACKEND_CLASSES: dict[tuple[str, str], str] = {
+    ("torch", "cuda"): "targets.backends.torch_cuda:TorchCudaBackend",
+}
 
 _registered: dict[str, TargetSpec] = {}
 
@@ -127,20 +131,22 @@ def _checked_file_target(spec: TargetSpec) -> TargetSpec:
     )
 
 
-def backend_class(backend: str) -> type[Backend]:
-    """The Backend subclass for a backend name (imports its module, not its runtime)."""
+def backend_class(backend: str, device: str = "cpu") -> type[Backend]:
+    """The Backend subclass for a backend name on a device ("cpu", "cuda:1"; imports its
+    module, not its runtime)."""
     try:
         target = _BACKEND_CLASSES[backend]
     except KeyError:
         raise UserError(
             f"unknown backend '{backend}'; known backends: {', '.join(_BACKEND_CLASSES)}"
         ) from None
+    target = _DEVICE_BACKEND_CLASSES.get((backend, device.split(":", 1)[0]), target)
     module_name, _, cls_name = target.partition(":")
     return getattr(importlib.import_module(module_name), cls_name)
 
 
 def create_backend(spec: TargetSpec) -> Backend:
     """The backend for `spec`, after checking its runtime is there (RuntimeMissing if not)."""
-    backend = backend_class(spec.backend)(spec)
+    backend = backend_class(spec.backend, spec.device)(spec)
     backend.check_available()
     return backend

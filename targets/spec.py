@@ -27,7 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt", "torch", "debug")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     "name",
     "description",
@@ -80,11 +80,20 @@ BACKEND_OPTIONS: dict[str, dict[str, OptionSpec]] = {
     "torch": {
         "channels_last": OptionSpec(bool, False, None, "run in channels_last memory format"),
         "input_seed": OptionSpec(int, 0, None, "seed of the fixed input", fingerprint=False),
+        # CUDA only (targets/backends/torch_cuda.py); left out of CPU fingerprints
+        "cuda_graph": OptionSpec(bool, False, None, "CUDA: capture once as a CUDA graph, replay"),
+        "runs_per_sample": OptionSpec(int, 10, None, "CUDA: runs between one pair of CUDA events"),
+        "cudnn_benchmark": OptionSpec(bool, False, None, "CUDA: cuDNN picks kernels by timing"),
+        "tf32": OptionSpec(bool, True, None, "CUDA fp32: allow TF32 in convolutions and matmuls"),
     },
     "debug": {
         "input_seed": OptionSpec(int, 0, None, "seed of the fixed input", fingerprint=False),
     },
 }
+
+
+# torch options that mean something on CUDA only (a CPU target may not set them)
+TORCH_CUDA_OPTIONS: tuple[str, ...] = ("cuda_graph", "runs_per_sample", "cudnn_benchmark", "tf32")
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -136,7 +145,11 @@ class TargetSpec:
     @property
     def cli_ref(self) -> str:
         """What to type after --target to get this target again: its file, else its name."""
-        if self.source and self.source not in ("builtin", "registered") and self.source.endswith(".toml"):
+        if (
+            self.source
+            and self.source not in ("builtin", "registered")
+            and self.source.endswith(".toml")
+        ):
             return self.source
         return self.name
 
@@ -154,7 +167,15 @@ class TargetSpec:
         None included) so a user sees every knob and uncomments the ones to change.
         """
         out = [f"# {self.name} ({self.source or 'registered'})"]
-        for key in ("name", "description", "backend", "device", "precision", "batch_size", "threads"):
+        for key in (
+            "name",
+            "description",
+            "backend",
+            "device",
+            "precision",
+            "batch_size",
+            "threads",
+        ):
             out.append(f"{key} = {toml_value(getattr(self, key))}")
         if self.options:
             out.append("\n[options]")
@@ -322,6 +343,11 @@ def _check_consistency(
             raise UserError(
                 f'{where}: options.provider = {provider!r} runs on a GPU; set device = "cuda"'
             )
+        if precision == "bf16":
+            raise UserError(
+                f'{where}: precision "bf16" runs on torch CUDA targets only (backend = '
+                '"torch", device = "cuda"); use precision = "fp32" here'
+            )
         if precision == "fp16" and provider != "tensorrt":
             raise UserError(
                 f'{where}: precision "fp16" on ONNX Runtime needs options.provider = '
@@ -331,10 +357,26 @@ def _check_consistency(
     elif backend == "tensorrt":
         if not on_cuda:
             raise UserError(f"{where}: backend 'tensorrt' runs on a GPU; set device = \"cuda\"")
-    elif backend == "torch":
-        if precision == "fp16" and not on_cuda:
+        if precision == "bf16":
             raise UserError(
-                f'{where}: precision "fp16" with backend \'torch\' needs device = "cuda"'
+                f"{where}: precision \"bf16\" is not supported by backend 'tensorrt' here; "
+                'use "fp16" or "fp32"'
+            )
+    elif backend == "torch":
+        if precision in ("fp16", "bf16") and not on_cuda:
+            raise UserError(
+                f'{where}: precision "{precision}" with backend \'torch\' needs device = "cuda"'
+            )
+        runs = options.get("runs_per_sample", 1)
+        if runs < 1:
+            raise UserError(
+                f"{where}: key 'options.runs_per_sample' is {runs}; it must be >= 1 (e.g. 10)"
+            )
+        cuda_only = [k for k in TORCH_CUDA_OPTIONS if k in options]
+        if cuda_only and not on_cuda:
+            raise UserError(
+                f'{where}: options.{cuda_only[0]} is for GPU targets; set device = "cuda" '
+                "or remove the option"
             )
     elif backend == "debug" and (on_cuda or precision != "fp32"):
         raise UserError(
@@ -382,7 +424,11 @@ def parse_target_text(text: str, source: str, default_name: str | None = None) -
         line = _toml_error_line(exc)
         at = f" line {line}:" if line is not None else ""
         lines = text.splitlines()
-        m = _KEY_LINE_RE.match(lines[line - 1]) if line is not None and 0 < line <= len(lines) else None
+        m = (
+            _KEY_LINE_RE.match(lines[line - 1])
+            if line is not None and 0 < line <= len(lines)
+            else None
+        )
         key = f" key '{m.group(1)}':" if m else ""
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc).splitlines()[0])
         raise UserError(

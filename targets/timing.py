@@ -8,6 +8,11 @@ median or even p10, see docs/targets.md); stop adding rounds once the statistic 
 between even and odd rounds (split-half check), so a quiet host pays little and a noisy
 one gets more samples; flag as unstable what did not agree, and everything measured
 while the reference network ran slower than its best known figure on this fingerprint.
+
+A sample is one run timed with the host clock, or, for a device-timed runner (a GPU
+target: `Runner.device_timed`), one window of many runs timed by the device's own events
+(`Runner.timed_run`); with `Protocol.settle` set, warm-up goes on until two windows in a
+row agree, as a GPU needs a while to reach its steady state.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from targets.backends.base import ModelArtifact, Runner, compile_instances
+from targets.backends.base import DeviceTiming, ModelArtifact, Runner, compile_instances
 from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
 from targets.protocol import STAT_RE, Protocol
@@ -73,6 +78,11 @@ class Measurement:
     rounds: int
     reference_ms: float | None  # reference network's same statistic in the same rounds
     stable: bool
+    # the device clock (MHz; a GPU's SM clock) read while this runner was timed: median of
+    # the readings, None where the runner cannot read one (CPU targets). Kept beside the
+    # figure, never in the fingerprint: it describes the moment, not the platform.
+    clock_mhz: float | None = None
+    reference_spread: float | None = None  # the reference's (p90 - p10) / median, same rounds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +120,7 @@ def _statistic(sorted_ms: Sequence[float], stat: str) -> float:
     return percentile(sorted_ms, float(match.group(1)))
 
 
-def _halves_agree(even: list[int], odd: list[int], protocol: Protocol) -> bool:
+def _halves_agree(even: list[float], odd: list[float], protocol: Protocol) -> bool:
     """Split-half check: the statistic of the even rounds and of the odd rounds (both
     spread over the same stretch of time) agree within `tolerance`, i.e. a second
     measurement would most likely give the same figure."""
@@ -126,11 +136,12 @@ def _halves_agree(even: list[int], odd: list[int], protocol: Protocol) -> bool:
 class _Samples:
     """Per-runner timings, kept by round parity for the split-half check."""
 
-    __slots__ = ("even", "odd")
+    __slots__ = ("clocks", "even", "odd")
 
     def __init__(self) -> None:
-        self.even: list[int] = []
-        self.odd: list[int] = []
+        self.even: list[float] = []  # nanoseconds per run
+        self.odd: list[float] = []
+        self.clocks: list[float] = []  # device clock readings (MHz), device-timed runners
 
     def agree(self, protocol: Protocol) -> bool:
         if self.odd:
@@ -138,7 +149,13 @@ class _Samples:
         # a single round: split its runs instead
         return _halves_agree(self.even[0::2], self.even[1::2], protocol)
 
-    def summarise(self, protocol: Protocol, rounds: int, reference_ms: float | None) -> Measurement:
+    def summarise(
+        self,
+        protocol: Protocol,
+        rounds: int,
+        reference_ms: float | None,
+        reference_spread: float | None = None,
+    ) -> Measurement:
         ms = sorted(t / 1e6 for t in self.even + self.odd)
         median = percentile(ms, 50.0)
         p10 = percentile(ms, 10.0)
@@ -158,6 +175,8 @@ class _Samples:
             rounds=rounds,
             reference_ms=reference_ms,
             stable=stable,
+            clock_mhz=percentile(sorted(self.clocks), 50.0) if self.clocks else None,
+            reference_spread=reference_spread,
         )
 
 
@@ -166,6 +185,41 @@ def _call(name: str, runner: Runner) -> None:
         runner.run()
     except Exception as exc:  # noqa: BLE001 - re-raised with the runner's name
         raise RunnerFailed(name, exc) from exc
+
+
+def _timed(name: str, runner: Runner) -> DeviceTiming:
+    try:
+        return runner.timed_run()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the runner's name
+        raise RunnerFailed(name, exc) from exc
+
+
+def _window_ns(name: str, runner: Runner, protocol: Protocol, clock: Callable[[], int]) -> float:
+    """One warm-up window's time per run: the device's figure, or the host clock's over
+    `runs_per_round` runs."""
+    if runner.device_timed:
+        return _timed(name, runner).ms_per_run * 1e6
+    t0 = clock()
+    for _ in range(protocol.runs_per_round):
+        _call(name, runner)
+    return (clock() - t0) / protocol.runs_per_round
+
+
+def settle(
+    name: str, runner: Runner, protocol: Protocol, clock: Callable[[], int] | None = None
+) -> int:
+    """Warm up until two windows in a row agree within `protocol.settle`, at most
+    `protocol.settle_max` windows; returns the windows spent (0 without `settle`)."""
+    if protocol.settle is None:
+        return 0
+    clock = clock if clock is not None else DEFAULT_CLOCK
+    previous: float | None = None
+    for i in range(protocol.settle_max):
+        now = _window_ns(name, runner, protocol, clock)
+        if previous is not None and previous > 0 and abs(now / previous - 1.0) <= protocol.settle:
+            return i + 1
+        previous = now
+    return protocol.settle_max
 
 
 def measure_runners(
@@ -183,6 +237,8 @@ def measure_runners(
     triggered by one runner is not charged to another. A runner that raises stops the
     measurement with RunnerFailed naming it: the caller can drop it and re-measure.
     `clock` (nanoseconds; default `DEFAULT_CLOCK`, read at call time) is for tests.
+    A device-timed runner's samples come from its `timed_run` (the device's clock) and
+    `clock` is not read for them.
     """
     protocol = protocol or Protocol()
     if not runners:
@@ -204,6 +260,7 @@ def measure_runners(
             for _ in range(runner.instances):  # warm every instance
                 for _ in range(protocol.warmup):
                     _call(name, runner)
+                settle(name, runner, protocol, clock)
                 runner.next_turn()
         while done < protocol.rounds:
             # Rotate the order so no runner always follows the same one (cache effects)
@@ -215,6 +272,13 @@ def measure_runners(
                     _call(name, runner)
                 s = samples[name]
                 bucket = s.even if done % 2 == 0 else s.odd
+                if runner.device_timed:
+                    for _ in range(protocol.runs_per_round):
+                        timing = _timed(name, runner)
+                        bucket.append(timing.ms_per_run * 1e6)
+                        if timing.clock_mhz is not None:
+                            s.clocks.append(timing.clock_mhz)
+                    continue
                 run = runner.run
                 for _ in range(protocol.runs_per_round):
                     t0 = clock()
@@ -231,9 +295,11 @@ def measure_runners(
             gc.enable()
 
     ref_ms: float | None = None
+    ref_spread: float | None = None
     if reference is not None:
-        ref_ms = samples[REFERENCE_NAME].summarise(protocol, done, None).latency_ms
-    return {name: samples[name].summarise(protocol, done, ref_ms) for name in runners}
+        ref = samples[REFERENCE_NAME].summarise(protocol, done, None)
+        ref_ms, ref_spread = ref.latency_ms, ref.spread
+    return {name: samples[name].summarise(protocol, done, ref_ms, ref_spread) for name in runners}
 
 
 def _baseline_path(directory: str | Path | None = None) -> Path:
@@ -255,6 +321,11 @@ def check_reference_drift(
     figure is recorded per fingerprint (best seen so far, in the cache directory), and a
     measurement whose reference ran more than `drift_tolerance` above that best is not
     trusted. Call this after `measure_runners` with the target's fingerprint key.
+
+    With `protocol.drift_spread`, the allowance is the larger of `drift_tolerance` and
+    that many times the reference's own spread in this measurement: a reference that
+    scatters by 2 % round to round (a quiet GPU) is not drifted at +2.5 %, while a
+    slowdown (a second process on the GPU, a lower clock) moves it far beyond both.
     """
     import json
 
@@ -282,9 +353,19 @@ def check_reference_drift(
         # a read-only cache only disables drift detection, never a measurement
         with contextlib.suppress(OSError):
             atomic_write_bytes(path, json.dumps(store, indent=1, sort_keys=True).encode())
-    if best is not None and ref > best * (1.0 + protocol.drift_tolerance):
+    if best is not None and ref > best * (1.0 + drift_allowance(out.values(), protocol)):
         out = {k: replace(m, stable=False) for k, m in out.items()}
     return out
+
+
+def drift_allowance(results: Iterable[Measurement], protocol: Protocol) -> float:
+    """How far (a fraction) the reference may be above its best (see check_reference_drift)."""
+    allowed = float(protocol.drift_tolerance or 0.0)
+    if protocol.drift_spread is not None:
+        spread = next((m.reference_spread for m in results if m.reference_spread is not None), None)
+        if spread is not None:
+            allowed = max(allowed, protocol.drift_spread * spread)
+    return allowed
 
 
 def _check_onnx_path(path: Path) -> Path:
@@ -330,7 +411,15 @@ def measure_onnx(
     reference: Runner | None = None
     try:
         for i, artifact in enumerate(artifacts):
-            runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
+            try:
+                runners[str(i)] = compile_instances(backend, artifact, protocol.sessions)
+            except UserError as exc:
+                # say which of the user's models (an architecture JSON is exported to a
+                # temporary ONNX file whose name means nothing to them)
+                name = names[i] if names else None
+                if name is None or name in str(exc):
+                    raise
+                raise UserError(f"{name}: {exc}") from None
         if protocol.reference:
             reference = compile_reference(backend, spec)
         try:

@@ -24,6 +24,8 @@ EXPECTED_BUILTINS = {
     "ort-cpu",
     "ort-cpu-all",
     "torch-cpu",
+    "torch-cuda",
+    "torch-cuda-graph",
     "ort-cuda",
     "ort-trt",
     "trt-fp32",

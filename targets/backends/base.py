@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ class ModelArtifact:
     build_torch: Callable[[], torch.nn.Module] | None = None  # torch (eager) backend only
 
 
+@dataclass(frozen=True)
+class DeviceTiming:
+    """One timed window of a device-timed runner: milliseconds per run as the device
+    measured them (CUDA events around many runs), and the device's clock meanwhile."""
+
+    ms_per_run: float
+    clock_mhz: float | None = None  # e.g. the GPU's SM clock read while the window ran
+
+
 class Runner(ABC):
     """A compiled model with its fixed input; `run` is what the timing protocol times."""
 
@@ -33,6 +43,20 @@ class Runner(ABC):
 
     #: compiled instances behind this runner (see RotatingRunner)
     instances: int = 1
+
+    #: True when `timed_run` is timed by the device itself; the protocol then takes its
+    #: samples from `timed_run` instead of reading the host clock around `run`. Why: a
+    #: GPU at batch 1 finishes a network in ~1-3 ms, and a host clock around one
+    #: synchronised pass adds launch and synchronisation jitter of the same order.
+    device_timed: bool = False
+
+    def timed_run(self) -> DeviceTiming:
+        """One sample: per-run time over one window. Device-timed runners override this
+        (many runs between one pair of device events); the fallback times one `run` with
+        the host clock, so any runner can be asked."""
+        t0 = time.perf_counter_ns()
+        self.run()
+        return DeviceTiming((time.perf_counter_ns() - t0) / 1e6)
 
     def next_turn(self) -> None:  # noqa: B027 - optional hook
         """Called by the timing protocol before each turn of a runner."""
@@ -61,9 +85,13 @@ class RotatingRunner(Runner):
         self._runners = runners
         self._current = 0
         self.instances = len(runners)
+        self.device_timed = all(r.device_timed for r in runners)
 
     def run(self) -> None:
         self._runners[self._current].run()
+
+    def timed_run(self) -> DeviceTiming:
+        return self._runners[self._current].timed_run()
 
     def next_turn(self) -> None:
         self._current = (self._current + 1) % len(self._runners)

@@ -1,7 +1,9 @@
 """Eager PyTorch backend: the baseline a user without an inference runtime would see.
 
 It needs the model as a torch module (ModelArtifact.build_torch); the ONNX file only
-supplies the input shapes, so both backends time the same workload.
+supplies the input shapes, so both backends time the same workload. A target on a CUDA
+device gets `targets.backends.torch_cuda.TorchCudaBackend` (GPU-timed, optionally one
+CUDA graph); this module keeps the CPU path and what both share (module and inputs).
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from targets.backends.base import GPU_EXTRA, Backend, ModelArtifact, Runner
+from targets.backends.base import Backend, ModelArtifact, Runner
 from targets.basics import RuntimeMissing, UserError
-from targets.fingerprint import base_fingerprint, gpu_description
+from targets.fingerprint import base_fingerprint
+from targets.spec import TORCH_CUDA_OPTIONS
 
 if TYPE_CHECKING:
     import torch
+
+    from targets.spec import TargetSpec
 
 # ONNX TensorProto element types -> torch dtype names
 _ONNX_TO_TORCH = {
@@ -29,6 +34,8 @@ _ONNX_TO_TORCH = {
     2: "uint8",
     9: "bool",
 }
+# target precision -> the dtype the module and its float inputs are cast to (fp32: none)
+TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 def _import_torch() -> Any:
@@ -88,28 +95,42 @@ class _TorchRunner(Runner):
 
 
 class TorchEagerBackend(Backend):
-    """torch.nn.Module in inference_mode, `threads` intra-op threads, CPU or CUDA."""
+    """torch.nn.Module in inference_mode, `threads` intra-op threads, on the CPU.
+
+    Specs on a CUDA device get TorchCudaBackend (the registry picks it by device), which
+    reuses `prepare` from here.
+    """
 
     name = "torch"
 
-    def check_available(self) -> None:
-        torch = _import_torch()
-        if self.spec.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeMissing(
-                f"target '{self.spec.name}' needs CUDA but torch {torch.__version__} sees no "
-                f"CUDA device; install a CUDA build of torch and {GPU_EXTRA}"
+    def __init__(self, spec: TargetSpec) -> None:
+        if type(self) is TorchEagerBackend and spec.device.startswith("cuda"):
+            raise ValueError(
+                f"target '{spec.name}' is on {spec.device}: create it with "
+                "targets.registry.create_backend (TorchCudaBackend), not TorchEagerBackend"
             )
+        super().__init__(spec)
+
+    def check_available(self) -> None:
+        _import_torch()
 
     def fingerprint(self) -> dict[str, Any]:
         torch = _import_torch()
         fp = base_fingerprint(self.spec)
+        # GPU-only options cannot change a CPU latency: out, so CPU keys stay as they were
+        fp["options"] = {k: v for k, v in fp["options"].items() if k not in TORCH_CUDA_OPTIONS}
         fp["runtime"] = {"torch": torch.__version__}
-        if self.spec.device.startswith("cuda"):
-            fp.update(gpu_description(self.spec.device))
-            fp["runtime"]["cudnn"] = torch.backends.cudnn.version()
         return fp
 
     def compile(self, model: ModelArtifact) -> Runner:
+        module, inputs, device = self.prepare(model, _import_torch().device(self.spec.device))
+        return _TorchRunner(module, inputs, device)
+
+    def prepare(
+        self, model: ModelArtifact, device: torch.device
+    ) -> tuple[torch.nn.Module, list[torch.Tensor], torch.device]:
+        """The module in eval mode and its fixed inputs, on `device`, in the target's
+        precision (module.to(dtype): see docs/targets.md, "Precision") and memory format."""
         torch = _import_torch()
         path = Path(model.onnx_path)
         if model.build_torch is None:
@@ -125,19 +146,19 @@ class TorchEagerBackend(Backend):
             from targets.fingerprint import available_cores
 
             torch.set_num_threads(available_cores())
-        device = torch.device(self.spec.device)
         module = model.build_torch().eval().to(device)
-        half = self.spec.precision == "fp16"
-        if half:
-            module = module.half()
+        cast = TORCH_DTYPES.get(self.spec.precision)
+        cast_to = getattr(torch, cast) if cast else None
+        if cast_to is not None:
+            module = module.to(cast_to)
         gen = torch.Generator().manual_seed(int(self.spec.option("input_seed")))
         inputs = []
         for _name, shape, elem in specs:
             dtype = getattr(torch, _ONNX_TO_TORCH.get(elem, "float32"))
             if dtype.is_floating_point:
                 t = torch.randn(shape, generator=gen, dtype=torch.float32).to(dtype)
-                if half:
-                    t = t.half()
+                if cast_to is not None:
+                    t = t.to(cast_to)
             else:
                 t = torch.randint(0, 10, shape, generator=gen).to(dtype)
             inputs.append(t.to(device))
@@ -147,4 +168,4 @@ class TorchEagerBackend(Backend):
                 t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
                 for t in inputs
             ]
-        return _TorchRunner(module, inputs, device)
+        return module, inputs, device
