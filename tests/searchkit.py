@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnas.encoding import encode, encoding_layout
 from hwnas.space import SpaceConfig, sample_architectures
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
 
 OP_MS = {
@@ -45,7 +45,7 @@ def make_predictor(folder: Path, space: SpaceConfig, n: int = 160) -> Path:
     rows = [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)]
     db = folder / f"{space.name}.db"
     write_store(db, rows, space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout)
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     fit = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=(), seed=0)
     path = folder / f"{space.name}.pt"
     save_predictor(path, fit.model, build_header(fit.model, ds, fit.report))

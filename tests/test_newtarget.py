@@ -340,9 +340,9 @@ def test_transfer_needs_few_profiles_of_the_new_target(cli, known: Path, tmp_pat
     assert model.header["transfer"]["from_target"] == "ort-cpu"
     assert model.header["target_name"] == "new-target"
 
-    from predictor import load_dataset
+    from predictor import ProfileQuery, load_profiles
 
-    ds = load_dataset(held, "new-target", min_samples=1)
+    ds = load_profiles(held, "new-target", ProfileQuery(min_samples=1))
     before = regression_metrics(ds.latency_ms, load_predictor(known).predict_ms(ds.X))
     after = regression_metrics(ds.latency_ms, model.predict_ms(ds.X))
     assert before["mape"] > 30 and after["mape"] < 8, (before["mape"], after["mape"])
@@ -352,9 +352,9 @@ def test_transfer_needs_few_profiles_of_the_new_target(cli, known: Path, tmp_pat
 
 
 def _xy(db: Path) -> tuple[np.ndarray, np.ndarray]:
-    from predictor import load_dataset
+    from predictor import ProfileQuery, load_profiles
 
-    ds = load_dataset(db, "new-target", min_samples=1)
+    ds = load_profiles(db, "new-target", ProfileQuery(min_samples=1))
     idx = np.concatenate([ds.indices("train"), ds.indices("val")])
     return ds.X[idx], ds.latency_ms[idx]
 

@@ -19,7 +19,7 @@ from hwnas import pipeline
 from hwnas.encoding import encode, encoding_layout
 from hwnas.report import summary_markdown
 from hwnas.space import get_space, sample_architectures
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
 from targets.registry import load_target
 
@@ -38,7 +38,7 @@ def digits_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)],
         space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout, target="debug",
     )  # fmt: skip
-    ds = load_dataset(db, "debug")
+    ds = load_profiles(db, "debug")
     result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=("lut",), seed=0)
     path = folder / "digits.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))

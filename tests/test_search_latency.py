@@ -29,8 +29,8 @@ from predictor import (
     MLPConfig,
     build_header,
     fit_predictor,
-    load_dataset,
     load_predictor,
+    load_profiles,
     save_predictor,
 )
 from predictor.synthetic import write_store
@@ -90,7 +90,7 @@ def term(tmp_path_factory: pytest.TempPathFactory) -> LatencyTerm:
         space_config=SPACE.to_dict(),
         layout=layout,
     )
-    ds = load_dataset(folder / "digits.db", "ort-cpu")
+    ds = load_profiles(folder / "digits.db", "ort-cpu")
     fit = fit_predictor(ds, cfg=MLPConfig(members=2, max_epochs=80), baselines=(), seed=0)
     save_predictor(folder / "digits.pt", fit.model, build_header(fit.model, ds, fit.report))
     return LatencyTerm(load_predictor(folder / "digits.pt"), SPACE)

@@ -64,9 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     from hwnas.profile_source import SpaceCandidates
     from hwnas.space import atomic_write_text, sample_nth, save_architecture
     from predictor import (
+        ProfileQuery,
         build_header,
         fit_predictor,
-        load_dataset,
+        load_profiles,
         render_report,
         save_predictor,
     )
@@ -141,9 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         summary["steps"]["re-measure"] = time.perf_counter() - t
 
     t = pipeline.step(f"3/{steps_total} fit the latency predictor (MLP) and baselines; score on held-out architectures")
-    ds = load_dataset(
-        db, spec.cli_ref, space=args.space, seed=args.seed, min_samples=min_samples(init is not None)
-    )
+    query = ProfileQuery(space=args.space, seed=args.seed, min_samples=min_samples(init is not None))
+    ds = load_profiles(db, spec.cli_ref, query)
     if init is not None:
         from predictor.baselines import BASELINES
         from predictor.transfer import transfer_predictor
