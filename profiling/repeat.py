@@ -15,11 +15,11 @@ from typing import Any
 from profiling.candidates import Candidate, CandidateSource
 from profiling.groups import Drift, export_group, measure_group, open_backend, reference_runner
 from profiling.results import write_rows
-from profiling.session import Progress
 from profiling.store import ProfileStore
 from targets.backends.base import Runner
 from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
+from targets.progress import Progress
 from targets.spec import TargetSpec
 from targets.timing import Protocol, measurement_fingerprint
 
@@ -95,7 +95,8 @@ def repeat_measurements(
     chosen = random.Random(seed).sample(sorted(originals), min(n, len(originals)))
     run_id = uuid.uuid4().hex
     drift = Drift.for_target(backend, spec)
-    bar = Progress(progress, len(chosen), 0, f"repeat {spec.name}")
+    bar = Progress(len(chosen), f"repeat {spec.name}", enabled=progress)
+    unstable = 0
     items: list[dict[str, Any]] = []
     reference: Runner | None = None
     try:
@@ -131,9 +132,9 @@ def repeat_measurements(
                         if old["latency_ms"]:
                             item["pct_diff"] = (new - old["latency_ms"]) / old["latency_ms"] * 100
                     items.append(item)
-                bar.note(outcome.results)
+                unstable += outcome.unstable()
                 n_ok = sum(i["status"] == "ok" for i in items)
-                bar.set(len(items), n_ok, len(items) - n_ok)
+                bar.update(len(items), ok=n_ok, failed=len(items) - n_ok, unstable=unstable)
     finally:
         if reference is not None:
             reference.close()

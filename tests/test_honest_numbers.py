@@ -122,7 +122,7 @@ def test_protocol_is_part_of_the_fingerprint_key() -> None:
 
 
 def test_rows_of_two_protocols_are_never_pooled_silently(tmp_path: Path) -> None:
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from profiling.synthetic import SyntheticCandidates
     from targets.registry import load_target
@@ -131,10 +131,11 @@ def test_rows_of_two_protocols_are_never_pooled_silently(tmp_path: Path) -> None
     db = tmp_path / "p.db"
     debug = load_target("debug")
     with ProfileStore(db) as st:
-        a = run_profile(SyntheticCandidates(), debug, st, 3, progress=False, protocol=fast)
+        quiet = ProfileSettings(progress=False, protocol=fast)
+        a = run_profile(SyntheticCandidates(), debug, st, 3, settings=quiet)
         b = run_profile(
-            SyntheticCandidates(), debug, st, 3, progress=False,
-            protocol=fast.with_(statistic="median"),
+            SyntheticCandidates(), debug, st, 3,
+            settings=ProfileSettings(progress=False, protocol=fast.with_(statistic="median")),
         )  # fmt: skip
         assert a.fingerprint_key != b.fingerprint_key
         assert b.done_before == 0 and b.written == 3  # not resumed across protocols

@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     from predictor.dataset import min_samples, samples_rule
     from predictor.drift import compare, corrected_ms, describe, predictor_baseline
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
     from targets.timing import measure_onnx
@@ -113,9 +113,8 @@ def _run(args: argparse.Namespace) -> int:
 
     t = pipeline.step(f"1/{steps_total} profile {args.samples} architectures of '{args.space}' on '{spec.name}'")
     with ProfileStore(db) as store:
-        prof = run_profile(
-            source, spec, store, args.samples, seed=args.seed, progress=not args.no_progress
-        )
+        settings = ProfileSettings(seed=args.seed, progress=not args.no_progress)
+        prof = run_profile(source, spec, store, args.samples, settings=settings)
     print(f"   {prof.written} measured now, {prof.done_after} in the store ({time.perf_counter() - t:.0f} s)")
     summary["profile"] = {"written": prof.written, "in_store": prof.done_after}
     summary["steps"]["profile"] = time.perf_counter() - t
