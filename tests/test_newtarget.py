@@ -289,7 +289,7 @@ def test_light_commands_import_neither_torch_nor_onnxruntime(tmp_path: Path) -> 
 def _target_b(space: SyntheticSpace, x: np.ndarray) -> float:
     """Another target: 1.7x slower, and its 5x5 separable convolutions relatively dearer."""
     layout = space.layout()
-    sep5 = sum(x[i] for i, n in enumerate(layout) if n.endswith("sep_conv_5x5"))
+    sep5 = sum(x[i] for i, n in enumerate(layout) if n.endswith("syn_sepconv5"))
     return 1.7 * space.latency_ms(x) * (1.0 + 0.03 * sep5)
 
 

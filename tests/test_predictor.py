@@ -121,8 +121,8 @@ def test_mixed_fingerprints_refused_unless_allowed(tmp_path: Path) -> None:
 def test_feature_layout_groups_indexed_names() -> None:
     layout = build_feature_layout(SyntheticSpace().layout())
     names = set(layout.names)
-    assert "stage0.normal.e*.sep_conv_3x3" in names and "stage2.depth.4" in names
-    assert "stage1.cell*.in*.skip_connect" in names
+    assert "stage0.normal.e*.syn_sepconv3" in names and "stage2.depth.4" in names
+    assert "stage1.cell*.in*.syn_identity" in names
     assert layout.dim < 70 and layout.matrix().sum() == SyntheticSpace().dim
     plain = build_feature_layout(["depth", "width", "k3"])  # no indexed names: identity
     assert plain.names == ("depth", "width", "k3")
