@@ -76,6 +76,7 @@ def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+@pytest.mark.slow  # the main_run fixture: ~30 s
 def test_deploy_steps_search_train_export_measure(main_run: Path) -> None:
     summary = json.loads((main_run / "summary.json").read_text())
     nets = summary["networks"]
@@ -96,6 +97,7 @@ def test_deploy_steps_search_train_export_measure(main_run: Path) -> None:
     assert "speedup_pct" in comp and comp["floor_pct"] == pytest.approx(np.percentile([1.0, 1.0, 2.0], 90), rel=1e-6)
 
 
+@pytest.mark.slow  # the main_run fixture: ~30 s
 def test_report_renders_every_section(main_run: Path, cli) -> None:
     code, stdout, stderr = cli("report", main_run)
     assert code == 0, stderr
