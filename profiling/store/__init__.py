@@ -22,8 +22,6 @@ rules), `connection` (open, transactions, space binding), `writes` (rows and cla
 
 from __future__ import annotations
 
-import os
-
 from profiling.store.export import StoreExporter, write_csv
 from profiling.store.schema import (
     COLUMNS,
@@ -58,18 +56,11 @@ class ProfileStore(StoreWriter, StoreExporter):
     timeout, read-only file, not a database) become a `UserError` naming the path.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        readonly: bool = False,
-        timeout: float | None = None,
-    ):
-        # The default is read from this module at open time: `profiling.store.DEFAULT_TIMEOUT`
-        # is the one knob (tests shorten it).
-        super().__init__(
-            path, readonly=readonly, timeout=DEFAULT_TIMEOUT if timeout is None else timeout
-        )
+    @staticmethod
+    def default_timeout() -> float:
+        """Read at open time from this module: `profiling.store.DEFAULT_TIMEOUT` is the one
+        knob (tests shorten it)."""
+        return DEFAULT_TIMEOUT
 
     def __enter__(self) -> ProfileStore:
         return self

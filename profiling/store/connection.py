@@ -43,10 +43,15 @@ class StoreConnection:
     ):
         self.path = Path(path)
         self.readonly = readonly
-        self.timeout = float(DEFAULT_TIMEOUT if timeout is None else timeout)
+        self.timeout = float(self.default_timeout() if timeout is None else timeout)
         self.host = socket.gethostname()
         self._conn: sqlite3.Connection | None = None
         self._conn = self._open()
+
+    @staticmethod
+    def default_timeout() -> float:
+        """Seconds to wait for another writer when the caller gives no timeout."""
+        return DEFAULT_TIMEOUT
 
     # -- opening -----------------------------------------------------------------------
 
