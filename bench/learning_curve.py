@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from predictor import MLPConfig, fit_predictor, load_dataset
+from predictor import MLPConfig, ProfileQuery, fit_predictor, load_profiles
 from predictor.baselines import BASELINES
 from predictor.evaluate import MLP_NAME, REMEASURE, REMEASURE_ALL
 from targets.basics import UserError
@@ -127,14 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         else [b.strip() for b in args.baselines.split(",")]
     )
     try:
-        ds = load_dataset(
-            args.db,
-            args.target,
+        query = ProfileQuery(
             space=args.space,
             fingerprint=args.fingerprint,
             allow_mixed=args.allow_mixed,
             seed=args.seed,
         )
+        ds = load_profiles(args.db, args.target, query)
     except UserError as exc:
         print(f"learning_curve: error: {exc}", file=sys.stderr)
         return 2

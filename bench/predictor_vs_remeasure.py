@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from predictor import load_dataset, load_predictor
+from predictor import ProfileQuery, load_predictor, load_profiles
 from predictor.metrics import format_table, regression_metrics
 from profiling.store import ProfileStore
 
@@ -31,7 +31,8 @@ def main() -> None:
     model = load_predictor(args.predictor)
     # the same label the predictor learned (raw or reference-corrected); re-measurements
     # below are always the raw stored latency of the later process
-    ds = load_dataset(args.db, args.target, seed=args.seed, label=str(model.header.get("label") or "raw"))
+    query = ProfileQuery(seed=args.seed, label=str(model.header.get("label") or "raw"))
+    ds = load_profiles(args.db, args.target, query)
     with ProfileStore(args.db, readonly=True) as store:
         rows = store.select(
             ("arch_hash", "latency_ms", "started_at"),

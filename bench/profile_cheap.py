@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
@@ -96,8 +96,7 @@ def main() -> None:
             spec,
             store,
             have + args.add,
-            seed=args.seed,
-            progress=False,
+            settings=ProfileSettings(seed=args.seed, progress=False),
         )
     print(summary)
 

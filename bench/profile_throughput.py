@@ -42,7 +42,7 @@ def make_source(kind: str, space: str) -> Any:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
@@ -56,10 +56,12 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 spec,
                 store,
                 args.samples,
-                seed=args.seed,
-                group_size=args.group_size,
-                progress=not args.json,
-                overlap=args.overlap,
+                settings=ProfileSettings(
+                    seed=args.seed,
+                    group_size=args.group_size,
+                    progress=not args.json,
+                    overlap=args.overlap,
+                ),
             )
     data = summary.to_dict()
     data.update(space=source.space_name, target=spec.name, goal_per_minute=60)

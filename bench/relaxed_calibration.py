@@ -26,7 +26,14 @@ import torch
 
 from hwnas.search.predictor_check import DEFAULT_SCALES, calibrate_predictor, relaxed_calibration
 from hwnas.space import SpaceConfig
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import (
+    MLPConfig,
+    ProfileQuery,
+    build_header,
+    fit_predictor,
+    load_profiles,
+    save_predictor,
+)
 from predictor.metrics import regression_metrics
 from targets.basics import UserError
 
@@ -68,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     scales = [float(s) for s in args.scales.split(",")]
     t0 = time.perf_counter()
-    ds = load_dataset(
-        args.db, args.target, space=args.space, seed=args.seed, include_unstable=args.include_unstable
-    )
+    query = ProfileQuery(space=args.space, seed=args.seed, include_unstable=args.include_unstable)
+    ds = load_profiles(args.db, args.target, query)
     space = SpaceConfig.from_dict(ds.space_config)
     result = fit_predictor(ds, cfg=MLPConfig(members=args.members), baselines=(), seed=args.seed)
     model = result.model

@@ -30,7 +30,7 @@ import numpy as np
 
 from hwnas.space import load_architecture
 from hwnas.space.encoding import encode
-from predictor import MLPConfig, fit_predictor, load_dataset, load_predictor
+from predictor import MLPConfig, ProfileQuery, fit_predictor, load_predictor, load_profiles
 from predictor.metrics import regression_metrics
 from predictor.transfer import METHODS, adapt
 
@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     floors: dict[str, float] = {}
     for draw in range(args.draws):
         # The test split is not used (the held-out sets judge): keep it just big enough.
-        ds = load_dataset(
-            args.db, args.target, seed=args.seed + draw, val_frac=0.15, test_frac=0.05,
+        query = ProfileQuery(
+            seed=args.seed + draw, val_frac=0.15, test_frac=0.05,
             include_unstable=args.include_unstable,
         )  # fmt: skip
+        ds = load_profiles(args.db, args.target, query)
         if not sets:
             baseline = float(ds.stats["reference_baseline_ms"])
             sets = [heldout_set(h, baseline) for h in args.heldout]

@@ -2,8 +2,8 @@
 
 Public API (the search and the CLI code against these):
 
-- `load_dataset(db, target, ...) -> Dataset`: ok profile rows of one target and fingerprint,
-  split train/val/test by architecture hash.
+- `load_profiles(db, target, ProfileQuery(...)) -> Dataset`: ok profile rows of one target
+  and fingerprint, split train/val/test by architecture hash.
 - `fit_predictor(ds, ...) -> FitResult`: the MLP and the sklearn baselines, scored on test.
 - `LatencyPredictor`: `model(encoding [..., D]) -> latency ms [...]`, differentiable.
 - `save_predictor(path, model, header)`, `load_predictor(path, device="cpu") -> LatencyPredictor`
@@ -16,7 +16,7 @@ Public API (the search and the CLI code against these):
 
 from __future__ import annotations
 
-from predictor.dataset import Dataset, load_dataset
+from predictor.dataset import Dataset
 from predictor.evaluate import FitResult, evaluate, fit_predictor, render_report
 from predictor.features import FeatureLayout, build_feature_layout
 from predictor.io import (
@@ -29,6 +29,7 @@ from predictor.io import (
     save_predictor,
 )
 from predictor.model import LatencyPredictor, MLPConfig
+from predictor.profiles import ProfileQuery, load_profiles
 from predictor.relax import categorical_blocks_check, relaxation_gap
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "FitResult",
     "LatencyPredictor",
     "MLPConfig",
+    "ProfileQuery",
     "build_feature_layout",
     "build_header",
     "categorical_blocks_check",
@@ -46,8 +48,8 @@ __all__ = [
     "evaluate",
     "fit_predictor",
     "layout_hash",
-    "load_dataset",
     "load_predictor",
+    "load_profiles",
     "relaxation_gap",
     "render_report",
     "save_predictor",

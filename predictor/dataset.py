@@ -1,8 +1,8 @@
-"""(encoding, latency) datasets read from a profile store, split by architecture hash.
+"""(encoding, latency) datasets split by architecture hash, and the rules a fit applies to them.
 
-The store is opened read-only through `profiling.store.ProfileStore` and read with its
-query method, so the schema and its SQL live in one module and a reader never takes a
-writer's lock.
+`predictor.profiles.load_profiles` reads one from a profile store; this module holds the
+data and the rules (how many architectures a fit needs, what an unstable row is), so
+those are read without touching a store.
 The split hashes each architecture hash with a seed: it is stable when the store grows
 (an architecture never moves from test to train), and every measurement of one
 architecture lands in one split, so repeated architectures cannot leak into the test set.
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from profiling.store import ProfileStore
 from targets.basics import UserError
 
 MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
@@ -41,8 +40,11 @@ def samples_rule() -> str:
         f"({MIN_SAMPLES_INIT} to adapt one fitted on another target with --init; "
         f"~{RECOMMENDED_SAMPLES} for an accurate one from scratch)"
     )
+
+
 SPLITS = ("train", "val", "test")
 LABELS = ("auto", "raw", "reference")
+Row = dict[str, Any]  # one store row, by column name
 
 
 @dataclass
@@ -113,266 +115,88 @@ def split_of(arch_hash: str, seed: int, val_frac: float, test_frac: float) -> in
     return 0
 
 
-def _parse_meta_value(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text  # a bare string (e.g. a space key written without JSON quotes)
+class ArchRows:
+    """Store rows gathered per architecture (encoding, labels, raw latencies, spreads, the
+    first repeat measurement): what a Dataset's one row per architecture is the median of."""
 
+    def __init__(self) -> None:
+        self.enc: dict[str, list[float]] = {}
+        self.lat: dict[str, list[float]] = {}
+        self.raw: dict[str, list[float]] = {}
+        self.spr: dict[str, list[float]] = {}
+        self.rep: dict[str, float] = {}
 
-def _open(db: str | Path) -> ProfileStore:
-    path = Path(db)
-    if not path.exists():
-        raise UserError(
-            f"profile store {path} does not exist; create one with `hwnas profile --db {path} ...`"
-        )
-    if path.is_dir():
-        raise UserError(f"profile store {path} is a directory, not an SQLite file")
-    return ProfileStore(path, readonly=True)
+    @classmethod
+    def collect(
+        cls, ok: list[Row], prof_ok: list[Row], baseline: float | None, db: Path
+    ) -> ArchRows:
+        """Gather the ok rows; `baseline` (ms) scales reference-normalised labels back to
+        milliseconds (None: the raw latency is the label)."""
 
+        def value(r: Row) -> float:
+            if baseline is None:
+                return float(r["latency_ms"])
+            return float(r["latency_ms"]) / float(r["reference_ms"]) * baseline
 
-def read_meta(db: str | Path) -> dict[str, Any]:
-    """The store's meta table (space_key, space_config, encoding_layout, ...), values JSON-decoded."""
-    with _open(db) as store:
-        return {k: _parse_meta_value(v) for k, v in store.meta().items()}
+        agg = cls()
+        for r in prof_ok:
+            h = r["arch_hash"]
+            if h not in agg.enc:
+                agg.enc[h] = parse_encoding(r["encoding"], r["id"], db)
+            agg.lat.setdefault(h, []).append(value(r))
+            agg.raw.setdefault(h, []).append(float(r["latency_ms"]))
+            if r["spread"] is not None:
+                agg.spr.setdefault(h, []).append(float(r["spread"]))
+        for r in ok:
+            if (
+                r["kind"] == "repeat"
+                and r["arch_hash"] in agg.enc
+                and r["arch_hash"] not in agg.rep
+            ):
+                agg.rep[r["arch_hash"]] = value(r)
+        return agg
 
+    def arrays(self, hashes: list[str]) -> dict[str, np.ndarray]:
+        """The Dataset's per-architecture arrays, in the order of `hashes`."""
+        return {
+            "X": np.asarray([self.enc[h] for h in hashes], dtype=np.float32),
+            "latency_ms": np.asarray([float(np.median(self.lat[h])) for h in hashes]),
+            "n_measurements": np.asarray([len(self.lat[h]) for h in hashes], dtype=np.int64),
+            "spread": np.asarray(
+                [float(np.median(self.spr[h])) if h in self.spr else np.nan for h in hashes]
+            ),
+            "repeat_ms": np.asarray([self.rep.get(h, np.nan) for h in hashes]),
+            "raw_ms": np.asarray([float(np.median(self.raw[h])) for h in hashes]),
+        }
 
-# What the dataset reads of each row (the store's column names).
-_COLUMNS = (
-    "id", "kind", "arch_hash", "encoding", "space_name", "space_key", "target_name",
-    "fingerprint", "fingerprint_key", "status", "error", "latency_ms", "spread",
-    "reference_ms", "stable",
-)  # fmt: skip
-
-
-def _resolve_target_name(target: str) -> str:
-    """A target name, or the name inside a target TOML file."""
-    if target.endswith(".toml") and Path(target).is_file():
-        from targets.registry import load_target  # lazy: only needed for a path
-
-        return load_target(target).name
-    return target
-
-
-def load_dataset(
-    db: str | Path,
-    target: str,
-    *,
-    space: str | None = None,
-    fingerprint: str | None = None,
-    allow_mixed: bool = False,
-    seed: int = 0,
-    val_frac: float = 0.15,
-    test_frac: float = 0.15,
-    min_samples: int = MIN_SAMPLES,
-    label: str = "auto",
-    include_unstable: bool = False,
-    baseline_ms: float | None = None,
-) -> Dataset:
-    """Read the ok profile rows of one target (and one fingerprint) into a split dataset.
-
-    `space` is a space name or (a prefix of) its key; `fingerprint` a (prefix of a)
-    fingerprint key chosen among several. Raises UserError with counts and a fix for an
-    empty, tiny, failed-only or mixed-fingerprint store.
-
-    `label` is what the models learn: "raw" (the stored latency), "reference" (the latency
-    divided by the reference network's figure from the same rounds, times the median
-    reference figure of the rows: host drift between measurements cancels; on the
-    development host it brought the MLP's MAPE against a later re-measurement from 4.0 % to
-    3.8 %, docs/benchmarks.md), or "auto" (reference when every row has it, else raw).
-
-    Rows the timing protocol flagged unstable (`stable = 0`: its rounds disagreed, the host
-    was busy) are left out unless `include_unstable`; rows with no flag are kept.
-
-    `baseline_ms` replaces the median reference figure (a saved predictor's baseline, so
-    its outputs and these labels are on the same footing).
-    """
-    if label not in LABELS:
-        raise UserError(f"label {label!r} is not one of {', '.join(LABELS)}")
-    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise UserError(
-            f"split fractions val={val_frac}, test={test_frac} must be in (0, 1) and sum below 1"
-        )
-    dbp = Path(db)
-    target_name = _resolve_target_name(target)
-    with _open(dbp) as store:
-        meta = {k: _parse_meta_value(v) for k, v in store.meta().items()}
-        rows = store.select(_COLUMNS, kinds=("profile", "repeat"))
-    if not rows:
-        raise UserError(
-            f"profile store {dbp} holds no profile measurements; {samples_rule()}: "
-            f"run `hwnas profile --space {meta.get('space_name') or 'SPACE'} --target {target} "
-            f"--samples {RECOMMENDED_SAMPLES} --db {dbp}`"
-        )
-
-    by_target = Counter(r["target_name"] for r in rows)
-    rows = [r for r in rows if r["target_name"] == target_name]
-    if not rows:
-        present = ", ".join(f"{t} ({n} rows)" for t, n in sorted(by_target.items()))
-        raise UserError(
-            f"profile store {dbp} has no measurements for target '{target_name}'; targets present: {present}"
-        )
-
-    space_key, space_config, layout = _resolve_space(meta, rows, space, dbp)
-    rows = [r for r in rows if (r["space_key"] or space_key) == space_key]
-
-    ok = [
-        r
-        for r in rows
-        if r["status"] == "ok" and r["latency_ms"] is not None and r["latency_ms"] > 0
-    ]
-    prof_ok = [r for r in ok if r["kind"] == "profile"]
-    if not prof_ok:
-        failed = [r for r in rows if r["status"] != "ok"]
-        first = next((r["error"] for r in failed if r["error"]), "no error recorded")
-        raise UserError(
-            f"profile store {dbp} has {len(rows)} rows for target '{target_name}' but no successful "
-            f"profile measurement ({len(failed)} failed; first error: {first}); fix the failure and "
-            f"re-run `hwnas profile`, fitting needs at least {min_samples} ok architectures"
-        )
-
-    fkeys = Counter(r["fingerprint_key"] for r in prof_ok)
-    if fingerprint is not None:
-        chosen = [k for k in fkeys if k and k.startswith(fingerprint)]
-        if len(chosen) != 1:
+    def check_layout(self, hashes: list[str], layout: list[str] | None, db: Path) -> list[str]:
+        """The encoding layout, checked against the stored encodings' one length."""
+        dims = Counter(len(self.enc[h]) for h in hashes)
+        if len(dims) > 1:
             raise UserError(
-                f"fingerprint '{fingerprint}' matches {len(chosen)} of the store's fingerprints for "
-                f"target '{target_name}': {_describe_fingerprints(fkeys, prof_ok)}"
+                f"profile store {db} has encodings of several lengths {dict(dims)}: the store is corrupted"
             )
-        fkeys = Counter({chosen[0]: fkeys[chosen[0]]})
-    elif len(fkeys) > 1 and not allow_mixed:
-        raise UserError(
-            f"profile store {dbp} mixes {len(fkeys)} fingerprints for target '{target_name}' "
-            f"(different runtime, driver, CPU/GPU, settings or timing protocol): "
-            f"{_describe_fingerprints(fkeys, prof_ok)}; "
-            "pick one with --fingerprint KEY or pass --allow-mixed to pool them"
-        )
-    keep = set(fkeys)
-    ok = [r for r in ok if r["fingerprint_key"] in keep]
-    prof_ok_all = [r for r in ok if r["kind"] == "profile"]
-    # Rows the protocol flagged unstable: left out here, after the fingerprint checks (a
-    # store mixing fingerprints is refused whatever the flags say).
-    unstable = [r for r in ok if r["stable"] is not None and not r["stable"]]
-    if not include_unstable:
-        ok = [r for r in ok if r["stable"] is None or r["stable"]]
-    prof_ok = [r for r in ok if r["kind"] == "profile"]
-    if not prof_ok:
-        raise UserError(
-            f"profile store {dbp}: every ok profile row of target '{target_name}' is flagged "
-            f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
-            "quieter host, or fit on them anyway with --include-unstable"
-        )
-    if len(keep) == 1:
-        fkey = next(iter(keep))
-        fp = _parse_meta_value(prof_ok[0]["fingerprint"]) or {}
-    else:
-        fkey = "mixed:" + hashlib.sha256(",".join(sorted(keep)).encode()).hexdigest()
-        fp = {"mixed": sorted(keep)}
-
-    with_ref = [r for r in ok if r["reference_ms"] is not None and r["reference_ms"] > 0]
-    if label == "auto":
-        label = "reference" if len(with_ref) == len(ok) else "raw"
-    elif label == "reference" and len(with_ref) < len(ok):
-        raise UserError(
-            f"profile store {dbp}: {len(ok) - len(with_ref)} of {len(ok)} ok rows have no "
-            "reference-network figure (profiled with reference = false); use --label raw"
-        )
-    baseline = (
-        float(np.median([r["reference_ms"] for r in prof_ok])) if label == "reference" else None
-    )
-    if baseline is not None and baseline_ms is not None:
-        baseline = float(baseline_ms)
-
-    def value(r: dict[str, Any]) -> float:
-        if baseline is None:
-            return float(r["latency_ms"])
-        return float(r["latency_ms"]) / float(r["reference_ms"]) * baseline
-
-    # Aggregate per architecture.
-    enc: dict[str, list[float]] = {}
-    lat: dict[str, list[float]] = {}
-    raw: dict[str, list[float]] = {}
-    spr: dict[str, list[float]] = {}
-    rep: dict[str, float] = {}
-    for r in prof_ok:
-        h = r["arch_hash"]
-        if h not in enc:
-            enc[h] = _parse_encoding(r["encoding"], r["id"], dbp)
-        lat.setdefault(h, []).append(value(r))
-        raw.setdefault(h, []).append(float(r["latency_ms"]))
-        if r["spread"] is not None:
-            spr.setdefault(h, []).append(float(r["spread"]))
-    for r in ok:
-        if r["kind"] == "repeat" and r["arch_hash"] in enc and r["arch_hash"] not in rep:
-            rep[r["arch_hash"]] = value(r)
-
-    hashes = sorted(enc)
-    n = len(hashes)
-    if n < min_samples:
-        suggest = RECOMMENDED_SAMPLES if min_samples >= MIN_SAMPLES else 4 * min_samples
-        raise UserError(
-            f"profile store {dbp} has {n} profiled architectures for target '{target_name}' "
-            f"(fingerprint {fkey[:12]}"
-            + (
-                f"; {len(unstable)} rows flagged unstable were left out: --include-unstable "
-                "fits on them too"
-                if unstable and not include_unstable
-                else ""
+        dim = next(iter(dims))
+        if layout is None:
+            layout = [f"x{i}" for i in range(dim)]
+        if len(layout) != dim:
+            raise UserError(
+                f"profile store {db}: encodings have {dim} entries but the meta encoding_layout has {len(layout)}"
             )
-            + f"); this fit needs at least {min_samples} ({samples_rule()}): "
-            f"run `hwnas profile --space {space_config.get('name') or 'SPACE'} --target {target} "
-            f"--samples {suggest} --db {dbp}` to add more"
-        )
-    dims = Counter(len(enc[h]) for h in hashes)
-    if len(dims) > 1:
-        raise UserError(
-            f"profile store {dbp} has encodings of several lengths {dict(dims)}: the store is corrupted"
-        )
-    dim = next(iter(dims))
-    if layout is None:
-        layout = [f"x{i}" for i in range(dim)]
-    if len(layout) != dim:
-        raise UserError(
-            f"profile store {dbp}: encodings have {dim} entries but the meta encoding_layout has {len(layout)}"
-        )
+        return layout
 
-    split = np.array([split_of(h, seed, val_frac, test_frac) for h in hashes], dtype=np.int64)
-    ds = Dataset(
-        db=str(dbp),
-        target_name=target_name,
-        space_name=str(space_config.get("name", prof_ok[0]["space_name"] or "")),
-        space_key=space_key,
-        space_config=space_config,
-        encoding_layout=list(layout),
-        fingerprint=fp,
-        fingerprint_key=fkey,
-        hashes=hashes,
-        X=np.asarray([enc[h] for h in hashes], dtype=np.float32),
-        latency_ms=np.asarray([float(np.median(lat[h])) for h in hashes]),
-        n_measurements=np.asarray([len(lat[h]) for h in hashes], dtype=np.int64),
-        spread=np.asarray([float(np.median(spr[h])) if h in spr else np.nan for h in hashes]),
-        repeat_ms=np.asarray([rep.get(h, np.nan) for h in hashes]),
-        split=split,
-        raw_ms=np.asarray([float(np.median(raw[h])) for h in hashes]),
-        split_seed=seed,
-        val_frac=val_frac,
-        test_frac=test_frac,
-        stats={
-            "rows": len(rows),
-            "ok_profile_rows": len(prof_ok),
-            "failed_rows": sum(1 for r in rows if r["status"] != "ok"),
-            "repeat_rows": sum(1 for r in ok if r["kind"] == "repeat"),
-            "fingerprints": len(keep),
-            "label": label,
-            "reference_baseline_ms": baseline,
-            "target_ref": target,  # what the user typed: a name, or the target file for hints
-            **unstable_counts(prof_ok_all),
-            "include_unstable": include_unstable,
-        },
-    )
-    return ds
+
+def parse_encoding(text: str | None, row_id: int, db: Path) -> list[float]:
+    """A stored encoding (JSON text) as floats; UserError naming the row when it is not one."""
+    try:
+        vec = json.loads(text) if text is not None else None
+    except ValueError:
+        vec = None
+    if not isinstance(vec, list) or not vec or not all(isinstance(v, (int, float)) for v in vec):
+        raise UserError(
+            f"profile store {db}: row {row_id} has no valid encoding (a JSON list of numbers)"
+        )
+    return [float(v) for v in vec]
 
 
 DRIFT_TOLERANCE = 0.05  # targets.timing.Protocol's default drift_tolerance
@@ -441,82 +265,3 @@ def check_splits(ds: Dataset, need: tuple[str, ...] = ("train", "val", "test")) 
                 f"(split {counts}); {floor} are needed: profile more architectures "
                 f"(~{RECOMMENDED_SAMPLES} recommended)"
             )
-
-
-def _parse_encoding(text: str | None, row_id: int, db: Path) -> list[float]:
-    try:
-        vec = json.loads(text) if text is not None else None
-    except ValueError:
-        vec = None
-    if not isinstance(vec, list) or not vec or not all(isinstance(v, (int, float)) for v in vec):
-        raise UserError(
-            f"profile store {db}: row {row_id} has no valid encoding (a JSON list of numbers)"
-        )
-    return [float(v) for v in vec]
-
-
-def _describe_fingerprints(fkeys: Counter[str], rows: list[dict[str, Any]]) -> str:
-    first = {}
-    for r in rows:
-        first.setdefault(r["fingerprint_key"], r["fingerprint"])
-    parts = []
-    for k, n in fkeys.most_common():
-        fp = _parse_meta_value(first.get(k))
-        label = ""
-        if isinstance(fp, dict):
-            label = " ".join(str(fp[x]) for x in ("cpu", "gpu", "runtime") if x in fp)
-            proto = fp.get("protocol")
-            if isinstance(proto, dict):
-                label += (
-                    f" protocol {proto.get('statistic')} {proto.get('min_rounds')}-"
-                    f"{proto.get('rounds')} rounds x {proto.get('runs_per_round')}"
-                )
-        parts.append(f"{(k or '?')[:12]} ({n} rows{', ' + label if label else ''})")
-    return "; ".join(parts)
-
-
-def _resolve_space(
-    meta: dict[str, Any], rows: list[dict[str, Any]], space: str | None, db: Path
-) -> tuple[str, dict[str, Any], list[str] | None]:
-    """The space key, config and layout the dataset is bound to; UserError if ambiguous or absent."""
-    meta_key = meta.get("space_key")
-    meta_cfg = meta.get("space_config") if isinstance(meta.get("space_config"), dict) else {}
-    layout = meta.get("encoding_layout") if isinstance(meta.get("encoding_layout"), list) else None
-    keys = Counter((r["space_key"] or meta_key) for r in rows)
-    names = {(r["space_key"] or meta_key): r["space_name"] for r in rows}
-    if space is not None:
-        match = [
-            k
-            for k in keys
-            if k
-            and (
-                k.startswith(space)
-                or names.get(k) == space
-                or (k == meta_key and meta_cfg.get("name") == space)
-            )
-        ]
-        if not match:
-            have = ", ".join(f"{names.get(k) or '?'} ({(k or '?')[:12]})" for k in keys)
-            raise UserError(
-                f"profile store {db} has no measurements of space '{space}'; it holds: {have}"
-            )
-        if len(match) > 1:
-            raise UserError(
-                f"space '{space}' matches several space keys in {db}: {', '.join(m[:12] for m in match)}"
-            )
-        key = match[0]
-    else:
-        if len(keys) > 1:
-            have = ", ".join(f"{names.get(k) or '?'} ({(k or '?')[:12]})" for k in keys)
-            raise UserError(
-                f"profile store {db} holds several spaces ({have}); choose one with --space"
-            )
-        key = next(iter(keys))
-    if not key:
-        raise UserError(
-            f"profile store {db} records no space key (meta table empty and rows without space_key)"
-        )
-    if meta_key and key != meta_key:
-        # Rows of a space the meta table does not describe: no config or layout to carry.
-        meta_cfg, layout = {"name": names.get(key) or ""}, None
-    return str(key), dict(meta_cfg), layout

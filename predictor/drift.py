@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor.metrics import regression_metrics
+from predictor.metrics import regression_metrics, summary_line
 
 RAW = "raw"
 CORRECTED = "drift-corrected"
@@ -96,8 +96,6 @@ def compare(
 
 def describe(result: Mapping[str, Any]) -> list[str]:
     """Two labelled lines (raw, drift-corrected) or one raw line and the reason."""
-    from predictor.metrics import summary_line
-
     lines = [f"raw:             {summary_line(result[RAW])}"]
     if result.get(CORRECTED) is not None:
         lines.append(

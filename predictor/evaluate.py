@@ -31,6 +31,7 @@ from predictor.metrics import (
 from predictor.model import LatencyPredictor, MLPConfig, train_mlp
 from predictor.threads import single_threaded
 from targets.basics import UserError
+from targets.progress import Progress
 
 MLP_NAME = "mlp"
 REMEASURE = "re-measure"
@@ -91,8 +92,6 @@ def fit_predictor(
     `progress`: a bar (terminal) or a line now and then (elsewhere) on stderr, counting
     MLP epochs (at most cfg.max_epochs; early stopping ends sooner), then each baseline.
     """
-    from targets.progress import Progress
-
     check_splits(ds)
     cfg = cfg or MLPConfig()
     t0 = time.perf_counter()
@@ -200,9 +199,7 @@ def evaluate(
             "of": int(len(idx)),
             "all": bool(len(trained) and not len(held)),
         },
-        "repeatability": repeatability(
-            ds, main, np.array([pred[int(i)] for i in main])
-        ),
+        "repeatability": repeatability(ds, main, np.array([pred[int(i)] for i in main])),
     }
     if len(trained) and len(held):
         t = scores(trained)
@@ -399,7 +396,9 @@ def _describe_transfer(info: dict[str, Any]) -> str:
     if weight == 1.0:
         how += "; a predictor from scratch got no share in cross-validation"
     elif weight is not None:
-        how += f", blended {weight:g} : {1 - weight:g} with one fitted from scratch (cross-validation)"
+        how += (
+            f", blended {weight:g} : {1 - weight:g} with one fitted from scratch (cross-validation)"
+        )
     elif info["method"] == "blend":
         how += f" (too few rows to blend with a predictor from scratch: it needs {MIN_SAMPLES})"
     return how

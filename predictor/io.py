@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from predictor.dataset import training_hashes
 from predictor.features import FeatureLayout
 from predictor.model import LatencyPredictor, MLPConfig
 from profiling.space_config import version_mismatch
@@ -139,8 +140,6 @@ CHECKSUM_KEY = "sha256"
 
 def _fitted_on(ds: Any) -> list[str] | None:
     """Short hashes of the architectures the fit may have consumed (train + val splits)."""
-    from predictor.dataset import training_hashes
-
     try:
         return training_hashes(ds)
     except (AttributeError, TypeError, ValueError):
@@ -291,7 +290,11 @@ def check_layout(
         return
     own = model.header.get("encoding_layout") or []
     diff = next(
-        (f"entry {i}: '{a}' vs the predictor's '{b}'" for i, (a, b) in enumerate(zip(names, own, strict=False)) if a != b),
+        (
+            f"entry {i}: '{a}' vs the predictor's '{b}'"
+            for i, (a, b) in enumerate(zip(names, own, strict=False))
+            if a != b
+        ),
         f"{len(names)} entries vs the predictor's {len(own)}",
     )
     raise UserError(

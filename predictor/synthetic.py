@@ -22,16 +22,19 @@ import numpy as np
 from profiling.store import ProfileStore
 from targets.fingerprint import canonical_json, fingerprint_key
 
+# The synthetic space's own op names: clearly not hwnas's vocabulary (the predictor knows
+# nothing of cells; hwnas.space owns the real op names), but one per cost profile below:
+# two pools, an identity, two separable and two dilated convolutions.
 OPS: tuple[str, ...] = (
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
+    "syn_pool_max",
+    "syn_pool_avg",
+    "syn_identity",
+    "syn_sepconv3",
+    "syn_sepconv5",
+    "syn_dilconv3",
+    "syn_dilconv5",
 )
-STAGE_OPS: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+STAGE_OPS: tuple[str, ...] = ("syn_identity", "syn_pool_max", "syn_pool_avg")
 # Relative cost of each op per unit of work (channels x resolution), and a fixed launch cost.
 _OP_WORK = np.array([0.35, 0.40, 0.05, 2.2, 3.1, 1.3, 1.8])
 _OP_LAUNCH = np.array([0.010, 0.010, 0.002, 0.030, 0.032, 0.018, 0.019])

@@ -41,8 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from predictor.dataset import MIN_SAMPLES
-from predictor.model import LatencyPredictor, deterministic
+from predictor.baselines import fit_baselines
+from predictor.dataset import MIN_EVAL, MIN_SAMPLES
+from predictor.evaluate import MLP_NAME, FitResult, budget_split, dataset_summary, repeatability
+from predictor.features import build_feature_layout
+from predictor.metrics import regression_metrics
+from predictor.model import LatencyPredictor, MLPConfig, deterministic, train_mlp
 from targets.basics import UserError
 
 METHODS = ("blend", "ridge", "scale", "finetune")
@@ -268,8 +272,6 @@ def _scratch(
 ) -> LatencyPredictor:
     """A predictor of the new target from its rows alone: the same features and network
     shape as `init`, trained as `hwnas predictor fit` does (early-stopped on the val rows)."""
-    from predictor.model import MLPConfig, train_mlp
-
     cfg = MLPConfig(
         hidden=init.cfg.hidden,
         members=init.cfg.members,
@@ -448,12 +450,6 @@ def transfer_predictor(
     The report puts next to it the known predictor unchanged and the baselines fitted from
     scratch on the same rows, so the gain of transferring is visible.
     """
-    from predictor.baselines import fit_baselines
-    from predictor.dataset import MIN_EVAL
-    from predictor.evaluate import MLP_NAME, FitResult, budget_split, dataset_summary, repeatability
-    from predictor.features import build_feature_layout
-    from predictor.metrics import regression_metrics
-
     check_compatible(init, ds.space_key, ds.dim, init_path or "the --init predictor")
     t0 = time.perf_counter()
     tr, va = budget_split(ds, max_train)

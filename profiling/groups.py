@@ -6,6 +6,16 @@ A group is timed together with `targets.timing.measure_runners` (interleaved rou
 reference network in the same rounds), then `check_reference_drift` marks the whole group
 unstable when the reference ran slower than its best figure on this fingerprint (a host
 slow for the whole measurement), as `hwnas measure` does.
+
+`targets.timing.measure_onnx` times a group too, from the same primitives
+(`compile_instances`, `compile_reference`, `measure_runners`, `check_reference_drift`), so
+the figures of both agree by construction. What stays apart, and why: `measure_onnx` stops
+at the first model that fails (a UserError naming it: the user asked for those models),
+while `measure_group` must turn each failure into that candidate's failed row, time the
+rest again without it, re-time unstable figures, and keep its reference runner (and the
+drift key, `Drift`) open across groups; `measure_onnx` compiles the reference per call and
+cannot take those as arguments without a change to targets/timing.py. The few lines both
+write (compile each model, then `measure_runners` and the drift check) are that overlap.
 """
 
 from __future__ import annotations
@@ -129,24 +139,7 @@ def measure_group(
 
     t0 = time.perf_counter()
     try:
-        for p in prepared:
-            h = p.candidate.arch_hash
-            if h in failed or p.onnx_path is None:
-                continue
-            build = partial(source.build_torch, p.candidate.arch_json) if source else None
-            try:
-                runner = compile_instances(
-                    backend, ModelArtifact(Path(p.onnx_path), build_torch=build), protocol.sessions
-                )
-            except Exception as exc:  # noqa: BLE001
-                failed[h] = error_text("compile", exc)
-                continue
-            runners[h] = runner
-            try:
-                runner.run()  # one untimed pass: a model that cannot run fails here, alone
-            except Exception as exc:  # noqa: BLE001
-                failed[h] = error_text("run", exc)
-                runners.pop(h).close()
+        _compile_group(backend, protocol, source, prepared, runners, failed)
         outcome.compile_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         todo = dict(runners)
@@ -189,3 +182,33 @@ def measure_group(
             err = failed.get(h) or "timing failed: no measurement"
             outcome.results.append(Result(h, "failed", err, None, p.started_at, finished))
     return outcome
+
+
+def _compile_group(
+    backend: Backend,
+    protocol: Protocol,
+    source: CandidateSource | None,
+    prepared: Sequence[Prepared],
+    runners: dict[str, Runner],
+    failed: dict[str, str],
+) -> None:
+    """Compile each exported candidate into `runners` and run it once untimed; a failure
+    goes to `failed` (by arch hash), so one bad model never stops its group."""
+    for p in prepared:
+        h = p.candidate.arch_hash
+        if h in failed or p.onnx_path is None:
+            continue
+        build = partial(source.build_torch, p.candidate.arch_json) if source else None
+        try:
+            runner = compile_instances(
+                backend, ModelArtifact(Path(p.onnx_path), build_torch=build), protocol.sessions
+            )
+        except Exception as exc:  # noqa: BLE001
+            failed[h] = error_text("compile", exc)
+            continue
+        runners[h] = runner
+        try:
+            runner.run()  # one untimed pass: a model that cannot run fails here, alone
+        except Exception as exc:  # noqa: BLE001
+            failed[h] = error_text("run", exc)
+            runners.pop(h).close()

@@ -39,7 +39,7 @@ from profiling.groups import (
     reference_runner,
 )
 from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, error_text
-from profiling.session import FailureBreaker, ProfileRun
+from profiling.session import FailureBreaker, ProfileRun, ProfileSettings
 from profiling.store import ProfileStore, utc_now
 from targets.backends.base import Backend, Runner
 from targets.basics import UserError
@@ -183,23 +183,15 @@ def run_profile_ray(
     store: ProfileStore,
     samples: int,
     *,
-    seed: int = 0,
-    address: str | None = None,
-    group_size: int = 8,
-    progress: bool = True,
-    retry_failed: bool = False,
-    protocol: Protocol | None = None,
-    max_in_flight: int | None = None,
-    num_cpus: float = 1.0,
+    settings: ProfileSettings,
     breaker: FailureBreaker | None = None,
-    remeasure_unstable: int = REMEASURE_UNSTABLE,
 ) -> ProfileSummary:
     """`run_profile` with measurement groups sent to Ray device hosts (see module doc)."""
     ray = import_ray()
-    protocol = protocol or Protocol.for_target(spec)
+    protocol = settings.protocol or Protocol.for_target(spec)
     t_start = time.perf_counter()
     resource = resource_name(spec)
-    opened = _connect(ray, address, spec)
+    opened = _connect(ray, settings.address, spec)
     try:
         devices = ray.cluster_resources().get(resource, 0)
         if devices < 1:
@@ -207,7 +199,7 @@ def run_profile_ray(
                 f"no Ray node advertises the resource '{resource}'; on each device host run "
                 f"`ray start --address HEAD:6379 --resources '{{\"{resource}\": 1}}'`"
             )
-        opts = {"resources": {resource: 1}, "num_cpus": num_cpus}
+        opts = {"resources": {resource: 1}, "num_cpus": settings.num_cpus}
         probe = ray.remote(_probe).options(max_retries=1, **opts)
         remote = ray.remote(_measure_on_device).options(max_retries=1, **opts)
         try:
@@ -218,14 +210,14 @@ def run_profile_ray(
                 f"{type(exc).__name__}: {_first_line(exc)}"
             ) from None
         fp = measurement_fingerprint(probed["fingerprint"], protocol)  # keyed by protocol too
+        breaker = breaker or FailureBreaker(spec.cli_ref, settings.max_failures_in_a_row)
         run = ProfileRun(
-            store, source, spec, fingerprint_key(fp), samples, seed,
-            retry_failed=retry_failed, breaker=breaker or FailureBreaker(spec.cli_ref, 16),
-            executor="ray", overlap=True, progress=progress,
-        )  # fmt: skip
-        capacity = max_in_flight or int(devices) + 1  # one queued group keeps a device busy
-        task = _Task(remote, spec, protocol, remeasure_unstable)
-        _drive(ray, task, run, group_size, fp, capacity)
+            store, source, spec, fingerprint_key(fp), samples, settings, breaker=breaker
+        )
+        # one queued group keeps a device busy
+        capacity = settings.max_in_flight or int(devices) + 1
+        task = _Task(remote, spec, protocol, settings.remeasure_unstable)
+        _drive(ray, task, run, settings.group_size, fp, capacity)
         return run.finish(t_start)
     finally:
         if opened:

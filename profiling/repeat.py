@@ -14,12 +14,12 @@ from typing import Any
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.groups import Drift, export_group, measure_group, open_backend, reference_runner
-from profiling.results import write_rows
-from profiling.session import Progress
+from profiling.results import Result, write_rows
 from profiling.store import ProfileStore
 from targets.backends.base import Runner
 from targets.basics import UserError
 from targets.fingerprint import fingerprint_key
+from targets.progress import Progress
 from targets.spec import TargetSpec
 from targets.timing import Protocol, measurement_fingerprint
 
@@ -79,23 +79,12 @@ def repeat_measurements(
     backend = open_backend(spec)
     fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
-    originals: dict[str, dict[str, Any]] = {}
-    for row in store.rows(kind="profile", status="ok", fingerprint_key=key):
-        originals.setdefault(row["arch_hash"], row)
-    if not originals:
-        known = ", ".join(
-            f"{f['target_name']} ({f['fingerprint_key'][:12]}, {f['rows']} rows)"
-            for f in store.fingerprints()
-        )
-        raise UserError(
-            f"profile store {store.path} has no ok measurement of target '{spec.name}' with "
-            f"this host's fingerprint ({key[:12]}); stored: {known or 'nothing'}; "
-            "repeat on the machine that profiled, or profile this target first"
-        )
+    originals = _originals(store, spec, key)
     chosen = random.Random(seed).sample(sorted(originals), min(n, len(originals)))
     run_id = uuid.uuid4().hex
     drift = Drift.for_target(backend, spec)
-    bar = Progress(progress, len(chosen), 0, f"repeat {spec.name}")
+    bar = Progress(len(chosen), f"repeat {spec.name}", enabled=progress)
+    unstable = 0
     items: list[dict[str, Any]] = []
     reference: Runner | None = None
     try:
@@ -112,28 +101,10 @@ def repeat_measurements(
                     store, prepared, outcome, kind="repeat", source=source, spec=spec,
                     fingerprint=fp, run_id=run_id, release_claims=False,
                 )  # fmt: skip
-                for res in outcome.results:
-                    old = originals[res.arch_hash]
-                    item: dict[str, Any] = {
-                        "arch_hash": res.arch_hash,
-                        "status": res.status,
-                        "error": res.error,
-                        "old_ms": old["latency_ms"],
-                        "new_ms": None,
-                        "pct_diff": None,
-                        "old_reference_ms": old["reference_ms"],
-                        "new_reference_ms": None,
-                    }
-                    if res.measurement is not None:
-                        new = float(res.measurement["latency_ms"])
-                        item["new_ms"] = new
-                        item["new_reference_ms"] = res.measurement.get("reference_ms")
-                        if old["latency_ms"]:
-                            item["pct_diff"] = (new - old["latency_ms"]) / old["latency_ms"] * 100
-                    items.append(item)
-                bar.note(outcome.results)
+                items += [_item(res, originals[res.arch_hash]) for res in outcome.results]
+                unstable += outcome.unstable()
                 n_ok = sum(i["status"] == "ok" for i in items)
-                bar.set(len(items), n_ok, len(items) - n_ok)
+                bar.update(len(items), ok=n_ok, failed=len(items) - n_ok, unstable=unstable)
     finally:
         if reference is not None:
             reference.close()
@@ -160,3 +131,42 @@ def repeat_measurements(
         run_id=run_id,
         items=items,
     )
+
+
+def _originals(store: ProfileStore, spec: TargetSpec, key: str) -> dict[str, dict[str, Any]]:
+    """The first ok profile row of each architecture under `key`; UserError when none."""
+    originals: dict[str, dict[str, Any]] = {}
+    for row in store.rows(kind="profile", status="ok", fingerprint_key=key):
+        originals.setdefault(row["arch_hash"], row)
+    if not originals:
+        known = ", ".join(
+            f"{f['target_name']} ({f['fingerprint_key'][:12]}, {f['rows']} rows)"
+            for f in store.fingerprints()
+        )
+        raise UserError(
+            f"profile store {store.path} has no ok measurement of target '{spec.name}' with "
+            f"this host's fingerprint ({key[:12]}); stored: {known or 'nothing'}; "
+            "repeat on the machine that profiled, or profile this target first"
+        )
+    return originals
+
+
+def _item(res: Result, old: dict[str, Any]) -> dict[str, Any]:
+    """One line of the report: the stored figure next to the new one."""
+    item: dict[str, Any] = {
+        "arch_hash": res.arch_hash,
+        "status": res.status,
+        "error": res.error,
+        "old_ms": old["latency_ms"],
+        "new_ms": None,
+        "pct_diff": None,
+        "old_reference_ms": old["reference_ms"],
+        "new_reference_ms": None,
+    }
+    if res.measurement is not None:
+        new = float(res.measurement["latency_ms"])
+        item["new_ms"] = new
+        item["new_reference_ms"] = res.measurement.get("reference_ms")
+        if old["latency_ms"]:
+            item["pct_diff"] = (new - old["latency_ms"]) / old["latency_ms"] * 100
+    return item

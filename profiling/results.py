@@ -55,6 +55,14 @@ class GroupOutcome:
     pid: int = 0
     reference_compiled: bool = False  # this group compiled the reference network (Ray)
 
+    def unstable(self) -> int:
+        """Figures the protocol marked unstable (the host was busy): a progress counter."""
+        return sum(
+            1
+            for r in self.results
+            if r.measurement is not None and r.measurement.get("stable") is False
+        )
+
 
 @dataclass
 class ProfileSummary:

@@ -29,18 +29,19 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.groups import (
-    REMEASURE_UNSTABLE,
     Drift,
     export_group,
     measure_group,
     open_backend,
     reference_runner,
 )
+from profiling.ray_executor import run_profile_ray
 from profiling.results import Prepared, ProfileSummary
-from profiling.session import FailureBreaker, ProfileRun, sweep_dead_workdirs
+from profiling.session import FailureBreaker, ProfileRun, ProfileSettings, sweep_dead_workdirs
 from profiling.store import ProfileStore
 from targets.backends.base import Runner
 from targets.basics import UserError
@@ -48,68 +49,33 @@ from targets.fingerprint import fingerprint_key
 from targets.spec import TargetSpec
 from targets.timing import Protocol, measurement_fingerprint
 
+__all__ = ["ProfileSettings", "run_profile"]
+
 
 def run_profile(
     source: CandidateSource,
     spec: TargetSpec,
     store: ProfileStore,
     samples: int,
-    seed: int = 0,
-    executor: str = "local",
-    address: str | None = None,
-    group_size: int = 8,
-    progress: bool = True,
     *,
-    overlap: bool = False,
-    retry_failed: bool = False,
-    protocol: Protocol | None = None,
-    max_in_flight: int | None = None,
-    max_failures_in_a_row: int = 16,
-    remeasure_unstable: int = REMEASURE_UNSTABLE,
+    settings: ProfileSettings | None = None,
 ) -> ProfileSummary:
     """Measure candidates until the store holds `samples` architectures for this target.
 
     Counts architectures with a 'profile' row under the target's fingerprint (failed ones
-    too, unless `retry_failed`), so a rerun continues where the last one stopped. Stops
-    with a UserError after `max_failures_in_a_row` target failures in a row (0: never).
+    too, unless `settings.retry_failed`), so a rerun continues where the last one stopped.
     """
+    settings = settings or ProfileSettings()
     if samples < 0:
         raise UserError(f"--samples must be >= 0, got {samples}")
-    if group_size < 1:
-        raise UserError(f"--group-size must be >= 1, got {group_size}")
-    if remeasure_unstable < 0:
-        raise UserError(f"--remeasure-unstable must be >= 0, got {remeasure_unstable}")
-    if executor not in ("local", "ray"):
-        raise UserError(f"unknown executor {executor!r}; use local or ray")
     store.bind_space(
         source.space_name, source.space_key, source.space_config, source.encoding_layout
     )
-    protocol = protocol or Protocol.for_target(spec)
-    breaker = FailureBreaker(spec.cli_ref, max_failures_in_a_row)
-    if executor == "ray":
-        from profiling.ray_executor import run_profile_ray
-
-        return run_profile_ray(
-            source,
-            spec,
-            store,
-            samples,
-            seed=seed,
-            address=address,
-            group_size=group_size,
-            progress=progress,
-            retry_failed=retry_failed,
-            protocol=protocol,
-            max_in_flight=max_in_flight,
-            breaker=breaker,
-            remeasure_unstable=remeasure_unstable,
-        )
-    if address is not None:
-        raise UserError("--address is for --executor ray")
-    return _run_local(
-        source, spec, store, samples, seed, group_size, progress, overlap, retry_failed, protocol,
-        breaker, remeasure_unstable,
-    )  # fmt: skip
+    settings = replace(settings, protocol=settings.protocol or Protocol.for_target(spec))
+    breaker = FailureBreaker(spec.cli_ref, settings.max_failures_in_a_row)
+    if settings.executor == "ray":
+        return run_profile_ray(source, spec, store, samples, settings=settings, breaker=breaker)
+    return _run_local(source, spec, store, samples, settings=settings, breaker=breaker)
 
 
 def _run_local(
@@ -117,24 +83,20 @@ def _run_local(
     spec: TargetSpec,
     store: ProfileStore,
     samples: int,
-    seed: int,
-    group_size: int,
-    progress: bool,
-    overlap: bool,
-    retry_failed: bool,
-    protocol: Protocol,
+    *,
+    settings: ProfileSettings,
     breaker: FailureBreaker,
-    remeasure_unstable: int = REMEASURE_UNSTABLE,
 ) -> ProfileSummary:
+    """The local executor: export, time and store one group after another (with
+    `settings.overlap`, the next group is exported in a background process meanwhile)."""
+    protocol = settings.protocol or Protocol.for_target(spec)
+    group_size = settings.group_size
     t_start = time.perf_counter()
     backend = open_backend(spec)
     fp = measurement_fingerprint(backend.fingerprint(), protocol)  # keyed by protocol too
     key = fingerprint_key(fp)
     drift = Drift.for_target(backend, spec)
-    run = ProfileRun(
-        store, source, spec, key, samples, seed, retry_failed=retry_failed, breaker=breaker,
-        executor="local", overlap=overlap, progress=progress, show_waits=True,
-    )  # fmt: skip
+    run = ProfileRun(store, source, spec, key, samples, settings, breaker=breaker, show_waits=True)
     phases = run.phases
     reference: Runner | None = None
     pool: ProcessPoolExecutor | None = None
@@ -142,7 +104,7 @@ def _run_local(
         reference = reference_runner(backend, spec, protocol)
         sweep_dead_workdirs()
         with tempfile.TemporaryDirectory(prefix=f"hwnas-profile-{os.getpid()}-") as tmp:
-            if overlap:
+            if settings.overlap:
                 pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
             def export(group: list[Candidate]) -> list[Prepared]:
@@ -161,8 +123,9 @@ def _run_local(
                     if nxt:
                         future = pool.submit(export_group, source, nxt, tmp, spec.batch_size)
                 outcome = measure_group(
-                    backend, protocol, source, prepared, reference, remeasure_unstable, drift
-                )
+                    backend, protocol, source, prepared, reference, settings.remeasure_unstable,
+                    drift,
+                )  # fmt: skip
                 phases["compile"] += outcome.compile_s
                 phases["timing"] += outcome.timing_s
                 run.store_group(prepared, outcome, fp)

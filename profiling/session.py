@@ -16,36 +16,57 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiling.candidates import Candidate, CandidateSource
 from profiling.claims import CandidateStream, Claimer
+from profiling.groups import REMEASURE_UNSTABLE
 from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, write_rows
 from profiling.store import ProfileStore, pid_alive
 from targets.basics import UserError
-from targets.progress import Progress as TargetsProgress
+from targets.progress import Progress
+from targets.protocol import Protocol
 from targets.spec import TargetSpec
 
 
-class Progress:
-    """targets.progress.Progress with the profiler's counters (ok, failed, unstable so far)."""
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How a profile run works, whichever executor times it; checked when made, so a bad
+    setting is refused before a store is opened.
 
-    def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
-        self.bar = TargetsProgress(total, desc, initial=initial, enabled=enabled)
-        self.unstable = 0
+    `executor` is "local" or "ray" (`address`: the Ray cluster; `max_in_flight` groups on
+    the devices at once, default one per device plus one; `num_cpus` per Ray task).
+    `overlap` exports the next group in a background process (local executor; see
+    profiling/runner.py for when that is safe). `retry_failed` measures architectures whose
+    stored row failed again. `protocol` defaults to the target's. The run stops with a
+    UserError after `max_failures_in_a_row` target failures in a row (0: never); figures the
+    protocol marks unstable are timed again up to `remeasure_unstable` times.
+    """
 
-    def note(self, results: Sequence[Result]) -> None:
-        """Count the figures the protocol marked unstable (the host was busy)."""
-        self.unstable += sum(
-            1 for r in results if r.measurement is not None and r.measurement.get("stable") is False
-        )
+    seed: int = 0
+    executor: str = "local"
+    address: str | None = None
+    group_size: int = 8
+    progress: bool = True
+    overlap: bool = False
+    retry_failed: bool = False
+    protocol: Protocol | None = None
+    max_in_flight: int | None = None
+    max_failures_in_a_row: int = 16
+    remeasure_unstable: int = REMEASURE_UNSTABLE
+    num_cpus: float = 1.0
 
-    def set(self, n: int, ok: int, failed: int) -> None:
-        self.bar.update(n, ok=ok, failed=failed, unstable=self.unstable)
-
-    def close(self) -> None:
-        self.bar.close()
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise UserError(f"--group-size must be >= 1, got {self.group_size}")
+        if self.remeasure_unstable < 0:
+            raise UserError(f"--remeasure-unstable must be >= 0, got {self.remeasure_unstable}")
+        if self.executor not in ("local", "ray"):
+            raise UserError(f"unknown executor {self.executor!r}; use local or ray")
+        if self.address is not None and self.executor != "ray":
+            raise UserError("--address needs --executor ray")
 
 
 class FailureBreaker:
@@ -100,18 +121,15 @@ class ProfileRun:
         spec: TargetSpec,
         key: str,
         samples: int,
-        seed: int,
+        settings: ProfileSettings,
         *,
-        retry_failed: bool,
         breaker: FailureBreaker,
-        executor: str,
-        overlap: bool,
-        progress: bool,
         show_waits: bool = False,
     ) -> None:
         self.store, self.source, self.spec, self.key = store, source, spec, key
         self.samples, self.breaker = samples, breaker
-        self.include_failed = not retry_failed
+        self.include_failed = not settings.retry_failed
+        executor = settings.executor
         done_before = store.count_done(key, include_failed=self.include_failed)
         self.summary = ProfileSummary(
             run_id=uuid.uuid4().hex,
@@ -120,24 +138,27 @@ class ProfileRun:
             fingerprint_key=key,
             requested=samples,
             done_before=done_before,
-            overlap=overlap,
+            overlap=settings.overlap or executor == "ray",  # Ray exports while devices time
         )
         self.run_id = self.summary.run_id
         self.phases = self.summary.phases
         label = f"profile {spec.name}" + ("" if executor == "local" else f" ({executor})")
-        self.bar = Progress(progress, samples, min(done_before, samples), label)
+        self.bar = Progress(
+            samples, label, initial=min(done_before, samples), enabled=settings.progress
+        )
+        self.unstable = 0  # figures the protocol marked unstable so far (a bar counter)
         self.stream = CandidateStream(
-            source, seed, store.done_hashes(key, include_failed=self.include_failed)
+            source, settings.seed, store.done_hashes(key, include_failed=self.include_failed)
         )
-        on_wait = (
-            (lambda done: self.bar.set(done, self.summary.ok, self.summary.failed))
-            if show_waits
-            else None
-        )
+        on_wait = self._show if show_waits else None
         self.claimer = Claimer(
             store, self.stream, key, self.summary.run_id, samples, self.include_failed,
             on_wait=on_wait,
         )  # fmt: skip
+
+    def _show(self, done: int) -> None:
+        s = self.summary
+        self.bar.update(done, ok=s.ok, failed=s.failed, unstable=self.unstable)
 
     def claim(self, size: int, in_flight: int = 0, wait: bool = True) -> list[Candidate]:
         """The next claimed group ([] when done); its time goes to sample, wait and store."""
@@ -170,8 +191,8 @@ class ProfileRun:
                 self.summary.failed += 1
             self.breaker.record(res)
         self.phases["store"] += time.perf_counter() - t0
-        self.bar.note(outcome.results)
-        self.bar.set(self.claimer.done(), self.summary.ok, self.summary.failed)
+        self.unstable += outcome.unstable()
+        self._show(self.claimer.done())
         self.breaker.check()
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from targets.basics import UserError
-from targets.spec import TargetSpec, parse_target_text
+from targets.spec import TargetSpec, load_target_file, parse_target_text
 
 if TYPE_CHECKING:
     from targets.backends.base import Backend
@@ -93,8 +93,6 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 def load_target(name_or_path: str | Path) -> TargetSpec:
     """A target by registered/built-in name or by TOML path; UserError naming the known ones."""
-    from targets.spec import load_target_file
-
     if isinstance(name_or_path, Path):
         return _checked_file_target(load_target_file(name_or_path))
     key = str(name_or_path).strip()

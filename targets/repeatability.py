@@ -18,10 +18,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from targets.basics import UserError
+from targets.registry import load_target
+from targets.timing import Protocol, measure_onnx
 
 FIELDS = {
     "latency": lambda m: m["latency_ms"],
@@ -33,11 +36,6 @@ FIELDS = {
 
 
 def _child(paths: list[str], target: str, overrides: dict[str, Any]) -> None:
-    from dataclasses import replace
-
-    from targets.registry import load_target
-    from targets.timing import Protocol, measure_onnx
-
     spec = load_target(target)
     protocol = replace(Protocol.for_target(spec), **overrides)
     start = time.perf_counter()

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.space import SpaceConfig, sample_architectures
+from hwnas.space import CELL_OPS, STAGE_OPS, SpaceConfig, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
 
-OP_MS = {
-    "max_pool_3x3": 0.012, "avg_pool_3x3": 0.013, "skip_connect": 0.002, "sep_conv_3x3": 0.040,
-    "sep_conv_5x5": 0.048, "dil_conv_3x3": 0.024, "dil_conv_5x5": 0.028,
-}
-STAGE_OP_MS = {"skip_connect": 0.002, "max_pool_3x3": 0.010, "avg_pool_3x3": 0.011}
+# Per-op costs (ms) in the order of hwnas's own vocabulary, so a new op there fails here loudly.
+OP_MS = dict(zip(CELL_OPS, (0.012, 0.013, 0.002, 0.040, 0.048, 0.024, 0.028), strict=True))
+STAGE_OP_MS = dict(zip(STAGE_OPS, (0.002, 0.010, 0.011), strict=True))
 
 
 def synthetic_ms(X: np.ndarray, layout: list[str]) -> np.ndarray:
@@ -45,7 +43,7 @@ def make_predictor(folder: Path, space: SpaceConfig, n: int = 160) -> Path:
     rows = [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)]
     db = folder / f"{space.name}.db"
     write_store(db, rows, space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout)
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     fit = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=(), seed=0)
     path = folder / f"{space.name}.pt"
     save_predictor(path, fit.model, build_header(fit.model, ds, fit.report))

@@ -15,7 +15,14 @@ import torch
 
 from hwnas.space import get_space, sample_architectures, save_architecture
 from hwnas.space.encoding import encode, encoding_layout
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import (
+    MLPConfig,
+    ProfileQuery,
+    build_header,
+    fit_predictor,
+    load_profiles,
+    save_predictor,
+)
 from predictor.drift import CORRECTED, RAW, compare, corrected_ms, predictor_baseline
 from predictor.metrics import MIN_FOR_STATISTICS, error_ratio, regression_metrics, summary_line
 from predictor.synthetic import write_store
@@ -64,7 +71,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("honest")
     db = folder / "train.db"
     space, archs = _tiny_store(db, 0, 140)
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=(), seed=0)
     path = folder / "p.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))
@@ -115,7 +122,7 @@ def test_protocol_is_part_of_the_fingerprint_key() -> None:
 
 
 def test_rows_of_two_protocols_are_never_pooled_silently(tmp_path: Path) -> None:
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from profiling.synthetic import SyntheticCandidates
     from targets.registry import load_target
@@ -124,20 +131,22 @@ def test_rows_of_two_protocols_are_never_pooled_silently(tmp_path: Path) -> None
     db = tmp_path / "p.db"
     debug = load_target("debug")
     with ProfileStore(db) as st:
-        a = run_profile(SyntheticCandidates(), debug, st, 3, progress=False, protocol=fast)
+        quiet = ProfileSettings(progress=False, protocol=fast)
+        a = run_profile(SyntheticCandidates(), debug, st, 3, settings=quiet)
         b = run_profile(
-            SyntheticCandidates(), debug, st, 3, progress=False,
-            protocol=fast.with_(statistic="median"),
+            SyntheticCandidates(), debug, st, 3,
+            settings=ProfileSettings(progress=False, protocol=fast.with_(statistic="median")),
         )  # fmt: skip
         assert a.fingerprint_key != b.fingerprint_key
         assert b.done_before == 0 and b.written == 3  # not resumed across protocols
         stored = {json.loads(r["fingerprint"])["protocol"]["statistic"] for r in st.rows()}
     assert stored == {"min", "median"}
     with pytest.raises(UserError, match="mixes 2 fingerprints.*--allow-mixed"):
-        load_dataset(db, "debug", min_samples=1)
+        load_profiles(db, "debug", ProfileQuery(min_samples=1))
     # every row, whatever the protocol's stability flag on this host (unstable rows are left
     # out of fitting by default)
-    assert len(load_dataset(db, "debug", min_samples=1, allow_mixed=True, include_unstable=True)) == 3
+    pooled = ProfileQuery(min_samples=1, allow_mixed=True, include_unstable=True)
+    assert len(load_profiles(db, "debug", pooled)) == 3
 
 
 # -- the predictor file's checksum ---------------------------------------------------------

@@ -40,6 +40,7 @@ def test_the_page_has_its_steps() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the page's commands are POSIX shell")
+@pytest.mark.slow  # ~100-150 s: the whole how-to, verbatim
 def test_howto_runs_verbatim(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

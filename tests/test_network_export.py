@@ -22,7 +22,9 @@ def _randomise_bn(net: torch.nn.Module, gen: torch.Generator) -> None:
             m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
 
 
-@pytest.mark.parametrize("name", ["tiny", "digits", "cifar"])
+@pytest.mark.parametrize(
+    "name", ["tiny", "digits", pytest.param("cifar", marks=pytest.mark.slow)]  # cifar: ~25 s
+)
 def test_fifty_random_architectures_export_and_match_onnxruntime(name, tmp_path):
     space = get_space(name)
     gen = torch.Generator().manual_seed(0)

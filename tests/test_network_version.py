@@ -22,11 +22,12 @@ from hwnas.space import (
 from hwnas.space.encoding import encode, encoding_layout
 from predictor import (
     MLPConfig,
+    ProfileQuery,
     build_header,
     check_space,
     fit_predictor,
-    load_dataset,
     load_predictor,
+    load_profiles,
     save_predictor,
 )
 from profiling.store import ProfileStore
@@ -132,7 +133,7 @@ def test_store_of_another_config_names_the_changed_field(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def v1_predictor(v1_store: Path) -> Path:
-    ds = load_dataset(v1_store, "ort-cpu", min_samples=1)
+    ds = load_profiles(v1_store, "ort-cpu", ProfileQuery(min_samples=1))
     result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=5), baselines=(), seed=0)
     path = v1_store.parent / "old.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))

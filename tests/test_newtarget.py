@@ -289,7 +289,7 @@ def test_light_commands_import_neither_torch_nor_onnxruntime(tmp_path: Path) -> 
 def _target_b(space: SyntheticSpace, x: np.ndarray) -> float:
     """Another target: 1.7x slower, and its 5x5 separable convolutions relatively dearer."""
     layout = space.layout()
-    sep5 = sum(x[i] for i, n in enumerate(layout) if n.endswith("sep_conv_5x5"))
+    sep5 = sum(x[i] for i, n in enumerate(layout) if n.endswith("syn_sepconv5"))
     return 1.7 * space.latency_ms(x) * (1.0 + 0.03 * sep5)
 
 
@@ -340,9 +340,9 @@ def test_transfer_needs_few_profiles_of_the_new_target(cli, known: Path, tmp_pat
     assert model.header["transfer"]["from_target"] == "ort-cpu"
     assert model.header["target_name"] == "new-target"
 
-    from predictor import load_dataset
+    from predictor import ProfileQuery, load_profiles
 
-    ds = load_dataset(held, "new-target", min_samples=1)
+    ds = load_profiles(held, "new-target", ProfileQuery(min_samples=1))
     before = regression_metrics(ds.latency_ms, load_predictor(known).predict_ms(ds.X))
     after = regression_metrics(ds.latency_ms, model.predict_ms(ds.X))
     assert before["mape"] > 30 and after["mape"] < 8, (before["mape"], after["mape"])
@@ -352,9 +352,9 @@ def test_transfer_needs_few_profiles_of_the_new_target(cli, known: Path, tmp_pat
 
 
 def _xy(db: Path) -> tuple[np.ndarray, np.ndarray]:
-    from predictor import load_dataset
+    from predictor import ProfileQuery, load_profiles
 
-    ds = load_dataset(db, "new-target", min_samples=1)
+    ds = load_profiles(db, "new-target", ProfileQuery(min_samples=1))
     idx = np.concatenate([ds.indices("train"), ds.indices("val")])
     return ds.X[idx], ds.latency_ms[idx]
 

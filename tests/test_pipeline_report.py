@@ -19,7 +19,7 @@ from hwnas.mainjob.config import MainJobConfig
 from hwnas.mainjob.report import summary_markdown
 from hwnas.space import get_space, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
 from targets.registry import load_target
 
@@ -38,7 +38,7 @@ def digits_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)],
         space_name=space.name, space_key=space.key, space_config=space.to_dict(), layout=layout, target="debug",
     )  # fmt: skip
-    ds = load_dataset(db, "debug")
+    ds = load_profiles(db, "debug")
     result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=60), baselines=("lut",), seed=0)
     path = folder / "digits.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))
@@ -77,6 +77,7 @@ def main_run(digits_predictor: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+@pytest.mark.slow  # the main_run fixture: ~30 s
 def test_deploy_steps_search_train_export_measure(main_run: Path) -> None:
     summary = json.loads((main_run / "summary.json").read_text())
     nets = summary["networks"]
@@ -97,6 +98,7 @@ def test_deploy_steps_search_train_export_measure(main_run: Path) -> None:
     assert "speedup_pct" in comp and comp["floor_pct"] == pytest.approx(np.percentile([1.0, 1.0, 2.0], 90), rel=1e-6)
 
 
+@pytest.mark.slow  # the main_run fixture: ~30 s
 def test_report_renders_every_section(main_run: Path, cli) -> None:
     code, stdout, stderr = cli("report", main_run)
     assert code == 0, stderr

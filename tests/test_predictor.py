@@ -19,13 +19,14 @@ import torch
 
 from predictor import (
     MLPConfig,
+    ProfileQuery,
     build_feature_layout,
     build_header,
     categorical_blocks_check,
     check_space,
     fit_predictor,
-    load_dataset,
     load_predictor,
+    load_profiles,
     relaxation_gap,
     render_report,
     save_predictor,
@@ -47,7 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fitted(store: Path):
     """One fit with every baseline on at most 1,000 training + validation samples."""
-    ds = load_dataset(store, "ort-cpu", seed=0)
+    ds = load_profiles(store, "ort-cpu", ProfileQuery(seed=0))
     result = fit_predictor(ds, seed=0, max_train=1000)
     return ds, result
 
@@ -56,7 +57,7 @@ def fitted(store: Path):
 
 
 def test_dataset_split_by_hash_keeps_spread_and_repeats(store: Path) -> None:
-    ds = load_dataset(store, "ort-cpu", seed=0)
+    ds = load_profiles(store, "ort-cpu", ProfileQuery(seed=0))
     assert len(ds) == 1500 and ds.X.shape == (1500, SyntheticSpace().dim)
     assert ds.stats["failed_rows"] == 20 and ds.stats["repeat_rows"] > 200
     counts = ds.counts()
@@ -66,36 +67,36 @@ def test_dataset_split_by_hash_keeps_spread_and_repeats(store: Path) -> None:
         assert split_of(h, 0, 0.15, 0.15) == s
     assert np.isfinite(ds.spread).all()
     assert np.isfinite(ds.repeat_ms).sum() == ds.stats["repeat_rows"]
-    other = load_dataset(store, "ort-cpu", seed=1)
+    other = load_profiles(store, "ort-cpu", ProfileQuery(seed=1))
     assert (other.split != ds.split).any()
 
 
 def test_bad_stores_give_one_clear_message(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        load_dataset(tmp_path / "missing.db", "ort-cpu")
+        load_profiles(tmp_path / "missing.db", "ort-cpu")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserError, match="not a readable SQLite"):
-        load_dataset(junk, "ort-cpu")
+        load_profiles(junk, "ort-cpu")
 
     empty = tmp_path / "empty.db"
     make_synthetic_store(empty, 0)
     with pytest.raises(UserError, match="no profile measurements.*at least 50"):
-        load_dataset(empty, "ort-cpu")
+        load_profiles(empty, "ort-cpu")
 
     tiny = tmp_path / "tiny.db"
     make_synthetic_store(tiny, 12)
     with pytest.raises(UserError, match="has 12 profiled architectures.*at least 50"):
-        load_dataset(tiny, "ort-cpu")
+        load_profiles(tiny, "ort-cpu")
     with pytest.raises(UserError, match="no measurements for target 'trt-fp16'.*ort-cpu"):
-        load_dataset(tiny, "trt-fp16")
+        load_profiles(tiny, "trt-fp16")
 
     failed = tmp_path / "failed.db"
     make_synthetic_store(failed, 30, only_failed=True)
     with pytest.raises(
         UserError, match="no successful profile measurement.*30 failed.*export failed"
     ):
-        load_dataset(failed, "ort-cpu")
+        load_profiles(failed, "ort-cpu")
 
 
 def test_mixed_fingerprints_refused_unless_allowed(tmp_path: Path) -> None:
@@ -103,8 +104,8 @@ def test_mixed_fingerprints_refused_unless_allowed(tmp_path: Path) -> None:
     make_synthetic_store(db, 80, seed=1)
     make_synthetic_store(db, 70, seed=2, fingerprint_variant=1)
     with pytest.raises(UserError, match="mixes 2 fingerprints.*--allow-mixed"):
-        load_dataset(db, "ort-cpu")
-    mixed = load_dataset(db, "ort-cpu", allow_mixed=True)
+        load_profiles(db, "ort-cpu")
+    mixed = load_profiles(db, "ort-cpu", ProfileQuery(allow_mixed=True))
     assert len(mixed) == 150 and mixed.fingerprint_key.startswith("mixed:")
     key = (
         sqlite3.connect(db)
@@ -113,15 +114,15 @@ def test_mixed_fingerprints_refused_unless_allowed(tmp_path: Path) -> None:
         )
         .fetchone()[0]
     )
-    one = load_dataset(db, "ort-cpu", fingerprint=key[:10])
+    one = load_profiles(db, "ort-cpu", ProfileQuery(fingerprint=key[:10]))
     assert len(one) == 70 and one.fingerprint_key == key
 
 
 def test_feature_layout_groups_indexed_names() -> None:
     layout = build_feature_layout(SyntheticSpace().layout())
     names = set(layout.names)
-    assert "stage0.normal.e*.sep_conv_3x3" in names and "stage2.depth.4" in names
-    assert "stage1.cell*.in*.skip_connect" in names
+    assert "stage0.normal.e*.syn_sepconv3" in names and "stage2.depth.4" in names
+    assert "stage1.cell*.in*.syn_identity" in names
     assert layout.dim < 70 and layout.matrix().sum() == SyntheticSpace().dim
     plain = build_feature_layout(["depth", "width", "k3"])  # no indexed names: identity
     assert plain.names == ("depth", "width", "k3")
@@ -171,7 +172,7 @@ def test_metrics_are_the_usual_definitions() -> None:
 
 
 def test_training_is_deterministic(store: Path) -> None:
-    ds = load_dataset(store, "ort-cpu")
+    ds = load_profiles(store, "ort-cpu")
     tr, va = ds.indices("train")[:150], ds.indices("val")[:40]
     layout = build_feature_layout(ds.encoding_layout)
     cfg = MLPConfig(members=2, max_epochs=15, hidden=(32, 32))

@@ -23,7 +23,7 @@ from predictor import (  # noqa: E402
     MLPConfig,
     build_header,
     fit_predictor,
-    load_dataset,
+    load_profiles,
     relaxation_gap,
     save_predictor,
 )
@@ -91,7 +91,7 @@ def tiny_predictor(tmp_path_factory: pytest.TempPathFactory):
         space_config=space.to_dict(),
         layout=layout,
     )
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     result = fit_predictor(ds, cfg=MLPConfig(members=2, max_epochs=150), baselines=("lut",), seed=0)
     path = folder / "tiny.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))

@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from predictor import load_dataset
+from predictor import ProfileQuery, load_profiles
 from predictor.synthetic import make_synthetic_store
 from targets.basics import UserError
 
@@ -19,10 +19,10 @@ def test_reference_label_cancels_host_drift(tmp_path):
     with con:
         con.execute("UPDATE measurements SET reference_ms = NULL")
     con.close()
-    raw = load_dataset(db, "ort-cpu")
+    raw = load_profiles(db, "ort-cpu")
     assert raw.stats["label"] == "raw"  # auto: the rows carry no reference figure
     with pytest.raises(UserError, match="--label raw"):
-        load_dataset(db, "ort-cpu", label="reference")
+        load_profiles(db, "ort-cpu", ProfileQuery(label="reference"))
     # A host that ran 30 % slow for half the rows: latency and reference both scale.
     con = sqlite3.connect(db)
     ids = [r[0] for r in con.execute("SELECT id FROM measurements WHERE kind='profile' ORDER BY id")]
@@ -35,8 +35,8 @@ def test_reference_label_cancels_host_drift(tmp_path):
                 (f, 0.8 * f, i),
             )
     con.close()
-    drifted = load_dataset(db, "ort-cpu", label="raw")
-    corrected = load_dataset(db, "ort-cpu")  # auto -> reference
+    drifted = load_profiles(db, "ort-cpu", ProfileQuery(label="raw"))
+    corrected = load_profiles(db, "ort-cpu")  # auto -> reference
     assert corrected.stats["label"] == "reference"
     assert corrected.stats["reference_baseline_ms"] == pytest.approx(0.8 * 1.3, rel=0.3)
     assert drifted.hashes == raw.hashes == corrected.hashes
@@ -45,4 +45,4 @@ def test_reference_label_cancels_host_drift(tmp_path):
     assert np.ptp(ratio_drifted) == pytest.approx(0.3, abs=1e-6)  # two host states
     assert np.ptp(ratio_corrected) < 1e-6  # one scale: the drift is gone
     with pytest.raises(UserError, match="label 'x'"):
-        load_dataset(db, "ort-cpu", label="x")
+        load_profiles(db, "ort-cpu", ProfileQuery(label="x"))

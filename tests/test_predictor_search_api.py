@@ -14,7 +14,14 @@ import torch
 from hwnas.search.predictor_check import check_predictor_for_search, predictor_deploy_space
 from hwnas.space import SpaceConfig, get_space, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import (
+    MLPConfig,
+    ProfileQuery,
+    build_header,
+    fit_predictor,
+    load_profiles,
+    save_predictor,
+)
 from predictor.io import check_layout, deploy_space_config, layout_hash, load_predictor
 from predictor.synthetic import write_store
 from targets.basics import UserError
@@ -62,7 +69,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("search_api")
     db = folder / "tiny.db"
     space, layout = _store(db)
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     result = fit_predictor(ds, cfg=MLPConfig(members=1, max_epochs=30), baselines=(), seed=0)
     path = folder / "tiny.pt"
     save_predictor(path, result.model, build_header(result.model, ds, result.report))
@@ -151,9 +158,9 @@ def test_unstable_rows_are_left_out_unless_asked(tmp_path: Path, cli) -> None:
     _store(db, n=100)
     flagged = _flag_unstable(db, every=4)
     assert flagged > 10
-    ds = load_dataset(db, "ort-cpu")
+    ds = load_profiles(db, "ort-cpu")
     assert len(ds) == 100 - flagged and ds.stats["unstable_rows"] == flagged
-    full = load_dataset(db, "ort-cpu", include_unstable=True)
+    full = load_profiles(db, "ort-cpu", ProfileQuery(include_unstable=True))
     assert len(full) == 100 and full.stats["include_unstable"] is True
 
     out = tmp_path / "p.pt"
@@ -174,5 +181,5 @@ def test_only_unstable_rows_is_a_clear_error(tmp_path: Path) -> None:
     _store(db, n=60)
     _flag_unstable(db, every=1)
     with pytest.raises(UserError, match="flagged unstable.*--include-unstable"):
-        load_dataset(db, "ort-cpu")
-    assert len(load_dataset(db, "ort-cpu", include_unstable=True)) == 60
+        load_profiles(db, "ort-cpu")
+    assert len(load_profiles(db, "ort-cpu", ProfileQuery(include_unstable=True))) == 60

@@ -20,7 +20,7 @@ from profiling.candidates import Candidate, CandidateSource
 from profiling.groups import measure_group
 from profiling.repeat import repeat_measurements
 from profiling.results import Prepared
-from profiling.runner import run_profile
+from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
 from targets.backends.base import Backend, ModelArtifact, Runner
@@ -40,6 +40,7 @@ def _fast_overrides() -> dict[str, int]:
 
 
 FAST = Protocol.from_overrides(_fast_overrides())
+QUIET = ProfileSettings(progress=False, protocol=FAST)
 FAST_TOML = 'name = "debug-fast"\nbackend = "debug"\ndevice = "debug"\n[protocol]\n' + "".join(
     f"{k} = {v}\n" for k, v in _fast_overrides().items()
 )
@@ -48,16 +49,16 @@ SLOWER = json.dumps({**_fast_overrides(), "rounds": 3, "runs_per_round": 8})
 # A profiler in its own process, for the kill -9 and concurrency tests.
 PROFILER = """
 import json, sys
-from profiling.runner import run_profile
+from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
 from targets.registry import load_target
 from targets.timing import Protocol
 db, n, group = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 proto = Protocol.from_overrides(json.loads(sys.argv[4]))
+settings = ProfileSettings(seed=0, group_size=group, progress=False, protocol=proto)
 with ProfileStore(db) as st:
-    s = run_profile(SyntheticCandidates(fail_every=9), load_target("debug"), st, n,
-                    seed=0, group_size=group, progress=False, protocol=proto)
+    s = run_profile(SyntheticCandidates(fail_every=9), load_target("debug"), st, n, settings=settings)
 print(json.dumps(s.to_dict()))
 """
 
@@ -78,7 +79,7 @@ def profile_hashes(db: Path) -> list[str]:
 def test_profile_stores_one_row_per_candidate(tmp_path: Path, debug) -> None:
     src = SyntheticCandidates(fail_every=4)
     with ProfileStore(tmp_path / "p.db") as st:
-        s = run_profile(src, debug, st, 10, seed=3, group_size=4, progress=False, protocol=FAST)
+        s = run_profile(src, debug, st, 10, settings=replace(QUIET, seed=3, group_size=4))
         rows = list(st.rows())
     assert (s.ok, s.failed, s.done_before, s.done_after) == (8, 2, 0, 10)
     assert s.archs_per_minute > 0 and s.phases["timing"] > 0 and s.phases["export"] > 0
@@ -103,7 +104,7 @@ def test_profile_stores_one_row_per_candidate(tmp_path: Path, debug) -> None:
 def test_compile_failure_is_recorded(tmp_path: Path, debug) -> None:
     src = SyntheticCandidates(fail_every=3, fail_mode="compile")
     with ProfileStore(tmp_path / "p.db") as st:
-        s = run_profile(src, debug, st, 6, progress=False, protocol=FAST)
+        s = run_profile(src, debug, st, 6, settings=QUIET)
         failed = list(st.rows(status="failed"))
     assert (s.ok, s.failed) == (4, 2)
     assert all(r["error"].startswith("compile failed:") for r in failed)
@@ -157,9 +158,9 @@ def test_rerun_continues_to_n_without_duplicates(tmp_path: Path, debug) -> None:
     src = SyntheticCandidates(fail_every=5)
     db = tmp_path / "p.db"
     with ProfileStore(db) as st:
-        first = run_profile(src, debug, st, 7, progress=False, protocol=FAST)
-        again = run_profile(src, debug, st, 7, progress=False, protocol=FAST)
-        more = run_profile(src, debug, st, 16, progress=False, protocol=FAST)
+        first = run_profile(src, debug, st, 7, settings=QUIET)
+        again = run_profile(src, debug, st, 7, settings=QUIET)
+        more = run_profile(src, debug, st, 16, settings=QUIET)
     assert first.written == 7 and again.written == 0 and again.done_before == 7
     assert more.written == 9 and more.done_after == 16
     hashes = profile_hashes(db)
@@ -167,7 +168,7 @@ def test_rerun_continues_to_n_without_duplicates(tmp_path: Path, debug) -> None:
     # retry_failed measures the failed ones again (and only those count as missing)
     with ProfileStore(db) as st:
         failed_before = st.count_rows(status="failed")
-        retry = run_profile(src, debug, st, 16, progress=False, protocol=FAST, retry_failed=True)
+        retry = run_profile(src, debug, st, 16, settings=replace(QUIET, retry_failed=True))
     assert retry.done_before == 16 - failed_before
     assert retry.written >= failed_before
 
@@ -175,8 +176,8 @@ def test_rerun_continues_to_n_without_duplicates(tmp_path: Path, debug) -> None:
 def test_overlap_exports_in_a_background_process(tmp_path: Path, debug) -> None:
     with ProfileStore(tmp_path / "p.db") as st:
         s = run_profile(
-            SyntheticCandidates(fail_every=4), debug, st, 6, group_size=2, progress=False,
-            protocol=FAST, overlap=True,
+            SyntheticCandidates(fail_every=4), debug, st, 6,
+            settings=replace(QUIET, group_size=2, overlap=True),
         )  # fmt: skip
         assert (s.overlap, s.ok, s.failed, s.done_after) == (True, 5, 1, 6)
         assert len({r["arch_hash"] for r in st.rows()}) == 6 and st.live_claims(s.fingerprint_key) == 0
@@ -187,8 +188,8 @@ def test_broken_target_stops_with_one_error(tmp_path: Path, debug) -> None:
     with ProfileStore(tmp_path / "p.db") as st:
         with pytest.raises(UserError, match="last 4 architectures all failed.*--retry-failed"):
             run_profile(
-                src, debug, st, 20, group_size=2, progress=False, protocol=FAST,
-                max_failures_in_a_row=4,
+                src, debug, st, 20,
+                settings=replace(QUIET, group_size=2, max_failures_in_a_row=4),
             )  # fmt: skip
         assert st.count_rows(status="failed") == 4  # recorded, nothing lost
         assert st.live_claims(st.fingerprints()[0]["fingerprint_key"]) == 0
@@ -200,16 +201,16 @@ def test_small_space_stops_when_exhausted(tmp_path: Path, debug) -> None:
             return super().sample(seed, index % 3)
 
     with ProfileStore(tmp_path / "p.db") as st, pytest.warns(RuntimeWarning, match="no new"):
-        s = run_profile(ThreeArchs(), debug, st, 5, progress=False, protocol=FAST)
+        s = run_profile(ThreeArchs(), debug, st, 5, settings=QUIET)
     assert s.exhausted and s.done_after == 3
 
 
 def test_space_mismatch_refused_nothing_lost(tmp_path: Path, debug) -> None:
     with ProfileStore(tmp_path / "p.db") as st:
-        run_profile(SyntheticCandidates(), debug, st, 3, progress=False, protocol=FAST)
+        run_profile(SyntheticCandidates(), debug, st, 3, settings=QUIET)
         other = SyntheticCandidates(resolution=8, name="synthetic-8")
         with pytest.raises(UserError, match="'synthetic'.*'synthetic-8'.*new --db"):
-            run_profile(other, debug, st, 3, progress=False, protocol=FAST)
+            run_profile(other, debug, st, 3, settings=QUIET)
         assert st.count_rows() == 3 and st.integrity_check() == "ok"
 
 
@@ -217,7 +218,7 @@ def test_bad_arguments(tmp_path: Path, debug) -> None:
     with ProfileStore(tmp_path / "p.db") as st:
         for kwargs in ({"executor": "slurm"}, {"group_size": 0}, {"address": "x:1"}):
             with pytest.raises(UserError):
-                run_profile(SyntheticCandidates(), debug, st, 1, progress=False, **kwargs)
+                run_profile(SyntheticCandidates(), debug, st, 1, settings=replace(QUIET, **kwargs))
 
 
 def test_kill_9_loses_nothing_and_rerun_continues(tmp_path: Path) -> None:
@@ -301,7 +302,7 @@ def test_two_profilers_share_one_store(tmp_path: Path) -> None:
 def test_repeat_report(tmp_path: Path, debug) -> None:
     src = SyntheticCandidates(fail_every=4)
     with ProfileStore(tmp_path / "p.db") as st:
-        run_profile(src, debug, st, 8, progress=False, protocol=FAST)
+        run_profile(src, debug, st, 8, settings=QUIET)
         report = repeat_measurements(src, debug, st, 4, seed=1, progress=False, protocol=FAST)
         repeats = list(st.rows(kind="repeat"))
         with pytest.raises(UserError, match="no ok measurement"):
@@ -501,12 +502,12 @@ def test_local_profile_applies_the_reference_drift_check(tmp_path: Path, debug) 
     spec = replace(debug, options={**debug.options, "cache_dir": str(cache)})
     src = SyntheticCandidates()
     with ProfileStore(tmp_path / "p.db") as st:
-        run_profile(src, spec, st, 4, group_size=2, progress=False, protocol=FAST)
+        run_profile(src, spec, st, 4, settings=replace(QUIET, group_size=2))
         first = [r for r in st.rows() if r["status"] == "ok"]
         (best,) = json.loads((cache / "reference-baselines.json").read_text()).values()
         assert best == min(r["reference_ms"] for r in first)  # the run recorded its best
         _seed_baseline(cache, spec, 1e-9)  # no real run comes near: the host 'drifted'
-        run_profile(src, spec, st, 8, group_size=2, progress=False, protocol=FAST)
+        run_profile(src, spec, st, 8, settings=replace(QUIET, group_size=2))
         new = [r for r in st.rows() if r["status"] == "ok"][len(first) :]
     assert len(new) == 4 and all(r["reference_ms"] > 0 and r["stable"] == 0 for r in new)
 
@@ -515,7 +516,7 @@ def test_repeat_applies_the_reference_drift_check(tmp_path: Path, debug) -> None
     cache = tmp_path / "cache"
     spec = replace(debug, options={**debug.options, "cache_dir": str(cache)})
     with ProfileStore(tmp_path / "p.db") as st:
-        run_profile(SyntheticCandidates(), spec, st, 3, progress=False, protocol=FAST)
+        run_profile(SyntheticCandidates(), spec, st, 3, settings=QUIET)
         _seed_baseline(cache, spec, 1e-9)
         repeat_measurements(SyntheticCandidates(), spec, st, 3, progress=False, protocol=FAST)
         rows = list(st.rows(kind="repeat", status="ok"))

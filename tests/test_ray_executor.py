@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from profiling.ray_executor import import_ray
-from profiling.runner import run_profile
+from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
 from profiling.synthetic import SyntheticCandidates
 from targets.basics import UserError
@@ -58,7 +58,8 @@ def test_ray_profile_streams_rows_into_the_store(local_ray, tmp_path: Path) -> N
     db = tmp_path / "p.db"
     with ProfileStore(db) as st:
         s = run_profile(
-            src, spec, st, 7, executor="ray", group_size=3, progress=False, protocol=_fast()
+            src, spec, st, 7,
+            settings=ProfileSettings(executor="ray", group_size=3, progress=False, protocol=_fast()),
         )
         assert (s.executor, s.written, s.done_after) == ("ray", 7, 7)
         assert s.failed == 1 and s.device_s["timing"] > 0
@@ -70,7 +71,8 @@ def test_ray_profile_streams_rows_into_the_store(local_ray, tmp_path: Path) -> N
         (failed,) = [r for r in rows if r["status"] == "failed"]
         assert failed["error"].startswith("export failed")
         # rerun (local executor, same fingerprint) continues to N without duplicates
-        more = run_profile(src, spec, st, 9, progress=False, protocol=_fast())
+        local = ProfileSettings(progress=False, protocol=_fast())
+        more = run_profile(src, spec, st, 9, settings=local)
         assert more.done_before == 7 and more.written == 2
         assert st.integrity_check() == "ok"
 
@@ -80,7 +82,8 @@ def test_ray_profile_streams_rows_into_the_store(local_ray, tmp_path: Path) -> N
 def test_ray_without_a_device_for_the_target(local_ray, tmp_path: Path) -> None:
     spec = replace(load_target("debug"), name="debug-nodevice")
     with ProfileStore(tmp_path / "p.db") as st, pytest.raises(UserError) as err:
-        run_profile(SyntheticCandidates(), spec, st, 2, executor="ray", progress=False)
+        settings = ProfileSettings(executor="ray", progress=False)
+        run_profile(SyntheticCandidates(), spec, st, 2, settings=settings)
     assert "target:debug-nodevice" in str(err.value) and "ray start" in str(err.value)
 
 
@@ -187,8 +190,10 @@ def test_ray_profile_checks_drift_and_remeasures(local_ray, tmp_path: Path) -> N
     spec = _drifted(tmp_path)
     with ProfileStore(tmp_path / "p.db") as st:
         s = run_profile(
-            SyntheticCandidates(), spec, st, 6, executor="ray", group_size=2, progress=False,
-            protocol=_fast(), remeasure_unstable=1,
+            SyntheticCandidates(), spec, st, 6,
+            settings=ProfileSettings(
+                executor="ray", group_size=2, progress=False, protocol=_fast(), remeasure_unstable=1
+            ),
         )  # fmt: skip
         rows = list(st.rows())
     assert (s.ok, s.failed) == (6, 0)

@@ -337,6 +337,7 @@ def _cli_argv(predictor: Path, out: Path, epochs: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # ~15-19 s
 def test_resume_after_kill_9_ends_with_the_uninterrupted_architecture(predictor: Path, tmp_path: Path) -> None:
     epochs = 2
     env = dict(os.environ, OMP_NUM_THREADS="1")

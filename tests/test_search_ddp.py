@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from searchkit import make_predictor
 
@@ -43,6 +44,7 @@ main()
 """
 
 
+@pytest.mark.slow  # ~11-13 s: two processes
 def test_two_rank_search_keeps_identical_architecture_logits(tmp_path: Path) -> None:
     pred = make_predictor(tmp_path, get_space("digits"))
     script = tmp_path / "ddp_search.py"

@@ -23,8 +23,8 @@ from predictor import (
     MLPConfig,
     build_header,
     fit_predictor,
-    load_dataset,
     load_predictor,
+    load_profiles,
     save_predictor,
 )
 from predictor.synthetic import write_store
@@ -84,7 +84,7 @@ def term(tmp_path_factory: pytest.TempPathFactory) -> LatencyTerm:
         space_config=SPACE.to_dict(),
         layout=layout,
     )
-    ds = load_dataset(folder / "digits.db", "ort-cpu")
+    ds = load_profiles(folder / "digits.db", "ort-cpu")
     fit = fit_predictor(ds, cfg=MLPConfig(members=2, max_epochs=80), baselines=(), seed=0)
     save_predictor(folder / "digits.pt", fit.model, build_header(fit.model, ds, fit.report))
     return LatencyTerm(load_predictor(folder / "digits.pt"), SPACE)
@@ -100,8 +100,13 @@ def _alpha(seed: int, scale: float = 1.0, space: SpaceConfig = SPACE) -> ArchPar
 
 
 def test_latency0_is_the_centre_and_weight_prices_relative_latency(term: LatencyTerm) -> None:
+    # The centre of the space, built without the relaxation: uniform logits are the expected
+    # one-hot encoding of uniformly sampled architectures (each op 1/k, each input by its share).
+    mean = np.stack([encode(a) for a in sample_architectures(SPACE, 1, 2000)]).mean(0)
+    with torch.no_grad():
+        at_mean = float(term.predictor(torch.as_tensor(mean, dtype=torch.float32)))
+    assert term.latency0_ms == pytest.approx(at_mean, rel=0.02)
     centre = ArchParameters(SPACE, init_scale=0.0)
-    assert term.latency0_ms == pytest.approx(float(term.predicted_ms(centre).detach()))
     penalty = WeightedLatency(term, 0.5)
     assert float(penalty.loss(term.predicted_ms(centre)).detach()) == pytest.approx(0.5)
     assert penalty.weight == 0.5 and penalty.describe()["latency0_ms"] == term.latency0_ms

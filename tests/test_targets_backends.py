@@ -40,11 +40,23 @@ def test_ort_cpu_compiles_and_runs(tmp_path: Path) -> None:
     json.dumps(fp)  # JSON-able
 
 
-def test_ort_dynamic_batch_uses_target_batch(tmp_path: Path) -> None:
+def test_ort_dynamic_batch_uses_target_batch(tmp_path: Path, monkeypatch) -> None:
+    import targets.backends.onnxruntime as ort_backend
+
+    seen: list[dict[str, tuple[int, ...]]] = []
+    make_inputs = ort_backend.fixed_inputs
+
+    def spy(inputs, seed):  # the arrays the runner feeds the session on every timed run
+        feeds = make_inputs(inputs, seed)
+        seen.append({name: a.shape for name, a in feeds.items()})
+        return feeds
+
+    monkeypatch.setattr(ort_backend, "fixed_inputs", spy)
     spec = replace(load_target("ort-cpu"), batch_size=3)
     path = tiny_onnx(tmp_path / "dyn.onnx", batch="N")
     [m] = measure_onnx([path], spec, TINY)
-    assert m.latency_ms > 0
+    assert seen == [{"x": (3, 3, 16, 16)}]  # the symbolic batch N became the target's 3
+    assert m.latency_ms > 0 and m.repetitions == TINY.rounds * TINY.runs_per_round
 
 
 def test_ort_static_batch_mismatch_is_a_user_error(tmp_path: Path) -> None:

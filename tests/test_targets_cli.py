@@ -107,12 +107,15 @@ def test_measure_onnx_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     rows = json.loads(capsys.readouterr().out)
     assert [r["path"] for r in rows] == [str(a), str(b)]
     for r in rows:
-        assert r["latency_ms"] > 0
+        assert 0 < r["min_ms"] <= r["p10_ms"] <= r["median_ms"]
+        if r["statistic"] in ("min", "p10", "median"):  # the figure is its statistic's column
+            assert r["latency_ms"] == r[f"{r['statistic']}_ms"]
         assert r["repetitions"] == r["rounds"] * 5
         assert r["reference_ms"] > 0
         assert len(r["fingerprint_key"]) == 64
         for key in ("median_ms", "p10_ms", "min_ms", "spread", "stable", "statistic"):
             assert key in r
+    assert rows[0]["reference_ms"] == rows[1]["reference_ms"]  # timed in the same rounds
     assert main(["measure", str(a), "--target", "debug"]) == 0
     assert "LATENCY_MS" in capsys.readouterr().out
 

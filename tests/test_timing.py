@@ -256,6 +256,7 @@ def test_measure_onnx_with_reference(tmp_path: Path) -> None:
         assert 0 < m.min_ms <= m.p10_ms <= m.median_ms
         assert m.repetitions == m.rounds * proto.runs_per_round
         assert m.reference_ms is not None and m.reference_ms > 0
+    assert a.reference_ms == b.reference_ms  # one reference figure: timed in the same rounds
     assert b.latency_ms > a.latency_ms  # 32x the work
 
 

@@ -141,10 +141,11 @@ def _clean(obj: Any) -> Any:
 def _fit(args: argparse.Namespace) -> int:
     from predictor import (
         MLPConfig,
+        ProfileQuery,
         build_header,
         fit_predictor,
-        load_dataset,
         load_predictor,
+        load_profiles,
         render_report,
         save_predictor,
     )
@@ -154,9 +155,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.members < 1 or args.max_epochs < 1:
         raise UserError("--members and --max-epochs must be at least 1")
     init = load_predictor(args.init) if args.init is not None else None
-    ds = load_dataset(
-        args.db,
-        args.target,
+    query = ProfileQuery(
         min_samples=min_samples(init is not None),
         space=args.space,
         fingerprint=args.fingerprint,
@@ -167,6 +166,7 @@ def _fit(args: argparse.Namespace) -> int:
         label=args.label,
         include_unstable=args.include_unstable,
     )
+    ds = load_profiles(args.db, args.target, query)
     if init is not None:
         from predictor.transfer import transfer_predictor
 
@@ -243,9 +243,9 @@ def _calibrate(model: Any, ds: Any, args: argparse.Namespace) -> dict[str, Any] 
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from predictor import evaluate, load_dataset, load_predictor, render_report
-    from predictor.dataset import read_meta
+    from predictor import ProfileQuery, evaluate, load_predictor, load_profiles, render_report
     from predictor.drift import predictor_baseline
+    from predictor.profiles import read_meta
 
     model = load_predictor(args.file)
     h = model.header
@@ -266,9 +266,7 @@ def _eval(args: argparse.Namespace) -> int:
         else h.get("fingerprint_key")
     )
     try:
-        ds = load_dataset(
-            args.db,
-            h["target_name"],
+        query = ProfileQuery(
             space=h.get("space_key"),
             fingerprint=fp,
             allow_mixed=True,
@@ -282,6 +280,7 @@ def _eval(args: argparse.Namespace) -> int:
             # this store's latencies corrected to the predictor's footing (predictor/drift.py)
             baseline_ms=predictor_baseline(h),
         )
+        ds = load_profiles(args.db, h["target_name"], query)
     except UserError as exc:
         if fp is not None and "fingerprint" in str(exc):
             raise UserError(

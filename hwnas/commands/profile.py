@@ -74,7 +74,7 @@ def _unstable(store: Any, fingerprint_key: str, run_id: str) -> dict[str, int]:
 
 def _profile(args: argparse.Namespace) -> int:
     from predictor.dataset import MIN_SAMPLES_INIT, samples_rule
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
@@ -83,27 +83,20 @@ def _profile(args: argparse.Namespace) -> int:
             f"--samples must be at least 1, got {args.samples} (it is the number of "
             f"architectures the store should hold; {samples_rule()})"
         )
-    if args.remeasure_unstable < 0:
-        raise UserError(f"--remeasure-unstable must be >= 0, got {args.remeasure_unstable}")
-    if args.address and args.executor != "ray":
-        raise UserError("--address needs --executor ray")
+    settings = ProfileSettings(  # checks its fields: a bad one is refused here
+        seed=args.seed,
+        executor=args.executor,
+        address=args.address or None,
+        group_size=args.group_size,
+        progress=not args.no_progress,  # stderr: --json output stays clean
+        overlap=args.overlap,
+        retry_failed=args.retry_failed,
+        remeasure_unstable=args.remeasure_unstable,
+    )
     spec = load_target(args.target)
     source = space_source(args.space)
     with ProfileStore(args.db) as store:
-        summary = run_profile(
-            source,
-            spec,
-            store,
-            args.samples,
-            seed=args.seed,
-            executor=args.executor,
-            address=args.address,
-            group_size=args.group_size,
-            progress=not args.no_progress,  # stderr: --json output stays clean
-            overlap=args.overlap,
-            retry_failed=args.retry_failed,
-            remeasure_unstable=args.remeasure_unstable,
-        )
+        summary = run_profile(source, spec, store, args.samples, settings=settings)
         unstable = _unstable(store, summary.fingerprint_key, summary.run_id)
     data = summary.to_dict()
     data.update(unstable)

@@ -37,7 +37,6 @@ from hwnas.space.encoding import encode
 from predictor import (
     build_header,
     fit_predictor,
-    load_dataset,
     load_predictor,
     render_report,
     save_predictor,
@@ -47,7 +46,7 @@ from predictor.dataset import min_samples, samples_rule
 from predictor.drift import compare, predictor_baseline
 from predictor.transfer import transfer_predictor
 from profiling.repeat import repeat_measurements
-from profiling.runner import run_profile
+from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
 from targets.basics import UserError, atomic_write_text
 from targets.registry import load_target
@@ -110,7 +109,8 @@ def run_main_job(cfg: MainJobConfig) -> dict[str, Any]:
 def _profile(cfg: MainJobConfig, spec: TargetSpec, source: SpaceCandidates, summary: dict[str, Any], n: int) -> None:
     t = step(f"1/{n} profile {cfg.samples} architectures of '{cfg.space}' on '{spec.name}'")
     with ProfileStore(cfg.out / "profile.db") as store:
-        prof = run_profile(source, spec, store, cfg.samples, seed=cfg.seed, progress=cfg.progress)
+        settings = ProfileSettings(seed=cfg.seed, progress=cfg.progress)
+        prof = run_profile(source, spec, store, cfg.samples, settings=settings)
     print(f"   {prof.written} measured now, {prof.done_after} in the store ({time.perf_counter() - t:.0f} s)")
     summary["profile"] = {"written": prof.written, "in_store": prof.done_after}
     summary["steps"]["profile"] = time.perf_counter() - t
@@ -165,9 +165,8 @@ def _fit(
     cfg: MainJobConfig, spec: TargetSpec, source: SpaceCandidates, init: Any, summary: dict[str, Any], n: int
 ) -> tuple[Any, Any]:
     t = step(f"3/{n} fit the latency predictor (MLP) and baselines; score on held-out architectures")
-    ds = load_dataset(
-        cfg.out / "profile.db", spec.cli_ref, space=cfg.space, seed=cfg.seed, min_samples=min_samples(init is not None)
-    )
+    query = ProfileQuery(space=cfg.space, seed=cfg.seed, min_samples=min_samples(init is not None))
+    ds = load_profiles(cfg.out / "profile.db", spec.cli_ref, query)
     if init is not None:
         result = transfer_predictor(init, ds, baselines=BASELINES, seed=cfg.seed, init_path=str(cfg.init))
     else:
