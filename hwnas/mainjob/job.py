@@ -35,9 +35,11 @@ from hwnas.search.predictor_check import calibrate_predictor
 from hwnas.space import sample_nth, save_architecture
 from hwnas.space.encoding import encode
 from predictor import (
+    ProfileQuery,
     build_header,
     fit_predictor,
     load_predictor,
+    load_profiles,
     render_report,
     save_predictor,
 )
