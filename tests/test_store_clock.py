@@ -8,6 +8,7 @@ from pathlib import Path
 
 from profiling import store as store_mod
 from profiling.store import ADDED_COLUMNS, COLUMNS, ProfileStore
+from profiling.store import schema as store_schema
 
 
 def _row(i: int, clock: float | None) -> dict:
@@ -27,7 +28,7 @@ def _row(i: int, clock: float | None) -> dict:
 
 def _old_store(path: Path) -> None:
     """A store as hwnas wrote it before clock_mhz existed (same DDL minus the column)."""
-    schema = store_mod._SCHEMA.replace(",\n    clock_mhz       REAL\n", "\n")
+    schema = store_schema.SCHEMA.replace(",\n    clock_mhz       REAL\n", "\n")
     assert "clock_mhz" not in schema
     conn = sqlite3.connect(path)
     conn.executescript(schema)

@@ -440,7 +440,7 @@ def test_profile_on_a_fake_gpu_stores_clocks_and_fails_uncapturable_networks(
 ) -> None:
     import hashlib
 
-    from profiling.runner import run_profile
+    from profiling.runner import ProfileSettings, run_profile
     from profiling.store import ProfileStore
     from profiling.synthetic import SyntheticCandidates
 
@@ -460,7 +460,7 @@ def test_profile_on_a_fake_gpu_stores_clocks_and_fails_uncapturable_networks(
     protocol = Protocol.for_target(spec).with_(min_rounds=2, rounds=2)
     with ProfileStore(tmp_path / "p.db") as store:
         summary = run_profile(
-            OnFakeGpu(), spec, store, samples=12, progress=False, protocol=protocol
+            OnFakeGpu(), spec, store, samples=12, settings=ProfileSettings(progress=False, protocol=protocol)
         )
         rows = store.select()
     assert summary.written == 12 and len(rows) == 12

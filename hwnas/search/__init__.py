@@ -11,9 +11,26 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from hwnas.search.config import SearchConfig
-from hwnas.search.derive import derive, param_free_share
-from hwnas.search.run import SearchResult, run_search
-from hwnas.search.step import Searcher
+
+#: Names served from their modules on first use, so `hwnas.search.config` (which the CLI's
+#: flags read) stays light: no torch until a search runs.
+_LAZY = {
+    "SearchResult": "hwnas.search.run",
+    "run_search": "hwnas.search.run",
+    "Searcher": "hwnas.search.step",
+    "derive": "hwnas.search.derive",
+    "param_free_share": "hwnas.search.derive",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hwnas.search' has no attribute {name!r}")
+
 
 __all__ = ["SearchConfig", "SearchResult", "Searcher", "derive", "param_free_share", "run_search"]

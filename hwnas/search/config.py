@@ -8,13 +8,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hwnas.search.derive import DEFAULT_MAX_PARAM_FREE
 from hwnas.space import SpaceConfig
 from targets.basics import UserError
 
 MODES = ("full", "sampled")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
 PROXY_CHANNELS = {"cifar": 16}
+#: Parameter-free cell ops (the collapse guard caps them per cell; DARTS collapses onto them).
+PARAM_FREE_OPS = frozenset({"skip_connect", "max_pool_3x3", "avg_pool_3x3"})
+DEFAULT_MAX_PARAM_FREE = 2
 #: The latency-aware search's weight when none is given (the main job's second search):
 #: latency counts as much as the cross-entropy at the space's centre (relative latency, so
 #: it means the same on any target). `hwnas search` alone searches without latency (0).

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from hwnas.search.config import DEFAULT_MAX_PARAM_FREE, PARAM_FREE_OPS
 from hwnas.space import CELL_OPS, NUM_STAGES, Architecture, Genotype, Stage
 from hwnas.space.encoding import ArchParameters
-
-PARAM_FREE_OPS = frozenset({"skip_connect", "max_pool_3x3", "avg_pool_3x3"})
-DEFAULT_MAX_PARAM_FREE = 2
 
 
 def _cell_name(c: int) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from profiling.store.export import StoreExporter, write_csv
 from profiling.store.schema import (
+    ADDED_COLUMNS,
     COLUMNS,
     DEFAULT_TIMEOUT,
     KINDS,
@@ -36,6 +37,7 @@ from profiling.store.schema import (
 from profiling.store.writes import StoreWriter
 
 __all__ = [
+    "ADDED_COLUMNS",
     "COLUMNS",
     "DEFAULT_TIMEOUT",
     "KINDS",
