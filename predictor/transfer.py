@@ -1,5 +1,8 @@
 """Adapt a predictor fitted on one target to another target of the same space.
 
+(Over 400 lines on purpose: the adaptation methods share one cross-validation and one
+report, and read best side by side.)
+
 A new target should not cost a thousand profiles. What changes between two targets of one
 space (two thread counts, another graph optimisation level, another CPU) is mostly a
 scale, then the relative cost of some ops; what an architecture *is* (its ops, depths,

@@ -1,5 +1,7 @@
 """Target specs: what a TOML target file may say, parsed and validated in one place.
 
+(Over 400 lines on purpose: every key's rule and message in one file is the point.)
+
 A target is plain data (name, backend, device, precision, batch, threads, backend
 options, protocol overrides). Validation happens here, at load time, so a typo in
 a TOML file fails with the file, the key and the fix before anything is compiled or

@@ -1,5 +1,8 @@
 """The measurement protocol for noisy, shared hosts (DESIGN.md, "Measuring latency honestly").
 
+(Over 400 lines on purpose: warm-up, interleaved rounds, statistics and the drift rule are
+one protocol; split, a reader would hold four files to follow one measurement.)
+
 Warm up every runner; time them in interleaved rounds (every runner, and a fixed
 reference network, gets a turn in every round, in a rotating order) so drift of the
 host hits all of them alike; report a low order statistic of the per-run times (the
@@ -27,9 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import DeviceTiming, ModelArtifact, Runner, compile_instances
-from targets.basics import UserError
+from targets.basics import UserError, atomic_write_bytes
+from targets.cache import cache_dir
 from targets.fingerprint import fingerprint_key
 from targets.protocol import STAT_RE, Protocol
+from targets.reference import REFERENCE_VERSION, build_reference_torch, reference_onnx_path
+from targets.registry import create_backend
 
 if TYPE_CHECKING:
     from targets.backends.base import Backend
@@ -303,8 +309,6 @@ def measure_runners(
 
 
 def _baseline_path(directory: str | Path | None = None) -> Path:
-    from targets.cache import cache_dir
-
     return cache_dir(directory) / "reference-baselines.json"
 
 
@@ -328,9 +332,6 @@ def check_reference_drift(
     slowdown (a second process on the GPU, a lower clock) moves it far beyond both.
     """
     import json
-
-    from targets.basics import atomic_write_bytes
-    from targets.reference import REFERENCE_VERSION
 
     protocol = protocol or Protocol()
     out = dict(results)
@@ -378,8 +379,6 @@ def _check_onnx_path(path: Path) -> Path:
 
 def compile_reference(backend: Backend, spec: TargetSpec) -> Runner:
     """The reference network compiled for `spec` (same backend, same batch size)."""
-    from targets.reference import build_reference_torch, reference_onnx_path
-
     cache = spec.options.get("cache_dir") if spec.backend != "torch" else None
     path = reference_onnx_path(spec.batch_size, cache)
     return backend.compile(ModelArtifact(path, build_torch=build_reference_torch))
@@ -400,8 +399,6 @@ def measure_onnx(
     the eager backend). `backend` reuses one the caller opened for `spec`. A model that
     fails while timed is a UserError naming it (by `names`, default its ONNX path).
     """
-    from targets.registry import create_backend
-
     protocol = protocol or Protocol.for_target(spec)
     artifacts = [m if isinstance(m, ModelArtifact) else ModelArtifact(Path(m)) for m in models]
     for artifact in artifacts:
