@@ -333,3 +333,18 @@ def test_gpu_step_benchmark_quick(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "gpu_search_step.json").read_text())["results"]
+
+
+@pytest.mark.slow
+def test_gpu_step_benchmark_runs_quick_on_the_cpu(tmp_path: Path) -> None:
+    """bench/gpu_search_step.py's smoke test: the H200 session's script must not fail on arrival."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_search_step", ROOT / "bench" / "gpu_search_step.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "gpu_search_step.json").read_text())
+    assert [r["variant"] for r in doc["results"]] == ["hwnas-full", "darts"]
+    assert all(r["step_ms"] > 0 and r["kernels_per_step"] > 0 for r in doc["results"])
