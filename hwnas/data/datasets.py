@@ -28,6 +28,8 @@ they differ, then normalised per channel by the training set's mean and standard
 Training augmentation (per sample, from torch's global RNG, so `torch.manual_seed` makes it
 reproducible): random crop after zero padding (input_size // 8 pixels, 4 at 32x32),
 horizontal flip (off for `digits`: a mirrored digit is another glyph), optional cutout.
+`augment_batch` does the same to a batch on its device in one call per kind (a GPU's path:
+the search and training keep `augment_image` on the CPU, so CPU figures do not change).
 """
 
 from __future__ import annotations
