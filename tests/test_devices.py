@@ -240,6 +240,36 @@ def test_an_epoch_on_the_resident_path_is_seeded() -> None:
     assert rows[0] == rows[1]
 
 
+def _device_train_epoch(seed: int) -> tuple[dict[str, float], list[torch.Tensor]]:
+    from hwnas.train.aux_head import AuxTap, aux_anchor
+    from hwnas.train.loop import _build, _load_data, _train_epoch_on_device
+    from hwnas.train.recipe import TrainConfig
+    from targets.progress import Progress
+
+    cfg = TrainConfig(epochs=2, batch_size=16, subset=48, drop_path=0.2, aux_weight=0.4, cutout=3, seed=seed)
+    arch = ArchParameters(DIGITS, generator=torch.Generator().manual_seed(0)).derive()
+    data = _load_data(cfg, arch)
+    run = _build(arch, cfg)
+    run.dev_rng = torch.Generator()  # what a GPU run gets (there: on the device)
+    tap = AuxTap(aux_anchor(run.net))
+    run.net.set_drop_path(0.1, run.dev_rng)
+    with Progress(6, "t", enabled=False) as bar:
+        sums = _train_epoch_on_device(run, data, cfg, 0, tap, bar, (data.train.images, data.train.labels))
+    tap.handle.remove()
+    return sums, [p.detach().clone() for p in run.net.parameters()]
+
+
+def test_the_gpu_training_epoch_runs_on_the_cpu_and_is_seeded() -> None:
+    """hwnas.train.loop's GPU epoch (resident images, batched augmentation, drop-path and
+    augmentation from the device generator, sums read once) on the CPU: same seed, same run."""
+    a, wa = _device_train_epoch(5)
+    b, wb = _device_train_epoch(5)
+    assert a == b and all(torch.equal(x, y) for x, y in zip(wa, wb, strict=True))
+    assert a["train_loss"] > 0 and 0.0 <= a["train_accuracy"] <= 1.0
+    c, _ = _device_train_epoch(6)
+    assert c != a
+
+
 # -- resume on another device type ------------------------------------------------------------------
 def test_search_resume_on_another_device_type_is_refused(cli, tmp_path: Path) -> None:
     pred = make_predictor(tmp_path, DIGITS)
