@@ -378,3 +378,32 @@ def test_gpu_step_benchmark_runs_quick_on_the_cpu(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "gpu_search_step.json").read_text())
     assert [r["variant"] for r in doc["results"]] == ["hwnas-full", "darts"]
     assert all(r["step_ms"] > 0 and r["kernels_per_step"] > 0 for r in doc["results"])
+
+
+@pytest.mark.gpu
+def test_gpu_predictor_fit_comes_back_on_the_cpu_and_ranks_like_the_cpu_fit(tmp_path: Path) -> None:
+    import numpy as np
+    from searchkit import synthetic_ms
+
+    from hwnas.space import sample_architectures
+    from hwnas.space.encoding import encode, encoding_layout
+    from predictor import MLPConfig, fit_predictor
+    from predictor import load_dataset as load_profiles
+    from predictor.synthetic import write_store
+
+    layout = encoding_layout(DIGITS)
+    archs = sample_architectures(DIGITS, 0, 160)
+    X = np.stack([encode(a) for a in archs])
+    y = synthetic_ms(X, layout)
+    rows = [(a.hash, a.to_json(None), x.tolist(), float(t)) for a, x, t in zip(archs, X, y, strict=True)]
+    db = tmp_path / "d.db"
+    write_store(db, rows, space_name=DIGITS.name, space_key=DIGITS.key, space_config=DIGITS.to_dict(), layout=layout)
+    ds = load_profiles(db, "ort-cpu")
+    cfg = MLPConfig(members=1, max_epochs=60)
+    cpu = fit_predictor(ds, cfg=cfg, baselines=(), seed=0).model.predict_ms(X)
+    gpu_model = fit_predictor(ds, cfg=cfg, baselines=(), seed=0, device=torch.device("cuda")).model
+    assert gpu_model.device.type == "cpu"
+    gpu = gpu_model.predict_ms(X)
+    assert np.isfinite(gpu).all()
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(rank(cpu), rank(gpu))[0, 1] > 0.9
