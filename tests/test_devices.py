@@ -6,6 +6,7 @@ types refused, and the GPU checks themselves (`gpu`-marked: skipped without CUDA
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -268,6 +269,29 @@ def test_the_gpu_training_epoch_runs_on_the_cpu_and_is_seeded() -> None:
     assert a["train_loss"] > 0 and 0.0 <= a["train_accuracy"] <= 1.0
     c, _ = _device_train_epoch(6)
     assert c != a
+
+
+def test_bf16_autocast_keeps_logits_gradients_and_losses_fp32() -> None:
+    """The bf16 step's dtypes, on the CPU's autocast (hwnas refuses bf16 on the CPU for real
+    runs; here it only exercises the GPU's code path): the supernet's convolutions in bf16,
+    the logits handed to the losses, the architecture logits and their gradients fp32."""
+    s = _searcher()
+    s.placement = devices.Placement(torch.device("cpu"), "bf16")
+    seen: list[torch.dtype] = []
+    conv = next(m for m in s.model.net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    xv, yv = s._batch(s.a_half, torch.arange(8))
+    xt, yt = s._batch(s.w_half, torch.arange(8, 16))
+    grads, logits, parts = s.arch_gradient(xv, yv)
+    assert torch.bfloat16 in seen and logits.dtype == torch.float32
+    assert all(g.dtype == torch.float32 for g in grads) and all(p.dtype == torch.float32 for p in s.model.arch_parameters())
+    s.arch_step(xv, yv)
+    t_logits, w_loss = s.weight_step(xt, yt)
+    assert t_logits.dtype == w_loss.dtype == torch.float32 and torch.isfinite(w_loss)
+    assert all(p.dtype == torch.float32 for p in s.model.weights())
+    s.cfg = dataclasses.replace(s.cfg, second_order=True)  # DARTS's unrolled step under autocast too
+    grads, logits, _ = s.arch_gradient(xv, yv, xt, yt)
+    assert logits.dtype == torch.float32 and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
 # -- resume on another device type ------------------------------------------------------------------
