@@ -241,7 +241,7 @@ def test_an_epoch_on_the_resident_path_is_seeded() -> None:
     assert rows[0] == rows[1]
 
 
-def _device_train_epoch(seed: int) -> tuple[dict[str, float], list[torch.Tensor]]:
+def _device_train_epoch(seed: int, precision: str = "fp32") -> tuple[dict[str, float], list[torch.Tensor]]:
     from hwnas.train.aux_head import AuxTap, aux_anchor
     from hwnas.train.loop import _build, _load_data, _train_epoch_on_device
     from hwnas.train.recipe import TrainConfig
@@ -252,6 +252,7 @@ def _device_train_epoch(seed: int) -> tuple[dict[str, float], list[torch.Tensor]
     data = _load_data(cfg, arch)
     run = _build(arch, cfg)
     run.dev_rng = torch.Generator()  # what a GPU run gets (there: on the device)
+    run.placement = devices.Placement(torch.device("cpu"), precision)  # bf16: the CPU's autocast stands in
     tap = AuxTap(aux_anchor(run.net))
     run.net.set_drop_path(0.1, run.dev_rng)
     with Progress(6, "t", enabled=False) as bar:
@@ -269,6 +270,8 @@ def test_the_gpu_training_epoch_runs_on_the_cpu_and_is_seeded() -> None:
     assert a["train_loss"] > 0 and 0.0 <= a["train_accuracy"] <= 1.0
     c, _ = _device_train_epoch(6)
     assert c != a
+    d, wd = _device_train_epoch(5, "bf16")
+    assert d != a and d["train_loss"] > 0 and all(w.dtype == torch.float32 for w in wd)
 
 
 def test_bf16_autocast_keeps_logits_gradients_and_losses_fp32() -> None:
