@@ -36,7 +36,8 @@ def main() -> None:
         x, y = s._batch(s.w_half, torch.randint(0, len(s.w_half), (32,), generator=g))
         if args.fixed_path:
             s.gumbel = torch.Generator().manual_seed(0)
-        logits, loss = s.weight_step(x, y)
+        logits, loss_t = s.weight_step(x, y)
+        loss = float(loss_t)
         if it % 5 == 4:
             acc = float((logits.argmax(1) == y).float().mean())
             print(f"step {it + 1}: loss {loss:.3f} batch acc {acc:.3f} {time.perf_counter() - t:.0f} s", flush=True)

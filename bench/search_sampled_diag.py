@@ -82,7 +82,7 @@ def main() -> None:
         step = it
         x, y = s._batch(s.w_half, torch.randint(0, len(s.w_half), (32,), generator=g))
         logits, loss = s.weight_step(x, y)
-        losses.append(loss)
+        losses.append(float(loss))
         accs.append(float((logits.argmax(1) == y).float().mean()))
         if it % 50 == 49:
             print(

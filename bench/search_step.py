@@ -2,6 +2,12 @@
 plain single-level DARTS supernet of the same width, cells and batch, written here.
 
     .venv/bin/python bench/search_step.py --channels 8 --batch 32 --rounds 3 --threads 2
+    .venv/bin/python bench/search_step.py --device cuda --cells 8 --channels 16 --batch 64 --configs darts,full
+
+`--device cuda` times on a GPU (synchronised around each step; no peak-RSS processes, the
+peak GPU memory instead), `--precision bf16` autocasts both supernets' weights' work,
+`--cells N` sets the cell count (DARTS's search: 8; hwnas's space gets (N - 2) / 3 cells
+per stage, so N = 5, 8, 11, ...).
 
 Configurations, built in one process and timed in interleaved rounds (one step of each per
 round) so host drift hits all alike; each one's peak RSS comes from a separate process that
@@ -50,6 +56,22 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS_LAST = False  # --channels-last: both supernets and the input in NHWC
+DEVICE = torch.device("cpu")  # --device
+PRECISION = "fp32"  # --precision: bf16 autocasts the weights' work (DARTS reference and hwnas alike)
+CELLS = 5  # --cells
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def _autocast() -> Any:
+    import contextlib
+
+    if PRECISION == "bf16":
+        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 SHARED = True  # --no-shared: neither supernet shares a state's ReLU and pooling among its ops
 DARTS_OPS = ("none",) + (
     "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
@@ -132,23 +154,29 @@ class DartsNet(nn.Module):
 
 def _darts_stepper(c: int, batch: int) -> Any:
     torch.manual_seed(0)
-    net = DartsNet(c, 5)
+    net = DartsNet(c, CELLS).to(DEVICE)
     w_opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam([net.alpha_normal, net.alpha_reduce], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32, device=DEVICE), torch.randint(0, 10, (batch,), device=DEVICE)
     if CHANNELS_LAST:
         net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> dict[str, float]:
+        _sync()
         t, c = time.perf_counter(), time.process_time()
         a_opt.zero_grad()
-        F.cross_entropy(net(x), y).backward(inputs=[net.alpha_normal, net.alpha_reduce])
+        with _autocast():
+            out = net(x)
+        F.cross_entropy(out.float(), y).backward(inputs=[net.alpha_normal, net.alpha_reduce])
         a_opt.step()
         w_opt.zero_grad()
-        F.cross_entropy(net(x), y).backward(inputs=net.weights())
+        with _autocast():
+            out = net(x)
+        F.cross_entropy(out.float(), y).backward(inputs=net.weights())
         nn.utils.clip_grad_norm_(net.weights(), 5.0)
         w_opt.step()
+        _sync()
         return {"step_s": time.perf_counter() - t, "step_cpu_s": time.process_time() - c}
 
     return step
@@ -176,25 +204,32 @@ def _hier_stepper(c: int, batch: int, mode: str, k: int) -> Any:
     from hwnas.space import SpaceConfig
     from predictor import load_predictor
 
+    if (CELLS - 2) % 3 or CELLS < 5:
+        raise SystemExit(f"--cells {CELLS}: hwnas's space has 3 stages of equal depth and 2 reductions (5, 8, 11, ...)")
     space = SpaceConfig(name="bench5", in_channels=3, input_size=32, num_classes=10, channels=c,
-                        depth_choices=(1,), window=2)
+                        depth_choices=((CELLS - 2) // 3,), window=2)
     with tempfile.TemporaryDirectory() as tmp:
-        pred = load_predictor(make_predictor(Path(tmp), space, n=120))
+        pred = load_predictor(make_predictor(Path(tmp), space, n=120), device=DEVICE)
     term = LatencyTerm(pred, space)
     penalty = WeightedLatency(term, 0.5)
-    cfg = SearchConfig(space="bench5", mode=mode, samples=k, batch_size=batch, epochs=10)
-    s = Searcher(cfg, space, _Data(batch), term, penalty)
+    cfg = SearchConfig(space="bench5", mode=mode, samples=k, batch_size=batch, epochs=10, precision=PRECISION)
+    s = Searcher(cfg, space, _Data(batch), term, penalty, device=DEVICE)
     s.gumbel = torch.Generator().manual_seed(0)
     s.tau = 1.0
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32, device=DEVICE), torch.randint(0, 10, (batch,), device=DEVICE)
     if CHANNELS_LAST:
         s.model.net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    elif DEVICE.type == "cuda":  # the Searcher makes it channels_last on CUDA: undo for a plain comparison
+        s.model.net.to(memory_format=torch.contiguous_format)
+        s.channels_last = False
 
     def step() -> dict[str, float]:
+        _sync()
         t, c = time.perf_counter(), time.process_time()
         s.arch_step(x, y)
         s.weight_step(x, y)
+        _sync()
         out = {"step_s": time.perf_counter() - t, "step_cpu_s": time.process_time() - c}
         # the latency term alone: what the arch step spends on it (gradient through the
         # predictor, then the relaxed and derived predictions read after the step)
@@ -247,10 +282,16 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format for both supernets")
     ap.add_argument("--no-shared", action="store_true",
                     help="neither supernet shares a state's ReLU and pooling among the ops reading it")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (on CUDA: no peak-RSS processes)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast the weights' work")
+    ap.add_argument("--cells", type=int, default=5, help="cells of both supernets (DARTS's search: 8)")
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global CHANNELS_LAST, SHARED
+    global CHANNELS_LAST, SHARED, DEVICE, PRECISION, CELLS
     CHANNELS_LAST = args.channels_last
+    DEVICE, PRECISION, CELLS = torch.device(args.device), args.precision, args.cells
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: as the search commands do
     SHARED = not args.no_shared
     import hwnas.search.supernet as supernet
 
@@ -271,9 +312,14 @@ def main() -> None:
             print(f"round {r} {cfg}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), file=sys.stderr, flush=True)
     del steppers
     for cfg in configs:
+        if DEVICE.type != "cpu":  # peak GPU memory of all configurations so far (RSS says nothing here)
+            results[cfg].update(peak_rss_mb=torch.cuda.max_memory_allocated(DEVICE) / 2**20, rss_before_steps_mb=0.0)
+            print(json.dumps({"config": cfg, **results[cfg]}), flush=True)
+            continue
         mem = subprocess.run(
             [sys.executable, __file__, "--config", cfg, "--channels", str(args.channels), "--batch", str(args.batch),
-             "--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else [])
+             "--threads", str(args.threads), "--cells", str(args.cells), "--precision", args.precision]
+            + (["--channels-last"] if args.channels_last else [])
             + (["--no-shared"] if args.no_shared else []),
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]

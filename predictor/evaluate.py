@@ -86,6 +86,7 @@ def fit_predictor(
     max_train: int | None = None,
     time_budget_s: float | None = None,
     progress: bool = False,
+    device: Any = "cpu",
 ) -> FitResult:
     """Fit the MLP (and baselines) on the train split, early-stop on val, score on test.
 
@@ -110,6 +111,7 @@ def fit_predictor(
             seed=seed,
             time_budget_s=time_budget_s,
             on_epoch=bar.update,
+            device=device,
         )
         preds = {MLP_NAME: model.predict_ms(ds.X[te])}
         fitted = {}

@@ -174,22 +174,25 @@ class LatencyPredictor(nn.Module):
 
 
 @contextlib.contextmanager
-def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
+def deterministic(seed: int, threads: int = 1, *, warn_only: bool = False) -> Iterator[None]:
     """Seed torch, make it deterministic and use `threads` threads; restored afterwards.
+    `warn_only`: warn, not fail, where a kernel has no deterministic version (cuBLAS on a
+    GPU without CUBLAS_WORKSPACE_CONFIG).
 
     One thread: these matrices are small, and on a busy 2-core host a second torch thread
     made training ~10x slower, not faster.
     """
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's generator comes back untouched
             torch.manual_seed(seed)
             yield
     finally:
-        torch.use_deterministic_algorithms(prev_det)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         torch.set_num_threads(prev_threads)
 
 
@@ -235,17 +238,21 @@ def train_mlp(
     seed: int = 0,
     time_budget_s: float | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[LatencyPredictor, TrainInfo]:
     """Fit the ensemble on squared relative error, with early stopping on the validation split.
 
     Members differ by initialisation and batch order; each keeps the weights of its best
     validation epoch, and training stops once no member has improved for `patience` epochs
-    (or the wall-time budget is spent). Same seed, same result on CPU.
+    (or the wall-time budget is spent). Same seed, same result on CPU. `device`: where the
+    epochs run (initialised and normalised on the CPU, so the same start anywhere); the
+    model comes back on the CPU.
     """
     cfg = cfg or MLPConfig()
+    dev = torch.device(device)
     t0 = time.perf_counter()
     info = TrainInfo()
-    with deterministic(seed):
+    with deterministic(seed, warn_only=dev.type != "cpu"):
         gen = torch.Generator().manual_seed(seed)
         model = LatencyPredictor(features, cfg)
         m = model.feature_matrix
@@ -261,6 +268,9 @@ def train_mlp(
         t_tr = torch.as_tensor(np.asarray(y_train_ms) / y_mean, dtype=torch.float32)
         t_va = torch.as_tensor(np.asarray(y_val_ms) / y_mean, dtype=torch.float32)
         _init(model, gen)
+        if dev.type != "cpu":
+            model.to(dev)
+            xs_tr, xs_va, t_tr, t_va = (t.to(dev) for t in (xs_tr, xs_va, t_tr, t_va))
 
         body = [*model.weights, *model.biases]
         groups: list[dict[str, Any]] = [{"params": body, "weight_decay": cfg.weight_decay}]
@@ -282,13 +292,13 @@ def train_mlp(
         k = cfg.members
         n = xs_tr.shape[0]
         bs = max(8, min(cfg.batch_size, n))
-        best = torch.full((k,), math.inf)
-        best_epoch = torch.zeros(k, dtype=torch.long)
+        best = torch.full((k,), math.inf, device=dev)
+        best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
         best_state = [p.detach().clone() for p in model.parameters()]
-        since = torch.zeros(k, dtype=torch.long)
+        since = torch.zeros(k, dtype=torch.long, device=dev)
         epoch = 0
         for epoch in range(cfg.max_epochs):
-            perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(k)])
+            perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(k)]).to(dev)
             for i in range(0, n, bs):
                 idx = perms[:, i : i + bs]
                 if idx.shape[1] < 2:
@@ -318,7 +328,7 @@ def train_mlp(
         with torch.no_grad():
             for p, s in zip(model.parameters(), best_state, strict=True):
                 p.copy_(s)
-    model.eval()
+    model.to("cpu").eval()
     info.best_epochs = [int(e) + 1 for e in best_epoch]
     info.best_val = [float(v) for v in best]
     info.epochs_run = epoch + 1

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data.datasets import Augment, augment_image, load_dataset, stratified_subset
+from hwnas.data.datasets import (
+    Augment,
+    augment_batch,
+    augment_image,
+    load_dataset,
+    stratified_subset,
+)
 from hwnas.space import SpaceConfig, get_space
 from targets.basics import UserError
 
@@ -86,6 +92,62 @@ def test_augmentation_crops_flips_cuts_out_reproducibly() -> None:
     torch.manual_seed(1)
     outs = {augment_image(x, flip_only)[0, 0, 0].item() for _ in range(20)}
     assert outs == {x[0, 0, 0].item(), x[0, 0, -1].item()}
+
+
+def _crop_flip_candidates(x: torch.Tensor, pad: int) -> list[tuple[int, int, bool, torch.Tensor]]:
+    """Every image `augment_image` can make from x by crop (offsets i, j) and flip."""
+    h, w = x.shape[1:]
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    out = []
+    for i in range(2 * pad + 1):
+        for j in range(2 * pad + 1):
+            crop = padded[:, i : i + h, j : j + w]
+            out += [(i, j, False, crop), (i, j, True, crop.flip(-1))]
+    return out
+
+
+def test_batched_augmentation_has_the_per_image_semantics() -> None:
+    """augment_batch (the GPU's path) draws other numbers than augment_image but from the
+    same distributions: crop offsets uniform in [0, 2 pad], a flip half the time, a cutout
+    square of the given side centred anywhere and clipped at the border."""
+    x = torch.arange(3 * 16 * 16, dtype=torch.float32).reshape(3, 16, 16) + 1
+    batch = x.expand(300, -1, -1, -1).contiguous()
+    pad = 2
+    out = augment_batch(batch, Augment(crop=True, crop_padding=pad, flip=True), torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape
+    cands = _crop_flip_candidates(x, pad)
+    seen = []
+    for img in out:
+        match = [(i, j, f) for i, j, f, c in cands if torch.equal(img, c)]
+        assert match, "an image no crop + flip of the source gives"
+        seen.append(match[0])
+    assert {i for i, _, _ in seen} == set(range(2 * pad + 1)) == {j for _, j, _ in seen}
+    assert 0.4 < sum(f for _, _, f in seen) / len(seen) < 0.6
+    # the default padding is input_size // 8, as per image
+    default = augment_batch(batch[:40], Augment(crop=True, flip=False), torch.Generator().manual_seed(1))
+    two = [c for i, j, f, c in _crop_flip_candidates(x, 16 // 8) if not f]
+    assert all(any(torch.equal(img, c) for c in two) for img in default)
+    # cutout alone, even and odd sides: an all-channel zero rectangle that augment_image's
+    # formula gives for some centre (cy, cx), clipped at the border
+    for side in (6, 5):
+        cut = augment_batch(batch, Augment(crop=False, flip=False, cutout=side), torch.Generator().manual_seed(2))
+        half, odd = side // 2, side % 2
+        spans = {(max(0, c - half), min(16, c + half + odd)) for c in range(16)}
+        areas = set()
+        for img in cut:
+            zero = (img == 0).all(0)
+            assert torch.equal(img[:, ~zero], x[:, ~zero]) and (img == 0).any(0).eq(zero).all()
+            rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+            r, c = (int(rows.min()), int(rows.max()) + 1), (int(cols.min()), int(cols.max()) + 1)
+            assert r in spans and c in spans and int(zero.sum()) == (r[1] - r[0]) * (c[1] - c[0])
+            areas.add(int(zero.sum()))
+        assert side * side in areas and min(areas) < side * side  # inside, and clipped at a border
+    # seeded: the same generator state, the same batch; another seed, another batch
+    aug = Augment(crop=True, flip=True, cutout=4)
+    a = augment_batch(batch[:16], aug, torch.Generator().manual_seed(7))
+    b = augment_batch(batch[:16], aug, torch.Generator().manual_seed(7))
+    c = augment_batch(batch[:16], aug, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 # -- npz ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Data-parallel search under torchrun: 2 CPU processes (gloo) keep bit-identical
-architecture logits after every step, while each trains on its own shard of every batch."""
+architecture logits after every step, while each trains on its own shard of every batch.
+HWNAS_DDP_DEVICE=cuda runs the same on two GPUs with nccl (bench/gpu_checks.sh)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from searchkit import make_predictor
 from hwnas.space import get_space
 
 SCRIPT = """
-import sys, torch
+import os, sys, torch
 import torch.distributed as dist
 from hwnas.search import SearchConfig, run_search
 
@@ -23,18 +24,18 @@ out, pred, rec = sys.argv[1], sys.argv[2], sys.argv[3]
 steps, shards = [], []
 
 def on_step(s, step):
-    steps.append(torch.cat([p.detach().reshape(-1) for p in s.model.arch_parameters()]).clone())
+    steps.append(torch.cat([p.detach().reshape(-1) for p in s.model.arch_parameters()]).cpu())
 
 def main():
     from hwnas.search.step import Searcher
     batch = Searcher._batch
     def spy(self, ds, idx):
         x, y = batch(self, ds, idx)
-        shards.append(y.clone())
+        shards.append(y.cpu())
         return x, y
     Searcher._batch = spy
     cfg = SearchConfig(space="digits", predictor=pred, latency_weight=0.5, search_channels=4, epochs=2, mode="sampled",
-                       subset=64, batch_size=16, seed=0)
+                       subset=64, batch_size=16, seed=0, device=os.environ.get("HWNAS_DDP_DEVICE", "cpu"))
     run_search(cfg, out, progress=False, on_step=on_step)
     rank = dist.get_rank()
     torch.save({"steps": steps, "shards": shards, "world": dist.get_world_size()}, f"{rec}.rank{rank}.pt")

@@ -98,6 +98,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="architectures drawn per relaxation to estimate its expected latency",
     )
+    fit.add_argument(
+        "--device",
+        default="cpu",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the MLP's epochs run (default cpu: the model is tiny, a GPU gains nothing, "
+        "and the CPU fit is the bit-reproducible one); a transfer fit (--init) runs on the CPU",
+    )
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     fit.set_defaults(func=_fit)
 
@@ -139,6 +146,7 @@ def _clean(obj: Any) -> Any:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from hwnas.devices import resolve_device
     from predictor import (
         MLPConfig,
         ProfileQuery,
@@ -154,6 +162,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     if args.members < 1 or args.max_epochs < 1:
         raise UserError("--members and --max-epochs must be at least 1")
+    device = resolve_device(args.device)
     init = load_predictor(args.init) if args.init is not None else None
     query = ProfileQuery(
         min_samples=min_samples(init is not None),
@@ -190,6 +199,7 @@ def _fit(args: argparse.Namespace) -> int:
             max_train=args.max_train,
             time_budget_s=args.time_budget,
             progress=not args.no_progress,
+            device=device,
         )
     calibration = _calibrate(result.model, ds, args)
     if calibration is not None:

@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-param-free", type=int, default=2,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where it runs (default auto: the first CUDA device if torch sees one, else the CPU)")
+    p.add_argument("--precision", default=None, metavar="bf16|fp32",
+                   help="default: bf16 autocast on a CUDA device that has it, else fp32 (the CPU is always fp32)")
     p.add_argument("--json", action="store_true", help="print summary.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
@@ -61,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from hwnas import devices
     from hwnas.search import SearchConfig, run_search
 
     cfg = SearchConfig(
@@ -83,9 +88,12 @@ def _run(args: argparse.Namespace) -> int:
         depth_penalty=args.depth_penalty,
         max_param_free=None if args.max_param_free < 0 else args.max_param_free,
         target=args.target,
+        device=args.device,
+        precision=args.precision,
     )
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # the entry point owns the process's threads
+    devices.tune_backends(devices.resolve_device(args.device))  # and cuDNN's autotuning
     res = run_search(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     import torch.distributed as dist
 

@@ -26,6 +26,8 @@ they differ, then normalised per channel by the training set's mean and standard
 Training augmentation (per sample, from the dataset's `generator`, which the search and
 training seed; torch's global one when none is set): random crop after zero padding (input_size // 8 pixels, 4 at 32x32),
 horizontal flip (off for `digits`: a mirrored digit is another glyph), optional cutout.
+`augment_batch` does the same to a batch on its device in one call per kind (a GPU's path:
+the search and training keep `augment_image` on the CPU, so CPU figures do not change).
 """
 
 from __future__ import annotations
@@ -123,6 +125,43 @@ def augment_image(
             max(0, cx - half) : min(w, cx + half + aug.cutout % 2),
         ] = 0.0
     return x.contiguous()
+
+
+def augment_batch(
+    x: torch.Tensor, aug: Augment, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """`augment_image` for a batch [B, C, H, W], drawn and applied on the batch's device.
+
+    The same augmentation per image (crop offsets uniform in [0, 2 pad] after zero padding,
+    a flip with probability 1/2, a cutout square centred uniformly, clipped at the border),
+    drawn in one call per kind for the whole batch, so a GPU never waits on the host: the
+    draws differ from `augment_image`'s (the CPU search and training keep that one).
+    `generator` must live on x's device (None: torch's global one there).
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    rows = torch.arange(h, device=dev).expand(b, h)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    if aug.crop:
+        pad = aug.crop_padding if aug.crop_padding is not None else max(1, h // 8)
+        if pad > 0:
+            x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+            rows = rows + torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+            cols = cols + torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+    if aug.flip:
+        flip = torch.rand((b, 1), generator=generator, device=dev) < 0.5
+        cols = torch.where(flip, cols.flip(-1), cols)
+    x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))
+    x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    if aug.cutout > 0:
+        cy = torch.randint(0, h, (b, 1), generator=generator, device=dev)
+        cx = torch.randint(0, w, (b, 1), generator=generator, device=dev)
+        half, odd = aug.cutout // 2, aug.cutout % 2
+        ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        in_y = (ys >= cy - half) & (ys < cy + half + odd)  # [B, H]
+        in_x = (xs >= cx - half) & (xs < cx + half + odd)  # [B, W]
+        x = x.masked_fill((in_y[:, :, None] & in_x[:, None, :])[:, None], 0.0)
+    return x
 
 
 @dataclass

@@ -68,6 +68,8 @@ class SearchConfig:
     tau_max: float = 10.0  # Gumbel temperature, linear from tau_max to tau_min (GDAS)
     tau_min: float = 0.1
     sample_inputs: bool = True  # sampled mode: draw 2 inputs per node (False: GDAS, every input, ops drawn)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (hwnas.devices); config.json records the resolved type
+    precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
 
     def check(self) -> None:
         """UserError for contradictory or out-of-range settings (before anything is read)."""

@@ -32,10 +32,12 @@ def param_free_share(arch: Architecture) -> float:
 def expected_depth(alpha: ArchParameters) -> list[float]:
     """E[cells] per stage under the depth softmax."""
     with torch.no_grad():
-        return [
-            float((alpha.depth_probs(s) * torch.tensor(alpha.space.depth_choices, dtype=torch.float32)).sum())
-            for s in range(NUM_STAGES)
-        ]
+        out = []
+        for s in range(NUM_STAGES):
+            probs = alpha.depth_probs(s)  # on the search's device: the choices go there, not back
+            choices = torch.tensor(alpha.space.depth_choices, dtype=torch.float32, device=probs.device)
+            out.append(float((probs * choices).sum()))
+        return out
 
 
 def _guard(g: Genotype, c: int, alpha: ArchParameters, cap: int, log: list[str]) -> Genotype:

@@ -6,7 +6,8 @@ gradient (NNI's DARTS under DDP lets the ranks' architectures drift, nni#5013). 
 rank computes its shard's gradients and `average_grads` all-reduces them, flattened into one
 buffer, before every optimiser step; every rank then applies the same update to the same
 values, so weights and architecture logits stay identical on every rank (checked each epoch
-by `assert_same`).
+by `assert_same`). Every tensor a collective sees lives on the search's device (NCCL takes
+no CPU tensor): `DistInfo.device` says which.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.distributed as dist
 class DistInfo:
     rank: int = 0
     world: int = 1
+    device: str = "cpu"  # where the collectives' tensors live (this rank's GPU under nccl)
 
     @property
     def main(self) -> bool:
@@ -38,8 +40,11 @@ def init_from_env(device: torch.device) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)  # binds this rank to its GPU
+        else:
+            dist.init_process_group("gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), str(device))
 
 
 def average_grads(params: list[torch.nn.Parameter], info: DistInfo) -> None:
@@ -80,13 +85,17 @@ def assert_same(tensors: list[torch.Tensor], info: DistInfo, what: str) -> None:
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (e.g. all have checked the run directory before rank 0 writes it)."""
     if info.active:
-        dist.barrier()
+        on = torch.device(info.device)
+        if on.type == "cuda":
+            dist.barrier(device_ids=[on.index or 0])
+        else:
+            dist.barrier()
 
 
 def all_sum(values: list[float], info: DistInfo) -> list[float]:
     """Sum of per-rank counters (accuracies, losses) over the ranks."""
     if not info.active:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.tolist()

@@ -57,7 +57,7 @@ class _Scores:
                 for c in range(N_CELLS)
             ]
             self.depth = [
-                (lambda lp: (lp.max() - lp).numpy())(torch.log_softmax(alpha.depth[s].double(), -1))
+                (lambda lp: (lp.max() - lp).cpu().numpy())(torch.log_softmax(alpha.depth[s].double(), -1))
                 for s in range(NUM_STAGES)
             ]
             self.slot = [
@@ -77,8 +77,8 @@ class _Scores:
         """Regret of each (two inputs, their ops) option, in derive()'s order of choice: the
         inputs' log-probabilities against the top two, plus each op's against the best op
         on its input. So the derived pick costs exactly 0 and every other option costs > 0."""
-        lp_a = torch.log_softmax(a.double(), -1).numpy()
-        lp_b = torch.log_softmax(b.double(), -1).numpy()
+        lp_a = torch.log_softmax(a.double(), -1).cpu().numpy()  # logits may live on a GPU
+        lp_b = torch.log_softmax(b.double(), -1).cpu().numpy()
         n, n_ops = lp_a.shape
         r_op = lp_a.max(-1, keepdims=True) - lp_a  # [inputs, ops]
         top2 = float(np.sort(lp_b)[-2:].sum()) if n > 2 else float(lp_b.sum())

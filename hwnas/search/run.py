@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hwnas import rundir
+from hwnas import devices, rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
@@ -64,9 +65,18 @@ def _file_sha256(path: Path) -> str:
 
 
 # -- the run directory ---------------------------------------------------------------------------
-def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, Any]]:
+def _placement(cfg: SearchConfig) -> devices.Placement:
+    """The search's device and precision; under torchrun `auto`/`cuda` is this rank's GPU."""
+    local = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    return devices.resolve(cfg.device, cfg.precision, local_rank=local)
+
+
+def _resolve(
+    cfg: SearchConfig, device: torch.device | None = None
+) -> tuple[SpaceConfig, Any, Any, Any, dict[str, Any]]:
     """Space, latency term and penalty, data, and the resolved config; UserError on bad input.
-    Reads only (the run directory is not touched)."""
+    Reads only (the run directory is not touched). The predictor is tiny: it runs on the
+    search's `device`, so the latency loss needs no host copy."""
 
     cfg.check()
     space = get_space(cfg.space)
@@ -80,7 +90,7 @@ def _resolve(cfg: SearchConfig) -> tuple[SpaceConfig, Any, Any, Any, dict[str, A
         path = Path(cfg.predictor)
         if not path.is_file():
             raise UserError(f"--predictor {path}: no such file; fit one with `hwnas predictor fit`")
-        pred = load_predictor(path)
+        pred = load_predictor(path, device=device or "cpu")
         deploy = check_predictor_for_search(pred, space)
         target = str(pred.header.get("target_name", "?"))
         if cfg.target is not None and cfg.target != target:
@@ -116,7 +126,19 @@ def _differs(doc: dict[str, Any]) -> Any:
         old_search = old.get("search")
         if not isinstance(old_search, dict):
             return ["config.json has no 'search' section (damaged)"]
-        diff = rundir.key_diffs(old_search, doc["search"])
+        placed = ("device", "precision")  # compared as resolved below: a run resumes on any GPU of its type
+        diff = rundir.key_diffs(
+            {k: v for k, v in old_search.items() if k not in placed},
+            {k: v for k, v in doc["search"].items() if k not in placed},
+        )
+        old_resolved = old.get("resolved", {})
+        was = tuple(old_resolved.get(k, d) for k, d in zip(placed, ("cpu", "fp32"), strict=True))
+        now = tuple(doc["resolved"].get(k) for k in placed)
+        if was != now:
+            diff.append(
+                f"device: the run searched on {was[0]} ({was[1]}), this one would on {now[0]} ({now[1]}); "
+                f"resume it with --device {was[0]} --precision {was[1]}"
+            )
         if old.get("resolved", {}).get("predictor_sha256") != doc["resolved"].get("predictor_sha256"):
             diff.append("the predictor file's content changed")
         return diff
@@ -178,8 +200,10 @@ def run_search(
     calls this; rank 0 writes the run directory.
     """
     out_path = Path(out) if out is not None else None
-    space, term, penalty, data, resolved = _resolve(cfg)
-    device = torch.device("cpu")
+    placement = _placement(cfg)
+    space, term, penalty, data, resolved = _resolve(cfg, placement.device)
+    resolved.update(placement.record())
+    device = placement.device
     info = D.init_from_env(device)
     resolved["ranks"] = info.world
     doc = _config_doc(cfg, resolved)

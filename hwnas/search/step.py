@@ -17,6 +17,12 @@ seeded by (seed, epoch), and the checkpoint written at the end of each epoch hol
 other state (weights, BatchNorm statistics, logits, both optimisers, the schedule, the
 latency penalty, the log): a run killed at any moment and resumed ends with exactly the
 architecture of the uninterrupted run (same seed, CPU).
+
+On a GPU (`cfg.device`): the training images live on the device and are cropped, flipped
+and cut out there in batches (`augment_batch`, from a generator on the device), the
+supernet runs channels_last under bf16 autocast (`cfg.precision`; the logits, their
+gradients, the predictor and the losses stay fp32), and the per-step losses and counts
+are summed on the device and read once per epoch. On the CPU every figure is as before.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.utils.data import Subset
 
+from hwnas import devices
+from hwnas.data.datasets import ImageTensorDataset, augment_batch
 from hwnas.search import dist as D
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
 from hwnas.search.derive import derive, expected_depth, param_free_share
@@ -76,16 +85,22 @@ class Searcher:
                 alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
             )
         self.model = model.to(self.device)
+        self.placement = devices.Placement(self.device, devices.resolve_precision(cfg.precision, self.device))
+        # on the CPU each image is augmented on read, as always (the exact figures); elsewhere
+        # the images sit on the device and batches are augmented there (`_resident`)
+        self.batched_data = self.device.type != "cpu"
         # augmentation draws from a generator of the search's own, reseeded every epoch
-        self.augment_rng = torch.Generator()
-        data.train.generator = self.augment_rng
+        self.augment_rng = torch.Generator(device=self.device if self.batched_data else "cpu")
+        if not self.batched_data:
+            data.train.generator = self.augment_rng
         # channels_last on CPU: pooling and convolutions ~18 % faster per step (digits supernet
         # at 8x8, C = 8; docs/benchmarks.md); one process only (collectives want contiguous).
-        self.channels_last = self.device.type == "cpu" and self.info.world == 1
-        if self.channels_last:
-            self.model.net.to(memory_format=torch.channels_last)
+        # On CUDA: cuDNN's NHWC kernels (bf16 tensor cores); set after the broadcast below.
+        self.channels_last = (self.device.type == "cpu" and self.info.world == 1) or self.device.type == "cuda"
         self.alpha = self.model.alpha
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
+        if self.channels_last:
+            self.model.net.to(memory_format=torch.channels_last)
         self.w_optim = torch.optim.SGD(
             self.model.weights(), cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
         )
@@ -94,6 +109,9 @@ class Searcher:
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, cfg.epochs, eta_min=cfg.w_lr_min)
         self.w_half, self.a_half = data.search_split(cfg.seed)
+        self._resident: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = {}
+        if self.batched_data:
+            self._place_data()
         n = min(len(self.w_half), len(self.a_half))
         self.batch_size = min(cfg.batch_size, n)
         if self.batch_size < max(2, 2 * self.info.world):
@@ -139,7 +157,9 @@ class Searcher:
         params = self.model.arch_parameters()
         r = self.relaxed()
         if not self.cfg.second_order:
-            logits = self.model.net(xv, r)
+            with self.placement.autocast():
+                logits = self.model.net(xv, r)
+            logits = logits.float()  # the architecture loss in fp32 (a no-op at fp32)
             loss, parts = self.arch_loss(logits, yv)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)], logits, parts
@@ -155,7 +175,9 @@ class Searcher:
         alphas = self.model.arch_parameters()
         lr = self.scheduler.get_last_lr()[0]
         r_w = _detached(r)
-        loss_t = F.cross_entropy(net(xt, r_w), yt)
+        with self.placement.autocast():
+            out_t = net(xt, r_w)
+        loss_t = F.cross_entropy(out_t.float(), yt)
         g = torch.autograd.grad(loss_t, weights)
         with torch.no_grad():
             unrolled = []
@@ -163,7 +185,9 @@ class Searcher:
                 buf = self.w_optim.state.get(p, {}).get("momentum_buffer")
                 m = buf * self.cfg.w_momentum if buf is not None else 0.0
                 unrolled.append((p - lr * (m + gp + self.cfg.w_weight_decay * p)).detach().requires_grad_())
-        logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
+        with self.placement.autocast():
+            logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
+        logits = logits.float()
         loss, parts = self.arch_loss(logits, yv)
         grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True, retain_graph=True)
         dalpha = [gr if gr is not None else torch.zeros_like(a) for gr, a in zip(grads[: len(alphas)], alphas, strict=True)]
@@ -172,7 +196,9 @@ class Searcher:
 
         def alpha_grad_at(sign: float) -> list[torch.Tensor]:
             shifted = {n: (w + sign * eps * d).detach() for n, w, d in zip(names, weights, dw, strict=True)}
-            lt = F.cross_entropy(functional_call(net, {**shifted, **buffers}, (xt, r)), yt)
+            with self.placement.autocast():
+                out = functional_call(net, {**shifted, **buffers}, (xt, r))
+            lt = F.cross_entropy(out.float(), yt)
             gs = torch.autograd.grad(lt, alphas, allow_unused=True, retain_graph=True)
             return [gg if gg is not None else torch.zeros_like(a) for gg, a in zip(gs, alphas, strict=True)]
 
@@ -195,10 +221,14 @@ class Searcher:
             self.penalty.update(relaxed_ms, derived_ms)
         return logits, parts
 
-    def weight_step(self, xt: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def weight_step(self, xt: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight step; returns the logits and the loss, both detached on the device
+        (read once per epoch: no host synchronisation here)."""
         with torch.no_grad():
             r = self.relaxed()
-        logits = self.model.net(xt, r)
+        with self.placement.autocast():
+            logits = self.model.net(xt, r)
+        logits = logits.float()
         loss = F.cross_entropy(logits, yt)
         weights = self.model.weights()
         self.w_optim.zero_grad(set_to_none=True)
@@ -206,11 +236,34 @@ class Searcher:
         D.average_grads(weights, self.info)
         torch.nn.utils.clip_grad_norm_(weights, self.cfg.w_grad_clip)
         self.w_optim.step()
-        return logits.detach(), float(loss.detach())
+        return logits.detach(), loss.detach()
 
     # -- one epoch ---------------------------------------------------------------------------
+    def _place_data(self) -> None:
+        """The halves' images, labels and indices on the device, once (a few hundred MB for
+        CIFAR-10 as float32: small next to a GPU's memory)."""
+        on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for ds in (self.w_half, self.a_half):
+            base, index = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, None)
+            if not isinstance(base, ImageTensorDataset):
+                continue  # another kind of data set (benchmarks): read item by item
+            if id(base) not in on_device:
+                on_device[id(base)] = (base.images.to(self.device), base.labels.to(self.device))
+            images, labels = on_device[id(base)]
+            rows = torch.arange(len(base)) if index is None else torch.as_tensor(index, dtype=torch.long)
+            self._resident[id(ds)] = (images, labels, rows.to(self.device), base.augment)
+
     def _batch(self, ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx[self.info.rank :: self.info.world]
+        if id(ds) in self._resident:  # on the device: gather, then augment the batch there
+            images, labels, rows, aug = self._resident[id(ds)]
+            sel = rows[idx.to(self.device)]
+            x = images[sel]
+            if aug is not None:
+                x = augment_batch(x, aug, self.augment_rng)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return x, labels[sel]
         items = [ds[int(i)] for i in idx]
         x = torch.stack([it[0] for it in items]).to(self.device)
         y = torch.stack([torch.as_tensor(it[1]) for it in items]).to(self.device)
@@ -226,9 +279,13 @@ class Searcher:
         order = _seeded(cfg.seed, e, 1)
         w_perm = torch.randperm(len(self.w_half), generator=order)
         a_perm = torch.randperm(len(self.a_half), generator=order)
+        if self.batched_data:  # one copy per epoch, not one per step
+            w_perm, a_perm = w_perm.to(self.device), a_perm.to(self.device)
         self.gumbel = _seeded(cfg.seed, e, 2)
         self.augment_rng.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(cfg.seed, e, 3))))
         self.model.train()
+        # summed on the device in float64 (the same additions as Python floats), read at the end
+        on_dev = torch.zeros(3, dtype=torch.float64, device=self.device)  # w_loss, t_ok, v_ok
         sums = {"w_loss": 0.0, "a_loss": 0.0, "ce_val": 0.0, "latency_loss": 0.0, "n": 0.0, "t_ok": 0.0, "v_ok": 0.0, "t_n": 0.0, "v_n": 0.0}
         B = self.batch_size
         for step in range(self.steps_per_epoch):
@@ -236,18 +293,19 @@ class Searcher:
             xt, yt = self._batch(self.w_half, w_perm[step * B : (step + 1) * B])
             v_logits, parts = self.arch_step(xv, yv, xt, yt)
             t_logits, w_loss = self.weight_step(xt, yt)
-            sums["w_loss"] += w_loss
+            on_dev[0] += w_loss
             sums["ce_val"] += parts["ce"]
             sums["latency_loss"] += parts.get("latency_loss", 0.0)
             sums["n"] += 1
-            sums["t_ok"] += float((t_logits.argmax(1) == yt).sum())
-            sums["v_ok"] += float((v_logits.argmax(1) == yv).sum())
+            on_dev[1] += (t_logits.argmax(1) == yt).sum()
+            on_dev[2] += (v_logits.argmax(1) == yv).sum()
             sums["t_n"] += len(yt)
             sums["v_n"] += len(yv)
             if on_step is not None:
                 on_step(self, step)
             if bar is not None:
                 bar.update(e * self.steps_per_epoch + step + 1)
+        sums["w_loss"], sums["t_ok"], sums["v_ok"] = on_dev.tolist()
         self.scheduler.step()
         D.assert_same(self.model.arch_parameters(), self.info, "architecture logits")
         keys = list(sums)

@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def _device_of(net: nn.Module) -> torch.device:
+    """Where the network's weights live (inputs go there); CPU for a parameterless one."""
+    return next(net.parameters(), torch.empty(0)).device
+
+
 # -- counting -----------------------------------------------------------------------------------
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
@@ -37,7 +42,7 @@ def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *input_shape))
+            net(torch.zeros(1, *input_shape, device=_device_of(net)))
     finally:
         for h in handles:
             h.remove()
@@ -69,10 +74,11 @@ def recalibrate_bn(net: nn.Module, dataset: Any, n: int = BN_RECALIBRATION_IMAGE
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
     net.train()
+    dev = _device_of(net)
     try:
         with torch.no_grad():
             for i in range(0, len(idx), batch_size):
-                net(torch.stack([plain[j][0] for j in idx[i : i + batch_size]]))
+                net(torch.stack([plain[j][0] for j in idx[i : i + batch_size]]).to(dev))
     finally:
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
@@ -82,9 +88,11 @@ def recalibrate_bn(net: nn.Module, dataset: Any, n: int = BN_RECALIBRATION_IMAGE
 def evaluate(net: nn.Module, loader: Any) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over a loader, eval mode."""
     net.eval()
+    dev = _device_of(net)
     loss_sum, correct, n = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(dev), y.to(dev)  # no-ops on the CPU
             logits = net(x)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())

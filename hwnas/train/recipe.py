@@ -26,6 +26,8 @@ class TrainConfig:
     aux_weight: float = 0.0  # auxiliary head loss weight [0.4]; 0 builds no head
     subset: int | None = None  # training examples (stratified); None: all
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (hwnas.devices); config.json records the resolved type
+    precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
 
     def validate(self) -> None:
         def bad(field: str, why: str) -> UserError:

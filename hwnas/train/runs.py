@@ -81,8 +81,16 @@ def _same_run(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         diffs.append("architecture")
     old_cfg = old.get("config") or {}
     for k, v in new["config"].items():
-        if old_cfg.get(k) != v:
+        if k not in ("device", "precision") and old_cfg.get(k) != v:
             diffs.append(k)
+    # where it ran: the resolved device type and precision (any GPU of the type resumes it)
+    was = (old.get("device", "cpu"), old.get("precision", "fp32"))
+    now = (new.get("device", "cpu"), new.get("precision", "fp32"))
+    if was != now:
+        diffs.append(
+            f"device: the run trained on {was[0]} ({was[1]}), this one would on {now[0]} ({now[1]}); "
+            f"resume it with --device {was[0]} --precision {was[1]}"
+        )
     return diffs
 
 
