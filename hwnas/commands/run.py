@@ -66,6 +66,11 @@ def _deploy_arguments(p: argparse.ArgumentParser) -> None:
                      "loss = CE + weight x predicted / centre latency)")
     lat.add_argument("--latency-budget", type=float, default=D.latency_budget, metavar="MS",
                      help="a hard latency budget for the latency-aware search instead of a weight")
+    p.add_argument("--device", default=D.device,
+                   help="device of the searches and trainings: auto (default: the first CUDA device, else cpu), "
+                   "cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=D.precision,
+                   help="bf16 or fp32 (default: bf16 on a CUDA device that has it, fp32 on a CPU)")
     p.add_argument("--no-deploy", action="store_true", help="stop after checking the predictor (no search, training, export)")
     p.add_argument("--force", action="store_true", help="use an --out that holds another configuration or kind of run")
 
@@ -80,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         search_epochs=args.search_epochs, search_subset=args.search_subset, search_mode=args.search_mode,
         search_resolution=args.search_resolution, search_arch_lr=args.search_arch_lr,
         train_epochs=args.train_epochs, train_subset=args.train_subset, latency_weight=args.latency_weight,
-        latency_budget=args.latency_budget, deploy=not args.no_deploy, force=args.force,
+        latency_budget=args.latency_budget, device=args.device, precision=args.precision,
+        deploy=not args.no_deploy, force=args.force,
         progress=not args.no_progress,
     )  # fmt: skip
     import torch

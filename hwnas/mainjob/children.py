@@ -23,11 +23,18 @@ from typing import Any
 from targets.basics import UserError, atomic_write_text
 
 
-def _child_main(fn: Callable[..., Any], kwargs: dict[str, Any], log: Path, result: Path) -> None:
-    """The child's entry point: it owns its process, so it sets the thread count here."""
+def _child_main(
+    fn: Callable[..., Any], kwargs: dict[str, Any], log: Path, result: Path, device: str | None
+) -> None:
+    """The child's entry point: it owns its process, so it sets the thread count (and on
+    CUDA cuDNN's autotuning, as the commands do) here."""
     import torch
 
+    from hwnas import devices
+
     torch.set_num_threads(1)
+    if device is not None:
+        devices.tune_backends(devices.resolve_device(device))
     with log.open("w") as f:
         sys.stdout = sys.stderr = f
         try:
@@ -45,7 +52,9 @@ def _child_main(fn: Callable[..., Any], kwargs: dict[str, Any], log: Path, resul
 class Child:
     """`fn(**kwargs)` in a spawned interpreter of one thread, polled like `Popen`."""
 
-    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], log: Path) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], kwargs: dict[str, Any], log: Path, device: str | None = None
+    ) -> None:
         self.log = log
         self.result_path = log.with_suffix(".result.json")
         self.result_path.unlink(missing_ok=True)
@@ -53,7 +62,7 @@ class Child:
         os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's OpenMP at start-up; ours is left as it was
         try:
             self.proc = mp.get_context("spawn").Process(
-                target=_child_main, args=(fn, kwargs, log, self.result_path), daemon=True
+                target=_child_main, args=(fn, kwargs, log, self.result_path, device), daemon=True
             )
             self.proc.start()
         finally:

@@ -41,6 +41,8 @@ class MainJobConfig:
     train_subset: int | None = None
     latency_weight: float | None = None  # None: LATENCY_AWARE_WEIGHT (unless a budget)
     latency_budget: float | None = None
+    device: str = "auto"  # of the searches and trainings (hwnas.devices); profiling uses the target's
+    precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
     deploy: bool = True
     force: bool = False
     progress: bool = True

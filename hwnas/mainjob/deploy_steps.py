@@ -99,7 +99,7 @@ def _search_job(cfg: SearchConfig, run: Path, label: str) -> dict[str, Any]:
     if state != "resume":
         atomic_write_text(_stamp_path(run), stamp + "\n")
     resume = state == "resume"
-    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(search_child, {"cfg": cfg, "run": run, "resume": resume}, log)}
+    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(search_child, {"cfg": cfg, "run": run, "resume": resume}, log, cfg.device)}
 
 
 def search_child(cfg: Any, run: Path, resume: bool) -> None:
@@ -131,7 +131,7 @@ def _train_job(job: dict[str, Any], label: str) -> dict[str, Any]:
         print(f"   {label}: reusing the finished training in {run}")
         return {"run": run, "epochs": cfg.epochs, "done": True}
     kwargs = {"source": job["source"], "cfg": cfg, "out": run, "resume": state == "resume", "force": state == "other"}
-    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(train_child, kwargs, log)}
+    return {"run": run, "epochs": cfg.epochs, "start": lambda log: Child(train_child, kwargs, log, cfg.device)}
 
 
 def run_in_parallel(
@@ -209,7 +209,7 @@ def search_configs(cfg: MainJobConfig, spec: TargetSpec, predictor_path: Path, d
         space=cfg.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
         epochs=cfg.search_epochs, seed=cfg.seed, subset=cfg.search_subset, target=spec.name,
         mode=cfg.search_mode, search_resolution=cfg.search_resolution or get_space(cfg.space).input_size,
-        a_lr=cfg.search_arch_lr,
+        a_lr=cfg.search_arch_lr, device=cfg.device, precision=cfg.precision,
     )  # fmt: skip
     return {"plain": base, "latency": replace(base, **lat_kw)}, setting
 
@@ -227,7 +227,10 @@ def _search_both(cfgs: dict[str, SearchConfig], out: Path, progress: bool) -> di
 
 
 def _train_both(cfg: MainJobConfig, dataset: str, searches: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    tcfg = TrainConfig(dataset=dataset, epochs=cfg.train_epochs, subset=cfg.train_subset, seed=cfg.seed)
+    tcfg = TrainConfig(
+        dataset=dataset, epochs=cfg.train_epochs, subset=cfg.train_subset, seed=cfg.seed, device=cfg.device,
+        precision=cfg.precision,
+    )
     jobs = {
         key: _train_job(
             {"cfg": tcfg, "run": cfg.out / f"train-{key}", "source": cfg.out / f"search-{key}",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas import rundir
+from hwnas import devices, rundir
 from hwnas.mainjob.children import Child
 from hwnas.mainjob.config import IDENTITY, MAIN_KIND, MainJobConfig
 from hwnas.mainjob.deploy_steps import deploy_steps, step
@@ -64,6 +64,8 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
     if cfg.samples < min_samples(cfg.init is not None):
         raise UserError(f"--samples is {cfg.samples}: {samples_rule()}")
     cfg = cfg.resolved()
+    if cfg.deploy:
+        devices.resolve(cfg.device, cfg.precision)  # a device that is not there: refused now
     new = cfg.to_json()
     rundir.prepare(
         cfg.out, MAIN_KIND, lambda old: rundir.key_diffs(old, new, [k for k in IDENTITY if k in old]),
