@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hwnas.search.derive import DEFAULT_MAX_PARAM_FREE
+from hwnas.search.schedule import DEFAULT_SCHEDULE, check_schedule, default_depth_penalty
 from hwnas.space import SpaceConfig
 from targets.basics import UserError
 
@@ -52,7 +53,7 @@ class SearchConfig:
     subset: int | None = None
     batch_size: int = 32
     second_order: bool = False
-    depth_penalty: float = 0.4  # H-DAS: 0.4 x expected cells per stage, summed over stages
+    depth_penalty: float | None = None  # x expected cells, summed over stages (None: 0.4 in hdas, 0 in joint)
     max_param_free: int | None = DEFAULT_MAX_PARAM_FREE  # collapse guard (None: off)
     target: str | None = None  # if set, the predictor must be fitted for this target
     w_lr: float = 0.025
@@ -66,6 +67,12 @@ class SearchConfig:
     tau_max: float = 10.0  # Gumbel temperature, linear from tau_max to tau_min (GDAS)
     tau_min: float = 0.1
     sample_inputs: bool = True  # sampled mode: draw 2 inputs per node (False: GDAS, every input, ops drawn)
+    schedule: str = DEFAULT_SCHEDULE  # "hdas": H-DAS's phases; "joint": everything at once (schedule.py)
+
+    @property
+    def depth_weight(self) -> float:
+        """The price of a cell: --depth-penalty, else the schedule's default."""
+        return default_depth_penalty(self.schedule) if self.depth_penalty is None else float(self.depth_penalty)
 
     def check(self) -> None:
         """UserError for contradictory or out-of-range settings (before anything is read)."""
@@ -85,7 +92,8 @@ class SearchConfig:
             raise UserError(
                 f"--search-resolution must be >= 4 (two reductions halve it twice), got {self.search_resolution}"
             )
-        if not math.isfinite(self.depth_penalty) or self.depth_penalty < 0:
+        check_schedule(self.schedule, int(self.epochs))
+        if not math.isfinite(self.depth_weight) or self.depth_weight < 0:
             raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
         if self.max_param_free is not None and self.max_param_free < 0:
             raise UserError(f"--max-param-free must be >= 0, got {self.max_param_free}")
@@ -95,4 +103,5 @@ class SearchConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["a_betas"] = list(self.a_betas)
+        d["depth_penalty"] = self.depth_weight  # resolved: what the run used
         return d
