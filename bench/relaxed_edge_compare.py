@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from searchkit import OP_MS, STAGE_OP_MS  # noqa: E402
+
 import hwnas.space.encoding as E  # noqa: E402
 from hwnas.search.predictor_check import calibrate_predictor, relaxed_calibration  # noqa: E402
 from hwnas.space import get_space, sample_architectures  # noqa: E402
 from hwnas.space.encoding import encode, encoding_layout  # noqa: E402
 from predictor import MLPConfig, fit_predictor, load_dataset  # noqa: E402
 from predictor.synthetic import write_store  # noqa: E402
-from searchkit import OP_MS, STAGE_OP_MS  # noqa: E402
 
 torch.set_num_threads(1)
 space = get_space("tiny")
