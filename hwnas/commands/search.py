@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "search",
         help="hierarchical differentiable search with the latency predictor (weight or budget)",
         description=(
-            "H-DAS search (cells and stages) with the fitted latency predictor as a loss: "
+            "Search of H-DAS's hierarchical space (cells and stages; --schedule joint: all at "
+            "once, hdas: H-DAS's phases) with the fitted latency predictor as a loss: "
             "--latency-weight L adds L * latency / latency0 (latency0: the space's centre), "
             "--latency-budget MS adapts the weight so the derived architecture lands within 5% "
             "of MS (never more than 5% above)."
