@@ -187,11 +187,21 @@ def test_bad_schedule_input_is_refused_and_nothing_written(cli, predictor: Path,
     tiny = make_predictor(tmp_path, get_space("tiny"), n=60)
     code, _, err = cli("search", *[a if a != predictor else tiny for a in common], "--epochs", "2", "--schedule", "hdas")
     assert code == 2 and "space" in err and not out.exists()
-    # --resume of a run made with another schedule
-    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "joint")
+    # a run of H-DAS's phases from the command line, then --resume with another schedule
+    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas")
     assert code == 0, err
+    assert "(cells)" in err and "(stages)" in err
+    assert json.loads((out / "config.json").read_text())["search"]["schedule"] == "hdas"
+    assert (out / "cells_architecture.json").exists() and (out / "architecture.json").exists()
+    before = _snapshot(out)
+    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "joint", "--resume")
+    assert code == 2 and "schedule" in err and "hdas" in err and _snapshot(out) == before
+    assert len(err.strip().splitlines()) == 1
+    # a run directory made before schedules existed (no "schedule" in config.json) was joint
+    doc = json.loads((out / "config.json").read_text())
+    del doc["search"]["schedule"]
+    (out / "config.json").write_text(json.dumps(doc))
     before = _snapshot(out)
     code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--resume")
-    assert code == 2 and "schedule" in err and "joint" in err and _snapshot(out) == before
-    assert len(err.strip().splitlines()) == 1
+    assert code == 2 and "schedule: run has 'joint'" in err and _snapshot(out) == before
 
