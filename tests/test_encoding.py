@@ -62,3 +62,40 @@ def test_relaxed_edge_mass_is_two_edges_per_node_at_any_sharpness():
     derived = encode(params.derive())
     cell_part = slice(0, 5 * 98)  # the five cells' edge blocks
     assert abs(relaxed[cell_part].sum() - derived[cell_part].sum()) < 1e-3
+
+
+def test_a_chosen_input_can_be_displaced_by_the_loss():
+    """No flat spot: with one input holding most of the mass (chosen), the loss still reaches
+    its logit, and descending a loss that prefers another input makes the chosen one lose
+    its place in the top two (the earlier relaxation's weight was the constant 1 there)."""
+    from hwnas.space.encoding import _edge_weights
+
+    beta = torch.tensor([3.0, 0.5, 0.0, -0.5], requires_grad=True)  # input 0 holds ~80 %
+    assert float(torch.softmax(beta.detach(), -1)[0]) > 0.5
+    w = _edge_weights(beta)
+    # the loss of an edge on input 0, against input 3: the gradient on the chosen logit
+    (w[0] - w[3]).backward()
+    assert float(beta.grad[0]) > 1e-3
+    assert float(beta.grad.abs().sum()) > 1e-3
+    opt = torch.optim.Adam([beta], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        w = _edge_weights(beta)
+        (w[0] - w[3]).backward()
+        opt.step()
+    top = set(torch.topk(torch.softmax(beta.detach(), -1), 2).indices.tolist())
+    assert 0 not in top and 3 in top
+
+
+def test_edge_weights_are_the_inclusion_probabilities_of_two_draws():
+    """The relaxed edge weights are what `sample` draws (two inputs without replacement),
+    exactly; stable at logits hundreds apart."""
+    from hwnas.space.encoding import _edge_weights
+
+    gen = torch.Generator().manual_seed(0)
+    beta = 2.0 * torch.randn(5, generator=gen, dtype=torch.float64)
+    p = torch.softmax(beta, -1)
+    incl = [float(p[j] + sum(p[i] * p[j] / (1 - p[i]) for i in range(5) if i != j)) for j in range(5)]
+    assert np.allclose(_edge_weights(beta).numpy(), incl, atol=1e-12)
+    far = _edge_weights(torch.tensor([300.0, 300.0, 0.0, -300.0]))
+    assert torch.isfinite(far).all() and torch.allclose(far, torch.tensor([1.0, 1.0, 0.0, 0.0]))

@@ -180,8 +180,12 @@ def test_second_order_reduces_to_first_order_at_zero_learning_rate_and_differs_o
 def test_optimiser_defaults_are_dartss_and_hdass() -> None:
     cfg = SearchConfig(space="digits")
     assert (cfg.w_lr, cfg.w_lr_min, cfg.w_momentum, cfg.w_weight_decay, cfg.w_grad_clip) == (0.025, 0.001, 0.9, 3e-4, 5.0)
-    assert (cfg.a_lr, tuple(cfg.a_betas), cfg.a_weight_decay, cfg.depth_penalty) == (3e-4, (0.5, 0.999), 1e-3, 0.4)
+    assert (cfg.a_lr, tuple(cfg.a_betas), cfg.a_weight_decay) == (3e-4, (0.5, 0.999), 1e-3)
     assert not cfg.second_order
+    # H-DAS's price of a cell in its schedule; joint leaves depth to the CE and the latency term
+    assert SearchConfig(space="digits", schedule="hdas").depth_weight == 0.4
+    assert SearchConfig(space="digits", schedule="joint").depth_weight == 0.0
+    assert SearchConfig(space="digits", schedule="joint", depth_penalty=0.2).to_json()["depth_penalty"] == 0.2
 
 
 def test_depth_penalty_is_weight_times_expected_cells() -> None:

@@ -58,6 +58,11 @@ def _deploy_arguments(p: argparse.ArgumentParser) -> None:
         help=f"Adam lr of the architecture logits (default {D.search_arch_lr:g}: 10x DARTS's, which is "
         "sized for ~20k steps; these searches make ~100)",
     )
+    p.add_argument(
+        "--search-schedule", choices=("joint", "hdas"), default=D.search_schedule,
+        help="joint (default: every level at once, hwnas's own) or hdas (H-DAS's phases: cells, then "
+        "connections and depth); docs/search.md",
+    )
     p.add_argument("--train-epochs", type=int, default=D.train_epochs, help=f"epochs of training each found network (default {D.train_epochs})")
     p.add_argument("--train-subset", type=int, default=D.train_subset, help="training images for training (default: all)")
     lat = p.add_mutually_exclusive_group()
@@ -84,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         fresh=args.fresh, seed=args.seed, init=args.init, dataset=args.dataset,
         search_epochs=args.search_epochs, search_subset=args.search_subset, search_mode=args.search_mode,
         search_resolution=args.search_resolution, search_arch_lr=args.search_arch_lr,
+        search_schedule=args.search_schedule,
         train_epochs=args.train_epochs, train_subset=args.train_subset, latency_weight=args.latency_weight,
         latency_budget=args.latency_budget, device=args.device, precision=args.precision,
         deploy=not args.no_deploy, force=args.force,

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "search",
         help="hierarchical differentiable search with the latency predictor (weight or budget)",
         description=(
-            "H-DAS search (cells and stages) with the fitted latency predictor as a loss: "
+            "Search of H-DAS's hierarchical space (cells and stages; --schedule joint: all at "
+            "once, hdas: H-DAS's phases) with the fitted latency predictor as a loss: "
             "--latency-weight L adds L * latency / latency0 (latency0: the space's centre), "
             "--latency-budget MS adapts the weight so the derived architecture lands within 5% "
             "of MS (never more than 5% above)."
@@ -49,7 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", type=int, default=None, metavar="N", help="N training images (stratified)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--second-order", action="store_true", help="DARTS's unrolled architecture step")
-    p.add_argument("--depth-penalty", type=float, default=0.4, help="x expected cells per stage (H-DAS: 0.4)")
+    p.add_argument("--schedule", default=None, metavar="NAME",
+                   help="hdas: H-DAS's phases (cells in a fixed chain, then connections and depth with "
+                   "those cells fixed; --epochs is their total); joint: everything in one supernet "
+                   "(hwnas's own). Default: joint (docs/search.md)")
+    p.add_argument("--depth-penalty", type=float, default=None,
+                   help="x expected cells per stage (default: H-DAS's 0.4 with --schedule hdas, 0 with joint)")
     p.add_argument("--max-param-free", type=int, default=2,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -86,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         second_order=args.second_order,
         depth_penalty=args.depth_penalty,
+        **({} if args.schedule is None else {"schedule": args.schedule}),
         max_param_free=None if args.max_param_free < 0 else args.max_param_free,
         target=args.target,
         device=args.device,

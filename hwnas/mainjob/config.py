@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hwnas.search.config import LATENCY_AWARE_WEIGHT, SHORT_SEARCH_ARCH_LR
+from hwnas.search.config import DEFAULT_SCHEDULE, LATENCY_AWARE_WEIGHT, SHORT_SEARCH_ARCH_LR
 from targets.basics import UserError
 
 MAIN_KIND = "main"
@@ -37,6 +37,7 @@ class MainJobConfig:
     search_mode: str = "full"
     search_resolution: int | None = None  # None: the data's native size
     search_arch_lr: float = SHORT_SEARCH_ARCH_LR
+    search_schedule: str = DEFAULT_SCHEDULE  # joint | hdas (hwnas.search.schedule)
     train_epochs: int = 6
     train_subset: int | None = None
     latency_weight: float | None = None  # None: LATENCY_AWARE_WEIGHT (unless a budget)

@@ -209,7 +209,7 @@ def search_configs(cfg: MainJobConfig, spec: TargetSpec, predictor_path: Path, d
         space=cfg.space, dataset=dataset, predictor=str(predictor_path), latency_weight=0.0,
         epochs=cfg.search_epochs, seed=cfg.seed, subset=cfg.search_subset, target=spec.name,
         mode=cfg.search_mode, search_resolution=cfg.search_resolution or get_space(cfg.space).input_size,
-        a_lr=cfg.search_arch_lr, device=cfg.device, precision=cfg.precision,
+        a_lr=cfg.search_arch_lr, schedule=cfg.search_schedule, device=cfg.device, precision=cfg.precision,
     )  # fmt: skip
     return {"plain": base, "latency": replace(base, **lat_kw)}, setting
 

@@ -14,6 +14,25 @@ from targets.basics import UserError
 MODES = ("full", "sampled")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
 PROXY_CHANNELS = {"cifar": 16}
+SCHEDULES = ("hdas", "joint")
+#: The default: measured (docs/benchmarks.md "Schedules"), schedule.py holds the phases.
+DEFAULT_SCHEDULE = "joint"
+#: H-DAS's price of a cell in its distribution search (0.4 x expected cells).
+HDAS_DEPTH_PENALTY = 0.4
+
+
+def default_depth_penalty(schedule: str) -> float:
+    """`--depth-penalty` when not given: H-DAS's 0.4 in its schedule, 0 in `joint`."""
+    return HDAS_DEPTH_PENALTY if schedule == "hdas" else 0.0
+
+
+def check_schedule(name: str, epochs: int) -> None:
+    if name not in SCHEDULES:
+        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    if name == "hdas" and epochs < 2:
+        raise UserError(f"--schedule hdas runs two phases and needs --epochs >= 2 (their total), got {epochs}")
+
+
 #: Parameter-free cell ops (the collapse guard caps them per cell; DARTS collapses onto them).
 PARAM_FREE_OPS = frozenset({"skip_connect", "max_pool_3x3", "avg_pool_3x3"})
 DEFAULT_MAX_PARAM_FREE = 2
@@ -54,7 +73,7 @@ class SearchConfig:
     subset: int | None = None
     batch_size: int = 32
     second_order: bool = False
-    depth_penalty: float = 0.4  # H-DAS: 0.4 x expected cells per stage, summed over stages
+    depth_penalty: float | None = None  # x expected cells, summed over stages (None: 0.4 in hdas, 0 in joint)
     max_param_free: int | None = DEFAULT_MAX_PARAM_FREE  # collapse guard (None: off)
     target: str | None = None  # if set, the predictor must be fitted for this target
     w_lr: float = 0.025
@@ -70,6 +89,12 @@ class SearchConfig:
     sample_inputs: bool = True  # sampled mode: draw 2 inputs per node (False: GDAS, every input, ops drawn)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (hwnas.devices); config.json records the resolved type
     precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
+    schedule: str = DEFAULT_SCHEDULE  # "hdas": H-DAS's phases; "joint": everything at once (schedule.py)
+
+    @property
+    def depth_weight(self) -> float:
+        """The price of a cell: --depth-penalty, else the schedule's default."""
+        return default_depth_penalty(self.schedule) if self.depth_penalty is None else float(self.depth_penalty)
 
     def check(self) -> None:
         """UserError for contradictory or out-of-range settings (before anything is read)."""
@@ -89,7 +114,8 @@ class SearchConfig:
             raise UserError(
                 f"--search-resolution must be >= 4 (two reductions halve it twice), got {self.search_resolution}"
             )
-        if not math.isfinite(self.depth_penalty) or self.depth_penalty < 0:
+        check_schedule(self.schedule, int(self.epochs))
+        if not math.isfinite(self.depth_weight) or self.depth_weight < 0:
             raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
         if self.max_param_free is not None and self.max_param_free < 0:
             raise UserError(f"--max-param-free must be >= 0, got {self.max_param_free}")
@@ -99,4 +125,5 @@ class SearchConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["a_betas"] = list(self.a_betas)
+        d["depth_penalty"] = self.depth_weight  # resolved: what the run used
         return d

@@ -26,6 +26,7 @@ import torch
 from hwnas import devices, rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
+from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
 from hwnas.search.derive import derive, param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
@@ -43,6 +44,8 @@ LOG_FILE = rundir.LOG
 CHECKPOINT_FILE = rundir.CHECKPOINT
 ARCH_FILE = rundir.ARCHITECTURE
 SUMMARY_FILE = rundir.SUMMARY
+#: `--schedule hdas`: the cells phase 1 found (the genotypes phase 2 holds), with the guard applied.
+CELLS_FILE = "cells_architecture.json"
 
 
 @dataclass
@@ -85,6 +88,7 @@ def _resolve(
         "space": space.to_dict(),
         "search_channels": search_channels(cfg, space),
         "search_resolution": search_resolution(cfg, space),
+        "schedule": S.describe(cfg.schedule, cfg.epochs, space),
     }
     if cfg.predictor is not None:
         path = Path(cfg.predictor)
@@ -126,6 +130,7 @@ def _differs(doc: dict[str, Any]) -> Any:
         old_search = old.get("search")
         if not isinstance(old_search, dict):
             return ["config.json has no 'search' section (damaged)"]
+        old_search = {"schedule": "joint", **old_search}  # runs made before schedules were joint
         placed = ("device", "precision")  # compared as resolved below: a run resumes on any GPU of its type
         diff = rundir.key_diffs(
             {k: v for k, v in old_search.items() if k not in placed},
@@ -209,7 +214,21 @@ def run_search(
     doc = _config_doc(cfg, resolved)
     state = _check_run_dir(out_path, doc, resume) if out_path is not None else None
     D.barrier(info)  # every rank has checked the run directory before rank 0 writes to it
-    searcher = Searcher(cfg, space, data, term, penalty, info, device)
+    plan = S.phases(cfg.schedule, cfg.epochs)
+    start, cells = 0, None
+    if state is not None:  # the phase the checkpoint was written in (runs before schedules: joint)
+        names = [p.name for p in plan]
+        name = state.get("phase", "joint")
+        try:
+            start = names.index(name)
+            if not plan[start].train_cells:
+                cells = Architecture.from_dict(state["cells"], where=f"{out_path / CHECKPOINT_FILE} cells")
+        except (ValueError, KeyError, TypeError, UserError):
+            raise UserError(
+                f"--resume: {out_path / CHECKPOINT_FILE} was written in phase {name!r}, which schedule "
+                f"{cfg.schedule!r} does not have ({', '.join(names)}); resume with the run's own --schedule"
+            ) from None
+    searcher = Searcher(cfg, space, data, term, penalty, info, device, plan[start], cells)
     if state is not None:
         try:
             searcher.load_state_dict(state)
@@ -225,18 +244,31 @@ def run_search(
     show = sys.stderr.isatty() if progress is None else progress
     spe = searcher.steps_per_epoch
     bar = Progress(
-        cfg.epochs * spe, "search", initial=searcher.epoch * spe, unit="step", enabled=show and info.main
+        cfg.epochs * spe, "search", initial=(searcher.phase.first_epoch + searcher.epoch) * spe, unit="step",
+        enabled=show and info.main,
     )
     t_start = time.perf_counter()
     try:
-        while searcher.epoch < cfg.epochs:
+        while True:
+            if searcher.epoch >= searcher.phase.epochs:
+                if searcher.phase.index + 1 >= len(plan):
+                    break
+                # the next phase holds the cells this one found (with the collapse guard, as
+                # the final derive): fresh weights and optimisers, H-DAS runs its phases apart
+                cells, _ = derive(searcher.alpha, cfg.max_param_free)
+                if out_path is not None and info.main:
+                    atomic_write_text(out_path / CELLS_FILE, cells.to_json() + "\n")
+                rows = searcher.rows
+                searcher = Searcher(cfg, space, data, term, penalty, info, device, plan[searcher.phase.index + 1], cells)
+                searcher.rows = [dict(r) for r in rows]
+                continue
             row = searcher.run_epoch(on_step, bar)
             if out_path is not None and info.main:
                 _write_log(out_path, searcher.rows)
                 _save_checkpoint(out_path, searcher.state_dict())
             if info.main and bar.bar is None:
                 print(
-                    f"search: epoch {row['epoch']}/{cfg.epochs} train acc {row['train_acc']:.3f} "
+                    f"search: epoch {row['epoch']}/{cfg.epochs} ({row['phase']}) train acc {row['train_acc']:.3f} "
                     f"val acc {row['val_acc']:.3f} relaxed {row['relaxed_ms']:.4g} ms derived "
                     f"{row['derived_ms']:.4g} ms weight {row['latency_weight']:.3g} {row['seconds']:.1f} s",
                     file=sys.stderr,
@@ -263,6 +295,9 @@ def run_search(
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "mode": cfg.mode,
+        "schedule": cfg.schedule,
+        "depth_penalty": cfg.depth_weight,
+        "depths": [st.depth for st in arch.stages],
         "samples": cfg.samples,
         "second_order": cfg.second_order,
         "search_channels": resolved["search_channels"],

@@ -4,8 +4,9 @@ DARTS/H-DAS's alternation, one architecture step then one weight step per batch,
 training set split 50/50 between them (`LoadedData.search_split`):
 
 * architecture step (Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3) on the architecture half:
-  loss = CE + latency penalty(predictor(alpha.encode())) + depth_penalty * sum over stages of
-  E[cells] (H-DAS's distribution search: 0.4). First-order by default: the gradient of that
+  loss = CE + latency penalty(predictor(alpha.encode())) [+ depth_penalty * sum over stages of
+  E[cells] in `joint`]; in H-DAS's stage phase a second Adam step on its depth objective
+  (`hwnas.search.schedule`: the phase says which logits train). First-order by default: the gradient of that
   loss at the CURRENT weights (the same modules the weight step trains, no copy). With
   `second_order`, DARTS's unrolled step: w' = w - lr (momentum + grad + wd w), the loss at
   w', and the finite-difference Hessian-vector correction.
@@ -41,11 +42,12 @@ from torch.utils.data import Subset
 from hwnas import devices
 from hwnas.data.datasets import ImageTensorDataset, augment_batch
 from hwnas.search import dist as D
+from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
 from hwnas.search.derive import derive, expected_depth, param_free_share
 from hwnas.search.relax import Block, Relaxed, relax
 from hwnas.search.supernet import SearchModel
-from hwnas.space import SpaceConfig
+from hwnas.space import Architecture, SpaceConfig
 from hwnas.space.encoding import ArchParameters
 from targets.basics import UserError
 
@@ -69,7 +71,11 @@ class Searcher:
         penalty: Any = None,
         info: D.DistInfo | None = None,
         device: torch.device | None = None,
+        phase: S.Phase | None = None,
+        cells: Architecture | None = None,
     ):
+        """`phase` (default: the schedule's only or first phase) says which logits train;
+        `cells`: the genotypes a phase that holds the cells holds them at."""
         self.cfg = cfg
         self.space = space
         self.data = data
@@ -77,10 +83,18 @@ class Searcher:
         self.penalty = penalty
         self.info = info or D.DistInfo()
         self.device = device or torch.device("cpu")
+        self.phase = phase or S.phases(cfg.schedule, cfg.epochs)[0]
+        self.cells = cells
+        # phase 0 keeps the seeds of a one-phase search; later phases draw their own
+        self.key = (cfg.seed,) if self.phase.index == 0 else (cfg.seed, 0x9BA5E, self.phase.index)
         alpha = ArchParameters(space, generator=_seeded(cfg.seed, 0xA1FA))
+        if not self.phase.train_cells:
+            if cells is None:
+                raise ValueError(f"phase {self.phase.name!r} holds the cells: give their genotypes")
+            S.hold_cells(alpha, cells)
         res = search_resolution(cfg, space)
         with torch.random.fork_rng(devices=[]):  # the weights' init from the seed; the caller's RNG untouched
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed if self.phase.index == 0 else int(_seeded(*self.key).initial_seed()))
             model = SearchModel(
                 alpha, search_channels(cfg, space), None if res == space.input_size * space.upsample else res
             )
@@ -98,6 +112,13 @@ class Searcher:
         # On CUDA: cuDNN's NHWC kernels (bf16 tensor cores); set after the broadcast below.
         self.channels_last = (self.device.type == "cpu" and self.info.world == 1) or self.device.type == "cuda"
         self.alpha = self.model.alpha
+        held = S.held_groups(self.phase)
+        for group in held:  # held logits: not trained, not differentiated
+            for p in getattr(self.alpha, group):
+                p.requires_grad_(False)
+        #: the logits this phase trains (all of them in `joint`)
+        self.arch_params = [p for g in ("alpha", "beta", "depth", "conn_alpha", "conn_beta") if g not in held
+                            for p in getattr(self.alpha, g)]
         D.broadcast_(self.model.weights() + self.model.arch_parameters(), self.info)
         if self.channels_last:
             self.model.net.to(memory_format=torch.channels_last)
@@ -105,9 +126,9 @@ class Searcher:
             self.model.weights(), cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
         )
         self.a_optim = torch.optim.Adam(
-            self.model.arch_parameters(), cfg.a_lr, betas=tuple(cfg.a_betas), weight_decay=cfg.a_weight_decay
+            self.arch_params, cfg.a_lr, betas=tuple(cfg.a_betas), weight_decay=cfg.a_weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, cfg.epochs, eta_min=cfg.w_lr_min)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optim, self.phase.epochs, eta_min=cfg.w_lr_min)
         self.w_half, self.a_half = data.search_split(cfg.seed)
         self._resident: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = {}
         if self.batched_data:
@@ -127,19 +148,36 @@ class Searcher:
 
     # -- one step ----------------------------------------------------------------------------
     def relaxed(self) -> Any:
-        return relax(
+        r = relax(
             self.alpha, self.cfg.mode, k=self.cfg.samples, tau=self.tau, generator=self.gumbel,
             sample_inputs=self.cfg.sample_inputs,
         )
+        return r if self.phase.train_cells and self.phase.train_stages else S.held_relaxation(r, self.alpha, self.phase)
 
     def depth_loss(self) -> torch.Tensor:
-        choices = torch.tensor(self.space.depth_choices, dtype=torch.float32, device=self.device)
-        e = sum((self.alpha.depth_probs(s) * choices).sum() for s in range(len(self.alpha.depth)))
-        return self.cfg.depth_penalty * e  # type: ignore[return-value]
+        """The depth term of the architecture loss: depth_penalty x expected cells (`joint`)."""
+        if self.phase.depth_objective != "penalty":
+            return torch.zeros((), device=self.device)
+        return self.cfg.depth_weight * S.expected_cells(self.alpha)
+
+    def depth_step(self) -> float:
+        """H-DAS's second architecture step (stage phase): Adam on -cal_depth + penalty x E[cells]."""
+        loss = S.hdas_depth_loss(self.alpha, self.cfg.depth_weight)
+        grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
+        for p, g in zip(self.arch_params, grads, strict=True):
+            p.grad = g.detach() if g is not None else torch.zeros_like(p)
+        D.average_grads(self.arch_params, self.info)
+        self.a_optim.step()
+        self.a_optim.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The architecture step's task loss (cross-entropy; tests put a stand-in task here)."""
+        return F.cross_entropy(logits, y)
 
     def arch_loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """CE + latency penalty + depth penalty (the last two do not depend on the weights)."""
-        ce = F.cross_entropy(logits, y)
+        ce = self.task_loss(logits, y)
         loss = ce + self.depth_loss()
         parts = {"ce": float(ce.detach())}
         if self.term is not None:
@@ -152,9 +190,9 @@ class Searcher:
     def arch_gradient(
         self, xv: torch.Tensor, yv: torch.Tensor, xt: torch.Tensor | None = None, yt: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, float]]:
-        """Gradients of the architecture loss for every logit (order: arch_parameters()),
+        """Gradients of the architecture loss for every logit this phase trains (`arch_params`),
         the validation logits, and the loss parts. First-order: at the current weights."""
-        params = self.model.arch_parameters()
+        params = self.arch_params
         r = self.relaxed()
         if not self.cfg.second_order:
             with self.placement.autocast():
@@ -172,7 +210,7 @@ class Searcher:
         names = [n for n, _ in net.named_parameters()]
         weights = [p for _, p in net.named_parameters()]
         buffers = dict(net.named_buffers())
-        alphas = self.model.arch_parameters()
+        alphas = self.arch_params
         lr = self.scheduler.get_last_lr()[0]
         r_w = _detached(r)
         with self.placement.autocast():
@@ -208,12 +246,14 @@ class Searcher:
 
     def arch_step(self, xv, yv, xt=None, yt=None) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[no-untyped-def]
         grads, logits, parts = self.arch_gradient(xv, yv, xt, yt)
-        params = self.model.arch_parameters()
+        params = self.arch_params
         for p, g in zip(params, grads, strict=True):
             p.grad = g.detach()
         D.average_grads(params, self.info)
         self.a_optim.step()
         self.a_optim.zero_grad(set_to_none=True)
+        if self.phase.depth_objective == "hdas":
+            parts["depth_objective"] = self.depth_step()
         if self.term is not None:
             with torch.no_grad():
                 relaxed_ms = float(self.term.predicted_ms(self.alpha))
@@ -274,15 +314,15 @@ class Searcher:
     def run_epoch(self, on_step: Callable[[Searcher, int], None] | None = None, bar: Any = None) -> dict[str, Any]:
         cfg, e = self.cfg, self.epoch
         t0 = time.perf_counter()
-        span = max(1, cfg.epochs - 1)
+        span = max(1, self.phase.epochs - 1)
         self.tau = cfg.tau_max - (cfg.tau_max - cfg.tau_min) * e / span
-        order = _seeded(cfg.seed, e, 1)
+        order = _seeded(*self.key, e, 1)
         w_perm = torch.randperm(len(self.w_half), generator=order)
         a_perm = torch.randperm(len(self.a_half), generator=order)
         if self.batched_data:  # one copy per epoch, not one per step
             w_perm, a_perm = w_perm.to(self.device), a_perm.to(self.device)
-        self.gumbel = _seeded(cfg.seed, e, 2)
-        self.augment_rng.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(cfg.seed, e, 3))))
+        self.gumbel = _seeded(*self.key, e, 2)
+        self.augment_rng.manual_seed(int(torch.randint(0, 2**62, (), generator=_seeded(*self.key, e, 3))))
         self.model.train()
         # summed on the device in float64 (the same additions as Python floats), read at the end
         on_dev = torch.zeros(3, dtype=torch.float64, device=self.device)  # w_loss, t_ok, v_ok
@@ -315,11 +355,13 @@ class Searcher:
         raw = self.alpha.derive()
         depths = expected_depth(self.alpha)
         row: dict[str, Any] = {
-            "epoch": e + 1,
+            "epoch": self.phase.first_epoch + e + 1,
+            "phase": self.phase.name,
             "w_loss": tot["w_loss"] / max(1.0, tot["n"]),
             "ce_val": tot["ce_val"] / max(1.0, tot["n"]),
             "latency_loss": tot["latency_loss"] / max(1.0, tot["n"]),
-            "depth_loss": float(self.depth_loss().detach()),
+            "depth_loss": float(self.depth_loss().detach()) if self.phase.depth_objective != "hdas"
+            else float(S.hdas_depth_loss(self.alpha, self.cfg.depth_weight).detach()),
             "train_acc": tot["t_ok"] / max(1.0, tot["t_n"]),
             "val_acc": tot["v_ok"] / max(1.0, tot["v_n"]),
             "relaxed_ms": math.nan,
@@ -348,6 +390,8 @@ class Searcher:
     def state_dict(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
+            "phase": self.phase.name,
+            "cells": self.cells.to_dict() if self.cells is not None else None,
             "epoch": self.epoch,
             "net": self.model.net.state_dict(),
             "alpha": self.alpha.state_dict(),

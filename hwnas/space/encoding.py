@@ -6,8 +6,9 @@ search's parameters. Blocks, in order (names from `encoding_layout`):
 
 * per cell (normal cells of stages 0..2, then reductions 0..1), per node i, per candidate
   input j < 2 + i, per op of CELL_OPS: `edge(j) * op(j, o)`. Discrete: 1 for the node's two
-  chosen (input, op) pairs, else 0. Relaxed: `edge` = a soft choice of two inputs (weights
-  in [0, 1] summing to 2, see `_edge_weights`) times `op = softmax(alpha)`.
+  chosen (input, op) pairs, else 0. Relaxed: `edge` = a soft choice of two inputs (the
+  inclusion probabilities of two draws without replacement: in [0, 1], summing to 2, see
+  `_edge_weights`) times `op = softmax(alpha)`.
 * per stage: `depth.d` for each depth choice: one-hot / softmax.
 * per stage, per cell slot k < max depth, per state in the slot's window, per stage op:
   `exists(k) * edge * op`; `exists(k) = P(depth > k)` (0 or 1 when discrete).
@@ -75,19 +76,26 @@ def encode(arch: Architecture) -> np.ndarray:
 def _edge_weights(beta: torch.Tensor) -> torch.Tensor:
     """Soft selection of EDGES_PER_NODE (= 2) inputs: each weight in [0, 1], summing to 2.
 
-    `2 * softmax` while no input holds more than half the mass; past that the top input is
-    fully selected (1) and the rest share the second edge in proportion to their
-    probabilities. So a sharpening `beta` never loses edge mass (a plain `min(1, 2p)` did:
-    about one edge per node instead of two), and a vertex gives the discrete one-hot.
+    The inclusion probability of input j when two inputs are drawn one after the other
+    without replacement, each in proportion to p = softmax(beta) (what `sample` draws):
+    `w_j = p_j + sum_{i != j} p_i p_j / (1 - p_i)`. Smooth everywhere, so the gradient reaches
+    a chosen input's logit however sure the choice (the earlier `2 p` capped at 1 was flat
+    once one input held half the mass: nothing could push it out); never loses edge mass;
+    2/n at the centre and the discrete one-hot at a vertex. Computed in log space (stable
+    for logits hundreds apart).
     """
-    p = torch.softmax(beta, dim=-1)
-    if p.shape[-1] <= EDGES_PER_NODE:
-        return torch.ones_like(p)
-    top, idx = p.max(dim=-1, keepdim=True)
-    # p_j / (1 - p_top), computed as a softmax without the top input (exact when p_top ~ 1)
-    rest = torch.softmax(beta.scatter(-1, idx, float("-inf")), dim=-1)
-    capped = rest.scatter(-1, idx, torch.ones_like(top))
-    return torch.where(EDGES_PER_NODE * top > 1.0, capped, EDGES_PER_NODE * p)
+    n = beta.shape[-1]
+    if n <= EDGES_PER_NODE:
+        return torch.ones_like(beta)
+    eye = torch.eye(n, dtype=torch.bool, device=beta.device)
+    total = torch.logsumexp(beta, dim=-1, keepdim=True)  # log sum_k e^b_k
+    rows = beta.unsqueeze(-2).expand(*beta.shape[:-1], n, n)  # [..., i, k] = b_k
+    others = torch.logsumexp(rows.masked_fill(eye, float("-inf")), dim=-1)  # [..., i]: log sum_{k != i}
+    # [..., i, j] = log(p_i p_j / (1 - p_i)) = b_i + b_j - total - others_i
+    pair = beta.unsqueeze(-1) + beta.unsqueeze(-2) - total.unsqueeze(-1) - others.unsqueeze(-1)
+    second = pair.masked_fill(eye, float("-inf")).exp().sum(dim=-2)
+    # rounding can exceed 1 by ~1e-6 where p_j ~ 1 (the true gradient is ~0 there anyway)
+    return (torch.softmax(beta, dim=-1) + second).clamp(max=1.0)
 
 
 class ArchParameters(nn.Module):
