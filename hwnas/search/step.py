@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 from torch.utils.data import Subset
 
 from hwnas import devices
@@ -45,7 +44,8 @@ from hwnas.search import dist as D
 from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
 from hwnas.search.derive import derive, expected_depth, param_free_share
-from hwnas.search.relax import Block, Relaxed, relax
+from hwnas.search.relax import relax
+from hwnas.search.second_order import unrolled_gradient
 from hwnas.search.supernet import SearchModel
 from hwnas.space import Architecture, SpaceConfig
 from hwnas.space.encoding import ArchParameters
@@ -202,47 +202,7 @@ class Searcher:
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)], logits, parts
         assert xt is not None and yt is not None
-        return self._unrolled_gradient(xt, yt, xv, yv, r)
-
-    def _unrolled_gradient(self, xt, yt, xv, yv, r):  # type: ignore[no-untyped-def]
-        """DARTS's second-order step (arXiv:1806.09055, eq. 7-8) with torch.func."""
-        net = self.model.net
-        names = [n for n, _ in net.named_parameters()]
-        weights = [p for _, p in net.named_parameters()]
-        buffers = dict(net.named_buffers())
-        alphas = self.arch_params
-        lr = self.scheduler.get_last_lr()[0]
-        r_w = _detached(r)
-        with self.placement.autocast():
-            out_t = net(xt, r_w)
-        loss_t = F.cross_entropy(out_t.float(), yt)
-        g = torch.autograd.grad(loss_t, weights)
-        with torch.no_grad():
-            unrolled = []
-            for p, gp in zip(weights, g, strict=True):
-                buf = self.w_optim.state.get(p, {}).get("momentum_buffer")
-                m = buf * self.cfg.w_momentum if buf is not None else 0.0
-                unrolled.append((p - lr * (m + gp + self.cfg.w_weight_decay * p)).detach().requires_grad_())
-        with self.placement.autocast():
-            logits = functional_call(net, {**dict(zip(names, unrolled, strict=True)), **buffers}, (xv, r))
-        logits = logits.float()
-        loss, parts = self.arch_loss(logits, yv)
-        grads = torch.autograd.grad(loss, alphas + unrolled, allow_unused=True, retain_graph=True)
-        dalpha = [gr if gr is not None else torch.zeros_like(a) for gr, a in zip(grads[: len(alphas)], alphas, strict=True)]
-        dw = [gr if gr is not None else torch.zeros_like(w) for gr, w in zip(grads[len(alphas) :], unrolled, strict=True)]
-        eps = 0.01 / (torch.cat([d.reshape(-1) for d in dw]).norm() + 1e-12)
-
-        def alpha_grad_at(sign: float) -> list[torch.Tensor]:
-            shifted = {n: (w + sign * eps * d).detach() for n, w, d in zip(names, weights, dw, strict=True)}
-            with self.placement.autocast():
-                out = functional_call(net, {**shifted, **buffers}, (xt, r))
-            lt = F.cross_entropy(out.float(), yt)
-            gs = torch.autograd.grad(lt, alphas, allow_unused=True, retain_graph=True)
-            return [gg if gg is not None else torch.zeros_like(a) for gg, a in zip(gs, alphas, strict=True)]
-
-        pos, neg = alpha_grad_at(1.0), alpha_grad_at(-1.0)
-        out = [da - lr * (gp - gn) / (2 * eps) for da, gp, gn in zip(dalpha, pos, neg, strict=True)]
-        return out, logits.detach(), parts
+        return unrolled_gradient(self, xt, yt, xv, yv, r)
 
     def arch_step(self, xv, yv, xt=None, yt=None) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[no-untyped-def]
         grads, logits, parts = self.arch_gradient(xv, yv, xt, yt)
@@ -414,14 +374,3 @@ class Searcher:
         self.rows = [dict(r) for r in st["rows"]]
         self.epoch = int(st["epoch"])
         self.augment_rng.set_state(st["torch_rng"])
-
-
-def _detached(r: Any) -> Any:
-    """A copy of a relaxation without its graph (for the weight-only virtual step)."""
-    return Relaxed(
-        [[Block(b.weights.detach(), b.active) for b in c] for c in r.cells],
-        [[Block(b.weights.detach(), b.active) for b in s] for s in r.slots],
-        [e.detach() for e in r.exits],
-        r.active_exits,
-        r.run_depth,
-    )
