@@ -17,7 +17,7 @@ Public API (the search and the CLI code against these):
 from __future__ import annotations
 
 from predictor.dataset import Dataset
-from predictor.evaluate import FitResult, evaluate, fit_predictor, render_report
+from predictor.evaluate import FitResult, evaluate, fit_predictor
 from predictor.features import FeatureLayout, build_feature_layout
 from predictor.io import (
     build_header,
@@ -31,6 +31,7 @@ from predictor.io import (
 from predictor.model import LatencyPredictor, MLPConfig
 from predictor.profiles import ProfileQuery, load_profiles
 from predictor.relax import categorical_blocks_check, relaxation_gap
+from predictor.report import render_report
 
 __all__ = [
     "Dataset",
