@@ -11,6 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
+from hwnas.commands.common import add_run_flags, set_up_process
+from hwnas.search.config import SearchConfig
+
+_D = SearchConfig(space="")  # the defaults, in one place: hwnas.search.config
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,30 +30,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--space", required=True, help="search space name (hwnas space list)")
-    p.add_argument("--dataset", default="digits", help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
+    p.add_argument("--dataset", default=_D.dataset, help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
     p.add_argument("--predictor", required=True, type=Path, help="latency predictor file (hwnas predictor fit)")
     p.add_argument("--target", default=None, help="refuse a predictor fitted for another target")
     # weight and budget exclude each other: SearchConfig.check refuses both (one line, exit 2)
     p.add_argument("--latency-weight", type=float, default=None, help="L: loss += L * latency / latency0 (default 0)")
     p.add_argument("--latency-budget", type=float, default=None, metavar="MS", help="hard budget in ms")
-    p.add_argument("--mode", choices=("full", "sampled"), default="full",
+    p.add_argument("--mode", choices=("full", "sampled"), default=_D.mode,
                    help="full DARTS mixture (default), or Gumbel-TopK sampled sub-graphs (~6x cheaper steps)")
-    p.add_argument("--samples", type=int, default=1, metavar="K", help="sub-graphs per step in sampled mode (1 = GDAS)")
+    p.add_argument("--samples", type=int, default=_D.samples, metavar="K", help="sub-graphs per step in sampled mode (1 = GDAS)")
     p.add_argument("--all-inputs", action="store_true",
                    help="sampled mode: every candidate input of a node, only its ops drawn (GDAS)")
     p.add_argument("--search-channels", type=int, default=None, metavar="C", help="proxy supernet width")
     p.add_argument("--search-resolution", type=int, default=None, metavar="R",
                    help="proxy input size of the supernet (default: the deployed network's, e.g. 32 "
                    "for digits, whose network upsamples its 8x8 input; 8 searches 16x cheaper)")
-    p.add_argument("--arch-lr", type=float, default=3e-4,
+    p.add_argument("--arch-lr", type=float, default=_D.a_lr,
                    help="Adam lr of the architecture logits (DARTS: 3e-4, sized for ~20k steps; "
                    "raise it for short searches)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--subset", type=int, default=None, metavar="N", help="N training images (stratified)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=_D.batch_size)
     p.add_argument("--second-order", action="store_true", help="DARTS's unrolled architecture step")
     p.add_argument("--schedule", default=None, metavar="NAME",
                    help="hdas: H-DAS's phases (cells in a fixed chain, then connections and depth with "
@@ -56,23 +61,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(hwnas's own). Default: joint (docs/search.md)")
     p.add_argument("--depth-penalty", type=float, default=None,
                    help="x expected cells per stage (default: H-DAS's 0.4 with --schedule hdas, 0 with joint)")
-    p.add_argument("--max-param-free", type=int, default=2,
+    p.add_argument("--max-param-free", type=int, default=_D.max_param_free,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
-                   help="where it runs (default auto: the first CUDA device if torch sees one, else the CPU)")
-    p.add_argument("--precision", default=None, metavar="bf16|fp32",
-                   help="default: bf16 autocast on a CUDA device that has it, else fp32 (the CPU is always fp32)")
-    p.add_argument("--json", action="store_true", help="print summary.json")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p, "print summary.json")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
 
-    from hwnas import devices
-    from hwnas.search import SearchConfig, run_search
+    from hwnas.search import run_search
 
     cfg = SearchConfig(
         space=args.space,
@@ -98,9 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)  # the entry point owns the process's threads
-    devices.tune_backends(devices.resolve_device(args.device))  # and cuDNN's autotuning
+    set_up_process(args)
     res = run_search(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     import torch.distributed as dist
 

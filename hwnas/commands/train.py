@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from hwnas.commands.common import add_run_flags, set_up_process
 from hwnas.train.recipe import TrainConfig
-from targets.basics import UserError
 
 _D = TrainConfig()
 
@@ -48,13 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--aux-weight", type=float, default=_D.aux_weight,
         help=f"auxiliary head loss weight; 0 builds no head; default {_D.aux_weight} [0.4]",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
-                   help="where it runs (default auto: the first CUDA device if torch sees one, else the CPU)")
-    p.add_argument("--precision", default=None, metavar="bf16|fp32",
-                   help="default: bf16 autocast on a CUDA device that has it, else fp32 (the CPU is always fp32)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_flags(p, "print the summary as JSON")
     p.set_defaults(func=cmd_train)
 
 
@@ -77,15 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     cfg.validate()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from hwnas import devices
-
-    devices.tune_backends(devices.resolve_device(args.device))  # the entry point owns cuDNN's autotuning
+    set_up_process(args)
     source = resolve_source(args.source)
     result = train(source, cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     s = result.summary
