@@ -99,6 +99,7 @@ def prepare(
     force: bool = False,
     on_same: str = "resume",
     force_allowed: bool = True,
+    resume_allowed: bool = True,
     accept_bare: Callable[[Path], bool] | None = None,
 ) -> str:
     """'new' or 'resume' (same configuration, continue); UserError when `out` cannot take
@@ -106,7 +107,9 @@ def prepare(
 
     `differs(old_config)` names what differs from the config asked for (empty: the same).
     `accept_bare(out)`: a directory without a config that this kind may still take (the
-    main job continues a profile store made by `hwnas profile`).
+    main job continues a profile store made by `hwnas profile`). `force_allowed` and
+    `resume_allowed` say which of the two flags the command has (the messages offer only
+    those).
     """
     force_hint = ", or pass --force" if force_allowed else ""
     if out.exists() and not out.is_dir():
@@ -131,14 +134,15 @@ def prepare(
         )
     if found != kind:
         raise UserError(
-            f"{out}: holds a '{found}' run, not a {kind} run; choose another --out"
-            + (f" (or --force to write a {kind} run over it)" if force_allowed else "")
+            f"{out}: holds {_a(found)} '{found}' run, not {_a(kind)} {kind} run; choose another --out"
+            + (f" (or --force to write {_a(kind)} {kind} run over it)" if force_allowed else "")
         )
     diffs = differs(read_config(out))
     if diffs:
         raise UserError(
-            f"{out}: holds a {kind} run of another configuration (differs in: {'; '.join(diffs)}); "
-            f"choose another --out, resume it with its own settings (--resume, see {out / CONFIG})"
+            f"{out}: holds {_a(kind)} {kind} run of another configuration (differs in: {'; '.join(diffs)}); "
+            "choose another --out"
+            + (f", resume it with its own settings (--resume, see {out / CONFIG})" if resume_allowed else "")
             + (", or pass --force to start again there" if force_allowed else "")
         )
     if on_same == "reuse" or resume:
@@ -148,6 +152,10 @@ def prepare(
         f"{out}: already holds {state} {kind} run with this configuration; pass --resume to "
         f"continue it{' or --force to start again' if force_allowed else ', or choose another --out'}"
     )
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def key_diffs(old: Mapping[str, Any], new: Mapping[str, Any], keys: Any = None) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from hwnas import rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.nets.network import Network, build_network
 from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
@@ -199,26 +200,12 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
 
 
 def _check_out(out: Path, record: dict[str, Any], force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; choose another --out")
-    if force or not out.is_dir() or not any(out.iterdir()):
-        return
-    info_path = out / EXPORT_INFO
-    if not info_path.is_file():
-        kind = run_kind(out)
-        what = f"a '{kind}' run" if kind else "files that are not an hwnas export"
-        raise UserError(f"{out}: holds {what}; choose an empty or new --out, or pass --force")
-    try:
-        old = json.loads(info_path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{info_path}: unreadable; choose another --out or pass --force") from None
+    """An export directory of the same configuration is written again; another needs --force."""
     keys = ("arch_hash", "target", "weights", "source")
-    diffs = [k for k in keys if old.get(k) != record.get(k)]
-    if diffs:
-        raise UserError(
-            f"{out}: holds an export of another configuration (differs in: {', '.join(diffs)}); "
-            "choose another --out, or pass --force to replace it"
-        )
+    rundir.prepare(
+        out, RUN_KIND, lambda old: [k for k in keys if old.get(k) != record.get(k)], force=force,
+        on_same="reuse", resume_allowed=False,
+    )  # fmt: skip
 
 
 def export_for_target(

@@ -69,7 +69,8 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
     new = cfg.to_json()
     rundir.prepare(
         cfg.out, MAIN_KIND, lambda old: rundir.key_diffs(old, new, [k for k in IDENTITY if k in old]),
-        force=cfg.force, on_same="reuse", accept_bare=lambda out: (out / "profile.db").is_file(),
+        force=cfg.force, on_same="reuse", resume_allowed=False,
+        accept_bare=lambda out: (out / "profile.db").is_file(),
     )  # fmt: skip
     return cfg
 
