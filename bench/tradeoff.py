@@ -33,20 +33,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas.mainjob.tradeoff import PARTS, TradeoffConfig, run_parts
 from targets.basics import UserError
 
 #: The CPU toy run: every part in ~3 minutes on 2 cores (tiny searches and trainings; the
-#: latency predictor from 56 short profiles on ort-cpu, fitted on unstable figures too).
+#: latency predictor from 120 short profiles on ort-cpu, fitted on unstable figures too).
 QUICK: dict[str, Any] = dict(
     space="digits", dataset="digits", target="ort-cpu", cpu_target="ort-cpu",
-    profile_samples=56, profile_include_unstable=True,
+    profile_samples=120, profile_include_unstable=True,
     profile_protocol={"warmup": 2, "min_rounds": 2, "rounds": 3, "runs_per_round": 5},
     predictor_mlp={"members": 1, "max_epochs": 60}, flops_samples=100,
     weights=(0.0, 1.0, 3.0, 9.0), flops_weights=(3.0, 9.0), match_weight=3.0, budget_fracs=(0.8, 0.6),
     random_count=8, random_pool=400,
     search={"epochs": 1, "subset": 240, "search_resolution": 8, "a_lr": 0.05, "batch_size": 24},
-    train={"epochs": 1, "subset": 160, "batch_size": 32},
+    train={"epochs": 2, "subset": 240, "batch_size": 32},
     workers=2, threads=1, label="CPU toy run (--quick), not the study",
 )  # fmt: skip
 #: The H200 study's reduced CIFAR-10 schedule (docs/study/README.md, "Plan").
@@ -126,6 +128,7 @@ def build_config(a: argparse.Namespace) -> tuple[TradeoffConfig, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     t0 = time.perf_counter()
+    torch.set_num_threads(1)  # the entry point owns the threads: 2 spinning threads on a busy 2-core host cost 10x
     try:
         cfg, parts = build_config(parse(argv))
         run_parts(cfg, parts, command=["bench/tradeoff.py", *argv])

@@ -54,7 +54,14 @@ from hwnas.train.evaluate import count_macs, count_params
 from hwnas.train.loop import train
 from hwnas.train.recipe import TrainConfig
 from hwnas.train.runs import resolve_source
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, load_predictor, save_predictor
+from predictor import (
+    MLPConfig,
+    build_header,
+    fit_predictor,
+    load_dataset,
+    load_predictor,
+    save_predictor,
+)
 from profiling.runner import run_profile
 from profiling.store import ProfileStore
 from targets.basics import UserError, atomic_write_text
@@ -139,6 +146,13 @@ class Study:
         self.out = Path(cfg.out)
         self.space: SpaceConfig = get_space(cfg.space)
         self.notes: list[str] = []
+        self._macs: dict[str, int] = {}
+
+    def macs(self, arch: Architecture) -> int:
+        """`macs_of`, once per architecture (every part lists the networks again)."""
+        if arch.hash not in self._macs:
+            self._macs[arch.hash] = macs_of(arch)
+        return self._macs[arch.hash]
 
     # paths
     @property
@@ -210,7 +224,7 @@ def part_predictor(st: Study) -> dict[str, Any]:
         save_predictor(st.latency_predictor, res.model, build_header(res.model, ds, res.report))
         info["fit_s"] = time.perf_counter() - t
         info["latency_predictor_test"] = (res.report.get("test") or {}).get("mlp")
-        print(f"   latency predictor: {ds.n if hasattr(ds, 'n') else ''} profiles, test "
+        print(f"   latency predictor: {cfg.profile_samples} profiles, test "
               f"{json.dumps(info['latency_predictor_test'], default=str)}", flush=True)  # fmt: skip
     if not st.flops_predictor.is_file():
         t = time.perf_counter()
@@ -438,9 +452,9 @@ def flops_matching(st: Study) -> dict[str, Any] | None:
     flops = {w: arch(_name_w("flops", w)) for w in cfg.flops_weights}
     if a0 is None or aw is None or any(a is None for a in flops.values()):
         return None
-    m0 = macs_of(a0)
-    target_cut = 1 - macs_of(aw) / m0
-    cuts = {w: 1 - macs_of(a) / m0 for w, a in flops.items() if a is not None}
+    m0 = st.macs(a0)
+    target_cut = 1 - st.macs(aw) / m0
+    cuts = {w: 1 - st.macs(a) / m0 for w, a in flops.items() if a is not None}
     best = min(cuts, key=lambda w: (abs(cuts[w] - target_cut), w))
     return {"match_weight": cfg.match_weight, "latency_cut": target_cut, "flops_cuts": {f"{w:g}": c for w, c in cuts.items()},
             "chosen_flops_weight": best, "rule": "FLOPs cut (1 - MACs / MACs of weight 0) closest to the latency-aware "
@@ -650,7 +664,7 @@ def collect_rows(st: Study) -> list[dict[str, Any]]:
         row.update(
             test_accuracy=trained.get("test_accuracy") if trained else None,
             train_dir=str(run.relative_to(st.out)) if trained else None,
-            params=count_params(net), macs=macs_of(n["arch"]),
+            params=count_params(net), macs=st.macs(n["arch"]),
             measured_ms=m.get("measured_ms"), corrected_ms=m.get("corrected_ms"), stable=m.get("stable", True),
             cpu_measured_ms=c.get("measured_ms"), cpu_predicted_ms=c.get("predicted_ms"),
         )  # fmt: skip
