@@ -682,7 +682,8 @@ def part_report(st: Study) -> dict[str, Any]:
     results = {
         "schema": "hwnas.tradeoff/1", "date": _now(), "space": cfg.space, "dataset": cfg.dataset,
         "target": cfg.target, "cpu_target": cpu, "label": cfg.label, "config": cfg.to_json(),
-        "flops_matching": flops_matching(st), "rows": rows, "goals": R.goals(rows), "notes": list(dict.fromkeys(st.notes)),
+        "flops_matching": flops_matching(st), "rows": rows, "goals": R.goals(rows),
+        "cpu_transfer": R.cpu_transfer(rows), "notes": list(dict.fromkeys(st.notes)),
         "title": f"{cfg.space} / {cfg.dataset} on {cfg.target}" + (f" ({cfg.label})" if cfg.label else ""),
     }  # fmt: skip
     atomic_write_text(st.out / "results.json", json.dumps(results, indent=2, default=str) + "\n")

@@ -213,13 +213,55 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Goals", ""]
     for g in results["goals"]:
         lines.append(f"- **{g['status']}**: {g['goal']}. {g.get('detail', '')}")
+    transfer = results.get("cpu_transfer") or []
+    if transfer:
+        lines += ["", f"## Also faster on {cpu}?", "", f"| network | measured cut vs weight 0 on {target} | on {cpu} |",
+                  "|---|---|---|"]  # fmt: skip
+        for t in transfer:
+            lines.append(f"| {t['name']} | {100 * t['target_cut']:+.1f} % | {100 * t['cpu_cut']:+.1f} % |")
     for note in results.get("notes", []):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
 
 
+def cpu_transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Is a network that is faster than weight 0 on the target also faster on the CPU target?
+    Per searched network: its measured cut vs weight 0 on each (None without a CPU run)."""
+    plain = next((r for r in rows if r["kind"] == "plain"), None)
+    if plain is None or not _ok(plain.get("cpu_measured_ms")) or not _ok(plain.get("measured_ms")):
+        return []
+    out = []
+    for r in rows:
+        if r["kind"] in ("latency", "budget", "flops") and _ok(r.get("cpu_measured_ms")) and _ok(r.get("measured_ms")):
+            out.append({"name": r["name"], "target_cut": 1 - r["measured_ms"] / plain["measured_ms"],
+                        "cpu_cut": 1 - r["cpu_measured_ms"] / plain["cpu_measured_ms"]})  # fmt: skip
+    return out
+
+
+def _panel(ax: Any, rows: list[dict[str, Any]], key: str, target: str) -> None:
+    pts_all = [r for r in rows if _ok(r.get(key))]
+    for kind, (label, colour, marker) in KINDS.items():
+        pts = [r for r in pts_all if r["kind"] == kind]
+        if pts:
+            ax.scatter([r[key] for r in pts], [100 * r["test_accuracy"] for r in pts], c=colour,
+                       marker=marker, s=70 if marker == "*" else 30, label=label, zorder=3)  # fmt: skip
+    done = [(r[key], r["test_accuracy"]) for r in pts_all]
+    front = [pts_all[i] for i in pareto_front(done)]
+    if front:
+        ax.step([r[key] for r in front], [100 * r["test_accuracy"] for r in front], where="post",
+                c="k", lw=0.8, ls="--", label="Pareto front", zorder=2)  # fmt: skip
+    for r in pts_all:
+        if r["kind"] in ("plain", "latency", "budget", "flops", "darts-v2"):
+            ax.annotate(r["short"], (r[key], 100 * r["test_accuracy"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel(f"measured latency on {target} (ms, one interleaved run)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+
+
 def plot(results: dict[str, Any], path: Path) -> Path | None:
-    """Accuracy vs measured latency, one marker per kind, the Pareto front as a step line."""
+    """Accuracy vs measured latency, one marker per kind, the Pareto front as a step line;
+    a second panel for the CPU target when the networks were measured there too."""
     rows = [r for r in results["rows"] if complete(r)]
     if not rows:
         return None
@@ -228,26 +270,14 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
-    for kind, (label, colour, marker) in KINDS.items():
-        pts = [r for r in rows if r["kind"] == kind]
-        if pts:
-            ax.scatter([r["measured_ms"] for r in pts], [100 * r["test_accuracy"] for r in pts], c=colour,
-                       marker=marker, s=60 if marker == "*" else 30, label=label, zorder=3)  # fmt: skip
-    front = [r for r in rows if r.get("pareto")]
-    front.sort(key=lambda r: r["measured_ms"])
-    if front:
-        ax.step([r["measured_ms"] for r in front], [100 * r["test_accuracy"] for r in front], where="post",
-                c="k", lw=0.8, ls="--", label="Pareto front", zorder=2)  # fmt: skip
-    for r in rows:
-        if r["kind"] in ("latency", "budget", "flops"):
-            ax.annotate(r["short"], (r["measured_ms"], 100 * r["test_accuracy"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    ax.set_xlabel(f"measured latency on {results['target']} (ms, one interleaved run)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(results.get("title", "accuracy vs measured latency"), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    cpu = results.get("cpu_target") if any(_ok(r.get("cpu_measured_ms")) for r in rows) else None
+    fig, axes = plt.subplots(1, 2 if cpu else 1, figsize=(11.5 if cpu else 6.6, 4.6), dpi=100, squeeze=False)
+    _panel(axes[0][0], rows, "measured_ms", results["target"])
+    if cpu:
+        _panel(axes[0][1], rows, "cpu_measured_ms", cpu)
+        axes[0][1].set_title(f"the same networks on {cpu}", fontsize=9)
+    axes[0][0].set_title(results.get("title", "accuracy vs measured latency"), fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
