@@ -16,9 +16,9 @@ hits --minutes is simply run again:
     python bench/tradeoff.py $S --part measure --minutes 9     # torch-cuda-graph, then ort-cpu
     python bench/tradeoff.py $S --part report
 
-`--paper` is the reduced CIFAR-10 schedule of docs/study/README.md (searches of 10 epochs on
-10k images at C=16, training 30 epochs on 50k with the DARTS recipe's cutout, drop-path and
-auxiliary head); `--search-epochs`, `--train-epochs`, `--search-subset`, `--train-subset`
+`--paper` is the reduced CIFAR-10 schedule of docs/study/README.md (searches of 8 epochs on 10k
+images at C=16 and 16x16, trainings of 10 epochs on 20k images with cutout 16; three workers
+on the one GPU); `--search-epochs`, `--train-epochs`, `--search-subset`, `--train-subset`
 override it. `--device`/`--precision` reach SearchConfig/TrainConfig only once they have those
 fields (a note in the results says when they did not). Each part writes parts/<date>-<part>.json
 (the command, dates, wall time) and results.json, results.md, tradeoff.png.
@@ -53,11 +53,12 @@ QUICK: dict[str, Any] = dict(
 )  # fmt: skip
 #: The H200 study's reduced CIFAR-10 schedule (docs/study/README.md, "Plan").
 PAPER: dict[str, Any] = dict(
-    weights=(0.0, 0.5, 1.0, 2.0, 4.0), flops_weights=(0.5, 1.0, 2.0, 4.0), match_weight=1.0, budget_fracs=(0.8, 0.6),
-    random_count=8, random_pool=4000, flops_samples=400,
-    search={"epochs": 10, "subset": 10000, "search_channels": 16, "a_lr": 3e-3, "batch_size": 64},
-    train={"epochs": 30, "batch_size": 96, "lr": 0.025, "drop_path": 0.2, "aux_weight": 0.4, "cutout": 16},
-    workers=2, threads=4, label="reduced CIFAR-10 schedule (docs/study/README.md)",
+    weights=(0.0, 0.5, 1.0, 2.0, 4.0), flops_weights=(0.5, 1.0, 2.0), match_weight=1.0, budget_fracs=(0.8, 0.6),
+    random_count=8, random_pool=4000, flops_samples=300, profile_samples=300,
+    search={"epochs": 8, "subset": 10000, "search_channels": 16, "search_resolution": 16, "a_lr": 3e-3,
+            "batch_size": 64},
+    train={"epochs": 10, "subset": 20000, "batch_size": 128, "lr": 0.05, "cutout": 16},
+    workers=3, threads=4, label="reduced CIFAR-10 schedule (docs/study/README.md)",
 )  # fmt: skip
 
 
