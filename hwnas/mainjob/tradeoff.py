@@ -29,6 +29,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import random
 import shutil
 import sys
 import time
@@ -48,7 +49,18 @@ from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.search import SearchConfig, run_search
 from hwnas.search.flops import FLOPS_TARGET, fit_flops_predictor
 from hwnas.search.latency import LatencyTerm
-from hwnas.space import Architecture, SpaceConfig, get_space, load_architecture, sample_nth
+from hwnas.space import (
+    CELL_OPS,
+    NUM_CELL_INPUTS,
+    NUM_STAGES,
+    STAGE_OPS,
+    Architecture,
+    SpaceConfig,
+    Stage,
+    get_space,
+    load_architecture,
+    sample_nth,
+)
 from hwnas.space.encoding import encode
 from hwnas.train.evaluate import count_macs, count_params
 from hwnas.train.loop import train
@@ -200,6 +212,56 @@ def macs_of(arch: Architecture) -> int:
         return count_macs(build_network(arch), arch.space.input_shape)
 
 
+# -- sampling that reaches the fast end ------------------------------------------------------------
+PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+
+
+def fast_biased_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
+    """The index-th architecture of a seeded stream biased to low latency (bench/profile_cheap.py's
+    rule): a random share p ~ U(0, 1) of parameter-free cell ops, each stage at its smallest depth
+    with probability p. Uniform samples rarely reach the fast end that latency-aware searches
+    reach (digits: 400 uniform ones ran 0.62-1.74 ms, docs/benchmarks.md)."""
+    rng = random.Random(f"hwnas-fast:{space.key}:{seed}:{index}")
+    p = rng.random()
+    convs = tuple(op for op in CELL_OPS if op not in PARAM_FREE)
+
+    def op() -> str:
+        return rng.choice(PARAM_FREE) if rng.random() < p else rng.choice(convs)
+
+    def genotype() -> tuple:
+        nodes = []
+        for i in range(space.nodes):
+            a, b = sorted(rng.sample(range(NUM_CELL_INPUTS + i), 2))
+            nodes.append(((op(), a), (op(), b)))
+        return tuple(nodes)
+
+    stages = []
+    for _ in range(NUM_STAGES):
+        cell = genotype()
+        depth = min(space.depth_choices) if rng.random() < p else rng.choice(space.depth_choices)
+        conns = []
+        for k in range(depth):
+            a, b = sorted(rng.sample(space.window_of(k), 2))
+            conns.append(((rng.choice(STAGE_OPS), a), (rng.choice(STAGE_OPS), b)))
+        stages.append(Stage(cell=cell, depth=depth, connections=tuple(conns)))
+    arch = Architecture(space=space, stages=tuple(stages), reductions=tuple(genotype() for _ in range(NUM_STAGES - 1)))
+    return Architecture.from_dict(arch.to_dict(), where="fast-biased sample")  # validates
+
+
+def mixed_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
+    """Even indices uniform (`sample_nth`), odd ones fast-biased: a pool that spans the space's
+    whole latency range."""
+    return sample_nth(space, seed, index) if index % 2 == 0 else fast_biased_nth(space, seed, index)
+
+
+class MixedCandidates(SpaceCandidates):
+    """Profiling candidates from `mixed_nth`, so the predictor has seen the fast end the
+    latency-aware searches go to."""
+
+    def sample(self, seed: int, index: int) -> Any:
+        return self.candidate(mixed_nth(self.space, seed, index))
+
+
 # -- part: predictor ----------------------------------------------------------------------------------
 def part_predictor(st: Study) -> dict[str, Any]:
     """Profile the space on the target and fit the latency MLP (unless one was given); fit
@@ -215,7 +277,7 @@ def part_predictor(st: Study) -> dict[str, Any]:
         db = folder / "profile.db"
         t = time.perf_counter()
         with ProfileStore(db) as store:
-            run_profile(SpaceCandidates(cfg.space), spec, store, cfg.profile_samples, seed=cfg.seed,
+            run_profile(MixedCandidates(cfg.space), spec, store, cfg.profile_samples, seed=cfg.seed,
                         progress=False, protocol=protocol)  # fmt: skip
         info["profile_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -480,11 +542,12 @@ def darts_v2(space: SpaceConfig) -> tuple[Architecture | None, str]:
 
 
 def random_baseline(st: Study, lo: float, hi: float) -> list[tuple[Architecture, float]]:
-    """`random_count` architectures of a seeded uniform stream, picked so that their predicted
-    latencies step evenly from `lo` to `hi` (the nearest unused one to each step)."""
+    """`random_count` architectures of a seeded stream (`mixed_nth`: half uniform, half biased
+    to the fast end), picked so that their predicted latencies step evenly from `lo` to `hi`
+    (the nearest unused one to each step)."""
     cfg = st.cfg
     term = st.term()
-    pool = [sample_nth(st.space, cfg.seed + 1000, i) for i in range(cfg.random_pool)]
+    pool = [mixed_nth(st.space, cfg.seed + 1000, i) for i in range(cfg.random_pool)]
     ms = term.batch_ms(np.stack([encode(a) for a in pool]))
     used: set[int] = set()
     out = []
@@ -683,7 +746,7 @@ def part_report(st: Study) -> dict[str, Any]:
         "schema": "hwnas.tradeoff/1", "date": _now(), "space": cfg.space, "dataset": cfg.dataset,
         "target": cfg.target, "cpu_target": cpu, "label": cfg.label, "config": cfg.to_json(),
         "flops_matching": flops_matching(st), "rows": rows, "goals": R.goals(rows),
-        "cpu_transfer": R.cpu_transfer(rows), "notes": list(dict.fromkeys(st.notes)),
+        "cpu_transfer": R.cpu_transfer(rows), "random_range": R.random_range(rows), "notes": list(dict.fromkeys(st.notes)),
         "title": f"{cfg.space} / {cfg.dataset} on {cfg.target}" + (f" ({cfg.label})" if cfg.label else ""),
     }  # fmt: skip
     atomic_write_text(st.out / "results.json", json.dumps(results, indent=2, default=str) + "\n")

@@ -210,6 +210,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {r['name']} | {r['budget_ms']:.4g} | {_f(r.get('budget_error_pred_pct'), '+.1f')} % | "
                 f"{_f(r.get('budget_error_meas_pct'), '+.1f')} % | {_f(r.get('budget_error_corrected_pct'), '+.1f')} % |"
             )
+    rr = results.get("random_range")
+    if rr:
+        lines += ["", f"Random baseline: {rr['random_count']} networks predicted {rr['random_ms'][0]:.4g}-"
+                  f"{rr['random_ms'][1]:.4g} ms; the searched ones {rr['searched_ms'][0]:.4g}-{rr['searched_ms'][1]:.4g} ms."]  # fmt: skip
     lines += ["", "## Goals", ""]
     for g in results["goals"]:
         lines.append(f"- **{g['status']}**: {g['goal']}. {g.get('detail', '')}")
@@ -236,6 +240,15 @@ def cpu_transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"name": r["name"], "target_cut": 1 - r["measured_ms"] / plain["measured_ms"],
                         "cpu_cut": 1 - r["cpu_measured_ms"] / plain["cpu_measured_ms"]})  # fmt: skip
     return out
+
+
+def random_range(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The predicted latency range of the searched networks and of the random baseline."""
+    searched = [r["predicted_ms"] for r in rows if r["kind"] in ("plain", "latency", "budget", "flops")]
+    rnd = [r["predicted_ms"] for r in rows if r["kind"] == "random"]
+    if not searched or not rnd:
+        return None
+    return {"searched_ms": [min(searched), max(searched)], "random_ms": [min(rnd), max(rnd)], "random_count": len(rnd)}
 
 
 def _panel(ax: Any, rows: list[dict[str, Any]], key: str, target: str) -> None:
