@@ -102,6 +102,30 @@ def test_quick_rerun_reuses_finished_searches_and_trainings(quick: Path) -> None
     assert before and all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
+@pytest.mark.slow
+def test_a_part_stopped_at_its_time_limit_resumes_to_the_same_networks(quick: Path, tmp_path: Path) -> None:
+    """The H200 study runs in <= 10-minute pieces: a search part cut by --minutes goes on where it
+    stopped on the next call and ends with the architectures of the uninterrupted run."""
+    import shutil
+
+    out = tmp_path / "pieces"
+    out.mkdir()
+    shutil.copytree(quick / "predictor", out / "predictor")
+    shutil.copy(quick / "study.json", out / "study.json")
+    first = _run("--quick", "--out", str(out), "--part", "search", "--minutes", "0.15")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "stopped at its time limit" in first.stdout
+    assert len(list(out.glob("search/*/summary.json"))) < len(list(quick.glob("search/*/summary.json")))
+    second = _run("--quick", "--out", str(out), "--part", "search")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    names = sorted(p.parent.name for p in quick.glob("search/*/summary.json"))
+    assert names == sorted(p.parent.name for p in out.glob("search/*/summary.json"))
+    for name in names:
+        a = json.loads((quick / "search" / name / "architecture.json").read_text())
+        b = json.loads((out / "search" / name / "architecture.json").read_text())
+        assert a == b, name
+
+
 # -- the pure parts --------------------------------------------------------------------------------
 def test_pareto_front_is_the_non_dominated_set() -> None:
     pts = [(1.0, 0.5), (2.0, 0.7), (1.5, 0.4), (3.0, 0.7), (0.5, 0.2), (2.0, 0.6)]
