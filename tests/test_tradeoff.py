@@ -180,3 +180,34 @@ def test_darts_v2_is_the_example_in_cifar_and_an_analogue_in_digits() -> None:
     small, what = darts_v2(get_space("digits"))
     assert small is not None and "analogue" in what
     assert all(s.depth == 3 for s in small.stages) and small.stages[0].cell == arch.stages[0].cell
+
+
+def test_flops_model_is_a_predictor_file_priced_like_latency(tmp_path: Path) -> None:
+    """The FLOPs penalty: a predictor file of analytic MMACs, so WeightedLatency on it is
+    w x FLOPs / FLOPs at the centre, and run_search takes it as `predictor`."""
+    import torch
+
+    from hwnas.mainjob.tradeoff import macs_of, mixed_nth
+    from hwnas.search.flops import FLOPS_UNIT, fit_flops_predictor, is_flops_predictor
+    from hwnas.search.latency import LatencyTerm, WeightedLatency
+    from hwnas.space.encoding import ArchParameters
+    from predictor import load_predictor
+
+    space = get_space("digits")
+    archs = [mixed_nth(space, 7, i) for i in range(66)]
+    path = tmp_path / "flops.pt"
+    test = fit_flops_predictor(space, [(a, macs_of(a)) for a in archs[:60]], path)
+    assert test["mape"] < 15
+    model = load_predictor(path)
+    assert is_flops_predictor(model.header) and model.header["unit"] == FLOPS_UNIT
+    term = LatencyTerm(model, space)
+    for a in archs[60:]:  # never seen: within 15 % of the counted multiply-adds
+        assert term.derived_ms(a) == pytest.approx(macs_of(a) / 1e6, rel=0.15)
+    penalty = WeightedLatency(term, 2.0)
+    centre = ArchParameters(space, init_scale=0.0)
+    loss = penalty.loss(term.predicted_ms(centre))
+    assert float(loss.detach()) == pytest.approx(2.0, rel=1e-5)
+    grads = torch.autograd.grad(loss, centre.parameters(), allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)  # differentiable in the logits
+    with pytest.raises(UserError, match="at least 50"):
+        fit_flops_predictor(space, [(a, 1) for a in archs[:10]], tmp_path / "x.pt")
