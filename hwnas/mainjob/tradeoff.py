@@ -681,6 +681,8 @@ def part_measure(st: Study) -> dict[str, Any]:
     cfg = st.cfg
     nets = collect_networks(st)
     hashes = sorted({n["arch_hash"] for n in nets})
+    if not hashes:
+        return {"networks": 0}
     targets = [(cfg.target, st.latency_predictor)]
     if cfg.cpu_target and cfg.cpu_target != cfg.target:
         targets.append((cfg.cpu_target, cfg.cpu_predictor))
