@@ -1,0 +1,792 @@
+"""The accuracy-latency trade-off study, in resumable parts (`bench/tradeoff.py` is its command line).
+
+One space, one dataset, one target, one latency predictor fitted on that target's profiles:
+
+* searches at latency weight 0 and a ladder of weights, two hard budgets (fractions of the
+  weight-0 network's predicted latency), and FLOPs-aware searches (`hwnas.search.flops`: the
+  same relative penalty on analytic multiply-adds) of which the one whose FLOPs cut is closest
+  to the latency-aware cut at `match_weight` is kept. Every choice uses predictions and the
+  search's own validation half, never the test set;
+* a random baseline: architectures of the same space picked to span the searched networks'
+  predicted latency range; DARTS-V2's cells (`examples/darts_v2_cifar.json`, or its analogue
+  at the nearest depth in a smaller space);
+* every network trained with one recipe and seed; all measured on the target in one
+  interleaved run (random-weight exports: latency depends on the architecture alone), and on
+  a CPU target too when the target is another one;
+* results.json / results.md / tradeoff.png (the table, the goals, the Pareto front).
+
+Parts: `predictor`, `search`, `train`, `measure`, `report` (each ends with a report of what
+exists), or `all`. Every search and training is a run directory (`hwnas.rundir`): finished ones
+are reused, interrupted ones resumed, so a part stopped at its time limit (`deadline_s`) goes
+on where it stopped when run again. Each part's record (dates, command, wall time) goes to
+`parts/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.deploy.export import export_for_target, measure_exports
+from hwnas.mainjob import tradeoff_report as R
+from hwnas.nets.network import build_network
+from hwnas.nets.profile_source import SpaceCandidates
+from hwnas.search import SearchConfig, run_search
+from hwnas.search.flops import FLOPS_TARGET, fit_flops_predictor
+from hwnas.search.latency import LatencyTerm
+from hwnas.space import (
+    CELL_OPS,
+    NUM_CELL_INPUTS,
+    NUM_STAGES,
+    STAGE_OPS,
+    Architecture,
+    SpaceConfig,
+    Stage,
+    get_space,
+    load_architecture,
+    sample_nth,
+)
+from hwnas.space.encoding import encode
+from hwnas.train.evaluate import count_macs, count_params
+from hwnas.train.loop import train
+from hwnas.train.recipe import TrainConfig
+from hwnas.train.runs import resolve_source
+from predictor import (
+    MLPConfig,
+    build_header,
+    fit_predictor,
+    load_dataset,
+    load_predictor,
+    save_predictor,
+)
+from profiling.runner import run_profile
+from profiling.store import ProfileStore
+from targets.basics import UserError, atomic_write_text
+from targets.protocol import Protocol
+from targets.registry import load_target
+
+PARTS = ("predictor", "search", "train", "measure", "report")
+DARTS_V2 = Path(__file__).resolve().parents[2] / "examples" / "darts_v2_cifar.json"
+#: What makes an output folder another study (its sub-runs belong to these).
+IDENTITY = ("space", "dataset", "target", "seed")
+
+
+@dataclass(frozen=True)
+class TradeoffConfig:
+    """Every setting of the study (written to study.json); defaults: a CPU-sized digits run."""
+
+    out: Path
+    space: str = "digits"
+    dataset: str = "digits"
+    target: str = "ort-cpu"
+    cpu_target: str | None = "ort-cpu"  # also measured there (skipped when it is the target)
+    seed: int = 0
+    predictor: Path | None = None  # a fitted latency predictor of `target`; None: profile and fit
+    cpu_predictor: Path | None = None  # optional: predictions on the CPU target too
+    profile_samples: int = 300
+    profile_protocol: dict[str, Any] | None = None  # overrides of the target's protocol
+    profile_include_unstable: bool = False  # a busy host flags most figures; fit on them anyway
+    predictor_mlp: dict[str, Any] = field(default_factory=dict)  # MLPConfig overrides
+    flops_samples: int = 300
+    weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    flops_weights: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # candidates matched at match_weight
+    match_weight: float = 1.0
+    budget_fracs: tuple[float, ...] = (0.8, 0.6)  # of the weight-0 network's predicted latency
+    random_count: int = 8
+    random_pool: int = 2000
+    search: dict[str, Any] = field(default_factory=dict)  # SearchConfig fields (epochs, subset, ...)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (epochs, subset, ...)
+    device: str | None = None  # passed to SearchConfig/TrainConfig only where they have the field
+    precision: str | None = None
+    workers: int = 2  # searches/trainings at once (child processes)
+    threads: int = 1  # torch threads per child
+    deadline_s: float | None = None  # stop starting work after this; running children are stopped
+    label: str = ""  # what kind of run this is (shown in the results)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("out", "predictor", "cpu_predictor"):
+            d[k] = None if d[k] is None else str(d[k])
+        for k in ("weights", "flops_weights", "budget_fracs"):
+            d[k] = list(d[k])
+        return d
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def with_optional_fields(cls: type, kwargs: dict[str, Any], **optional: Any) -> tuple[dict[str, Any], list[str]]:
+    """`kwargs` plus each `optional` value (not None) that `cls` has a field for; the names it
+    lacks (a device/precision setting before the dataclass has one) are returned for a note."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out, missing = dict(kwargs), []
+    for k, v in optional.items():
+        if v is None:
+            continue
+        if k in names:
+            out[k] = v
+        else:
+            missing.append(k)
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise UserError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    return out, missing
+
+
+# -- the study folder ----------------------------------------------------------------------------------
+class Study:
+    """Paths and shared state of one study folder."""
+
+    def __init__(self, cfg: TradeoffConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.space: SpaceConfig = get_space(cfg.space)
+        self.notes: list[str] = []
+        self._macs: dict[str, int] = {}
+
+    def macs(self, arch: Architecture) -> int:
+        """`macs_of`, once per architecture (every part lists the networks again)."""
+        if arch.hash not in self._macs:
+            self._macs[arch.hash] = macs_of(arch)
+        return self._macs[arch.hash]
+
+    # paths
+    @property
+    def latency_predictor(self) -> Path:
+        return Path(self.cfg.predictor) if self.cfg.predictor else self.out / "predictor" / "latency.pt"
+
+    @property
+    def flops_predictor(self) -> Path:
+        return self.out / "predictor" / "flops.pt"
+
+    def search_dir(self, name: str) -> Path:
+        return self.out / "search" / name
+
+    def train_dir(self, arch_hash: str) -> Path:
+        return self.out / "train" / arch_hash[:12]
+
+    def arch_file(self, arch_hash: str) -> Path:
+        return self.out / "nets" / f"{arch_hash[:12]}.json"
+
+    def check_identity(self) -> None:
+        """UserError if the folder holds a study of another space/dataset/target/seed."""
+        path = self.out / "study.json"
+        new = self.cfg.to_json()
+        if path.is_file():
+            old = json.loads(path.read_text())
+            diff = [k for k in IDENTITY if old.get(k) != new.get(k)]
+            if diff:
+                raise UserError(
+                    f"{self.out} holds a study of another {', '.join(diff)} "
+                    f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out"
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(new, indent=2) + "\n")
+
+    def term(self) -> LatencyTerm:
+        if not self.latency_predictor.is_file():
+            raise UserError(f"no latency predictor at {self.latency_predictor}: run --part predictor first")
+        return LatencyTerm(load_predictor(self.latency_predictor), self.space)
+
+
+def macs_of(arch: Architecture) -> int:
+    """Analytic multiply-adds of the deploy network at batch 1 (weights do not matter)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return count_macs(build_network(arch), arch.space.input_shape)
+
+
+# -- sampling that reaches the fast end ------------------------------------------------------------
+PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+
+
+def fast_biased_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
+    """The index-th architecture of a seeded stream biased to low latency (bench/profile_cheap.py's
+    rule): a random share p ~ U(0, 1) of parameter-free cell ops, each stage at its smallest depth
+    with probability p. Uniform samples rarely reach the fast end that latency-aware searches
+    reach (digits: 400 uniform ones ran 0.62-1.74 ms, docs/benchmarks.md)."""
+    rng = random.Random(f"hwnas-fast:{space.key}:{seed}:{index}")
+    p = rng.random()
+    convs = tuple(op for op in CELL_OPS if op not in PARAM_FREE)
+
+    def op() -> str:
+        return rng.choice(PARAM_FREE) if rng.random() < p else rng.choice(convs)
+
+    def genotype() -> tuple:
+        nodes = []
+        for i in range(space.nodes):
+            a, b = sorted(rng.sample(range(NUM_CELL_INPUTS + i), 2))
+            nodes.append(((op(), a), (op(), b)))
+        return tuple(nodes)
+
+    stages = []
+    for _ in range(NUM_STAGES):
+        cell = genotype()
+        depth = min(space.depth_choices) if rng.random() < p else rng.choice(space.depth_choices)
+        conns = []
+        for k in range(depth):
+            a, b = sorted(rng.sample(space.window_of(k), 2))
+            conns.append(((rng.choice(STAGE_OPS), a), (rng.choice(STAGE_OPS), b)))
+        stages.append(Stage(cell=cell, depth=depth, connections=tuple(conns)))
+    arch = Architecture(space=space, stages=tuple(stages), reductions=tuple(genotype() for _ in range(NUM_STAGES - 1)))
+    return Architecture.from_dict(arch.to_dict(), where="fast-biased sample")  # validates
+
+
+def mixed_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
+    """Even indices uniform (`sample_nth`), odd ones fast-biased: a pool that spans the space's
+    whole latency range."""
+    return sample_nth(space, seed, index) if index % 2 == 0 else fast_biased_nth(space, seed, index)
+
+
+class MixedCandidates(SpaceCandidates):
+    """Profiling candidates from `mixed_nth`, so the predictor has seen the fast end the
+    latency-aware searches go to."""
+
+    def sample(self, seed: int, index: int) -> Any:
+        return self.candidate(mixed_nth(self.space, seed, index))
+
+
+# -- part: predictor ----------------------------------------------------------------------------------
+def part_predictor(st: Study) -> dict[str, Any]:
+    """Profile the space on the target and fit the latency MLP (unless one was given); fit
+    the FLOPs model on analytic counts of sampled architectures. Both reused when present."""
+    cfg, info = st.cfg, {}
+    folder = st.out / "predictor"
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.predictor is None and not st.latency_predictor.is_file():
+        spec = load_target(cfg.target)
+        protocol = Protocol.for_target(spec)
+        if cfg.profile_protocol:
+            protocol = replace(protocol, **cfg.profile_protocol)
+        db = folder / "profile.db"
+        t = time.perf_counter()
+        with ProfileStore(db) as store:
+            run_profile(MixedCandidates(cfg.space), spec, store, cfg.profile_samples, seed=cfg.seed,
+                        progress=False, protocol=protocol)  # fmt: skip
+        info["profile_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ds = load_dataset(db, spec.name, include_unstable=cfg.profile_include_unstable, seed=cfg.seed)
+        res = fit_predictor(ds, cfg=MLPConfig(**cfg.predictor_mlp), baselines=("lut",), seed=cfg.seed)
+        save_predictor(st.latency_predictor, res.model, build_header(res.model, ds, res.report))
+        info["fit_s"] = time.perf_counter() - t
+        info["latency_predictor_test"] = (res.report.get("test") or {}).get("mlp")
+        print(f"   latency predictor: {cfg.profile_samples} profiles, test "
+              f"{json.dumps(info['latency_predictor_test'], default=str)}", flush=True)  # fmt: skip
+    if not st.flops_predictor.is_file():
+        t = time.perf_counter()
+        archs = [sample_nth(st.space, cfg.seed + 1, i) for i in range(cfg.flops_samples)]
+        info["flops_predictor_test"] = fit_flops_predictor(
+            st.space, [(a, macs_of(a)) for a in archs], st.flops_predictor, seed=cfg.seed
+        )
+        info["flops_fit_s"] = time.perf_counter() - t
+        print(f"   FLOPs model: test {json.dumps(info['flops_predictor_test'], default=str)}", flush=True)
+    return info
+
+
+# -- the worker pool -------------------------------------------------------------------------------------
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _job(kind: str, kwargs: dict[str, Any], log: str) -> dict[str, Any]:
+    """One search or training in a pool worker; its messages go to `log`."""
+    old = sys.stdout, sys.stderr
+    with open(log, "w") as f:
+        sys.stdout = sys.stderr = f
+        try:
+            if kind == "search":
+                res = run_search(kwargs["cfg"], kwargs["run"], resume=kwargs["resume"], progress=False)
+                return res.summary
+            result = train(resolve_source(kwargs["source"]), kwargs["cfg"], kwargs["run"],
+                           resume=kwargs["resume"], force=kwargs["force"], progress=False)  # fmt: skip
+            return dict(result.summary) if hasattr(result, "summary") else {}
+        except UserError as exc:
+            print(f"hwnas: error: {exc}", flush=True)
+            raise UserError(str(exc)) from None
+        except BaseException:
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout, sys.stderr = old
+
+
+class Pool:
+    """A few long-lived child processes (spawned, `threads` torch threads each) that run
+    searches and trainings; jobs can be added while others run (budgets wait for weight 0)."""
+
+    def __init__(self, workers: int, threads: int, deadline: float | None) -> None:
+        old = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            self.pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(threads,))
+        finally:
+            if old is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = old
+        self.deadline = deadline
+        self.pending: dict[str, Any] = {}
+        self.logs: dict[str, Path] = {}
+
+    def submit(self, name: str, kind: str, kwargs: dict[str, Any], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.logs[name] = log
+        self.pending[name] = self.pool.apply_async(_job, (kind, kwargs, str(log)))
+
+    def next_done(self) -> tuple[str, dict[str, Any]] | None:
+        """The next finished job (name, summary); None when the deadline passed (the pool is
+        stopped: interrupted runs resume on the next part). UserError if a job failed."""
+        while self.pending:
+            for name, res in list(self.pending.items()):
+                if res.ready():
+                    del self.pending[name]
+                    try:
+                        return name, res.get()
+                    except Exception as exc:  # noqa: BLE001 (a child's failure, with its log)
+                        self.close(kill=True)
+                        raise UserError(f"{name} failed: {str(exc).splitlines()[-1] if str(exc) else exc!r} "
+                                        f"(see {self.logs[name]})") from None  # fmt: skip
+            if self.deadline is not None and time.time() > self.deadline:
+                self.close(kill=True)
+                return None
+            time.sleep(0.2)
+        return None
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.pool.terminate()
+        else:
+            self.pool.close()
+        self.pool.join()
+
+
+# -- part: search --------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def search_config(st: Study, predictor: Path, target: str | None, **latency: Any) -> SearchConfig:
+    kw, missing = with_optional_fields(SearchConfig, st.cfg.search, device=st.cfg.device, precision=st.cfg.precision)
+    if missing:
+        note = f"SearchConfig has no {', '.join(missing)} field yet: searches ran with its default device"
+        if note not in st.notes:
+            st.notes.append(note)
+    return SearchConfig(space=st.cfg.space, dataset=st.cfg.dataset, predictor=str(predictor.resolve()),
+                        seed=st.cfg.seed, target=target, **{**kw, **latency})  # fmt: skip
+
+
+def search_state(run: Path, cfg: SearchConfig) -> str:
+    """'done' (finished, same config and predictor), 'resume' (same, unfinished), 'new'
+    (absent; one of another configuration is removed: the study owns its sub-runs)."""
+    if not run.exists():
+        return "new"
+    try:
+        doc = json.loads((run / "config.json").read_text())
+        same = doc["search"] == cfg.to_json() and doc["resolved"].get("predictor_sha256") == _sha256(
+            Path(str(cfg.predictor))
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        shutil.rmtree(run)
+        return "new"
+    return "done" if (run / "summary.json").is_file() and (run / "architecture.json").is_file() else "resume"
+
+
+def _name_w(prefix: str, w: float) -> str:
+    return f"{prefix}-w{w:g}"
+
+
+def search_plan(st: Study) -> dict[str, SearchConfig]:
+    """The searches that do not depend on another's result: the weight ladder (latency) and
+    the FLOPs candidates."""
+    cfg = st.cfg
+    plan = {_name_w("lat", w): search_config(st, st.latency_predictor, cfg.target, latency_weight=float(w))
+            for w in cfg.weights}  # fmt: skip
+    if 0.0 not in cfg.weights:
+        raise UserError("the weight ladder must hold 0 (the plain search every comparison starts from)")
+    for w in cfg.flops_weights:
+        plan[_name_w("flops", w)] = search_config(st, st.flops_predictor, FLOPS_TARGET, latency_weight=float(w))
+    return plan
+
+
+def budget_plan(st: Study, plain_ms: float) -> dict[str, SearchConfig]:
+    """The hard budgets, fractions of the weight-0 network's predicted latency, kept inside
+    the predictor's reachable range."""
+    from hwnas.search.discrete import reachable_range
+
+    term = st.term()
+    lo, hi = reachable_range(term, seed=st.cfg.seed)
+    plan = {}
+    for frac in st.cfg.budget_fracs:
+        budget = float(f"{min(max(frac * plain_ms, lo * 1.06), hi * 0.94):.4g}")
+        plan[f"budget-{frac:g}"] = search_config(st, st.latency_predictor, st.cfg.target, latency_budget_ms=budget)
+    return plan
+
+
+def part_search(st: Study) -> dict[str, Any]:
+    """Every search, `workers` at once; the budgets start once weight 0 has finished."""
+    cfg = st.cfg
+    for p in (st.latency_predictor, st.flops_predictor):
+        if not p.is_file():
+            raise UserError(f"no predictor at {p}: run --part predictor first")
+    plan = search_plan(st)
+    done: dict[str, dict[str, Any]] = {}
+    pool: Pool | None = None
+    deadline = time.time() + cfg.deadline_s if cfg.deadline_s else None
+
+    def start(name: str, scfg: SearchConfig) -> None:
+        nonlocal pool
+        run = st.search_dir(name)
+        state = search_state(run, scfg)
+        if state == "done":
+            done[name] = json.loads((run / "summary.json").read_text())
+            return
+        if pool is None:
+            pool = Pool(cfg.workers, cfg.threads, deadline)
+        print(f"   search {name}: {'resuming' if state == 'resume' else 'starting'}", flush=True)
+        pool.submit(name, "search", {"cfg": scfg, "run": run, "resume": state == "resume"},
+                    st.out / "logs" / f"search-{name}.log")  # fmt: skip
+
+    plain = _name_w("lat", 0.0)
+    start(plain, plan[plain])
+    for name, scfg in plan.items():
+        if name != plain:
+            start(name, scfg)
+    budgets_started = False
+    stopped = False
+    while True:
+        if not budgets_started and plain in done:
+            budgets_started = True
+            for name, scfg in budget_plan(st, float(done[plain]["predicted_latency_ms"])).items():
+                start(name, scfg)
+        if pool is None or not pool.pending:
+            break
+        got = pool.next_done()
+        if got is None:
+            stopped = True
+            break
+        name, summary = got
+        done[name] = summary
+        print(f"   search {name}: done, predicted {summary.get('predicted_latency_ms'):.4g}, "
+              f"val acc {summary.get('val_accuracy'):.3f} ({summary.get('seconds_total', 0):.0f} s)", flush=True)  # fmt: skip
+    if pool is not None and not stopped:
+        pool.close()
+    return {"finished": sorted(done), "stopped_at_deadline": stopped}
+
+
+# -- the networks -------------------------------------------------------------------------------------
+def _summary(run: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def flops_matching(st: Study) -> dict[str, Any] | None:
+    """The FLOPs weight whose network's FLOPs cut (vs weight 0) is closest to the latency-aware
+    network's at `match_weight`; None until those searches have finished."""
+    cfg = st.cfg
+
+    def arch(name: str) -> Architecture | None:
+        p = st.search_dir(name) / "architecture.json"
+        return load_architecture(p) if p.is_file() and _summary(st.search_dir(name)) else None
+
+    a0, aw = arch(_name_w("lat", 0.0)), arch(_name_w("lat", cfg.match_weight))
+    flops = {w: arch(_name_w("flops", w)) for w in cfg.flops_weights}
+    if a0 is None or aw is None or any(a is None for a in flops.values()):
+        return None
+    m0 = st.macs(a0)
+    target_cut = 1 - st.macs(aw) / m0
+    cuts = {w: 1 - st.macs(a) / m0 for w, a in flops.items() if a is not None}
+    best = min(cuts, key=lambda w: (abs(cuts[w] - target_cut), w))
+    return {"match_weight": cfg.match_weight, "latency_cut": target_cut, "flops_cuts": {f"{w:g}": c for w, c in cuts.items()},
+            "chosen_flops_weight": best, "rule": "FLOPs cut (1 - MACs / MACs of weight 0) closest to the latency-aware "
+            "network's at match_weight; analytic MACs of the derived architectures, no test data"}  # fmt: skip
+
+
+def darts_v2(space: SpaceConfig) -> tuple[Architecture | None, str]:
+    """DARTS-V2's cells in `space`: the example file itself for `cifar`; elsewhere the same
+    cells and chained connections at the depth choice nearest to its 6 (None if they do not fit)."""
+    data = json.loads(DARTS_V2.read_text())
+    exact = Architecture.from_dict(data, where=str(DARTS_V2))
+    if exact.space.key == space.key:
+        return exact, "DARTS-V2 (examples/darts_v2_cifar.json)"
+    stages = []
+    depth = min(space.depth_choices, key=lambda d: (abs(d - 6), -d))
+    for s in data["stages"]:
+        stages.append({**s, "depth": depth, "connections": s["connections"][:depth]})
+    try:
+        arch = Architecture.from_dict({**data, "space": space.to_dict(), "stages": stages}, where="DARTS-V2 analogue")
+    except UserError as exc:
+        return None, f"DARTS-V2 does not fit space '{space.name}' ({exc}); skipped"
+    return arch, f"DARTS-V2 cells, depth {depth} per stage (the {space.name} analogue of examples/darts_v2_cifar.json)"
+
+
+def random_baseline(st: Study, lo: float, hi: float) -> list[tuple[Architecture, float]]:
+    """`random_count` architectures of a seeded stream (`mixed_nth`: half uniform, half biased
+    to the fast end), picked so that their predicted latencies step evenly from `lo` to `hi`
+    (the nearest unused one to each step)."""
+    cfg = st.cfg
+    term = st.term()
+    pool = [mixed_nth(st.space, cfg.seed + 1000, i) for i in range(cfg.random_pool)]
+    ms = term.batch_ms(np.stack([encode(a) for a in pool]))
+    used: set[int] = set()
+    out = []
+    for t in np.linspace(lo, hi, cfg.random_count):
+        order = np.argsort(np.abs(ms - t))
+        i = next(int(j) for j in order if int(j) not in used)
+        used.add(i)
+        out.append((pool[i], float(ms[i])))
+    return out
+
+
+def collect_networks(st: Study) -> list[dict[str, Any]]:
+    """Every network of the study that exists so far (finished searches, the matched FLOPs
+    one, the random baseline once the searched range is known, DARTS-V2)."""
+    cfg = st.cfg
+    nets: list[dict[str, Any]] = []
+
+    def searched(name: str, kind: str, setting: str, short: str, **extra: Any) -> None:
+        run = st.search_dir(name)
+        s = _summary(run)
+        if s is None or not (run / "architecture.json").is_file():
+            return
+        arch = load_architecture(run / "architecture.json")
+        nets.append({"name": name, "kind": kind, "setting": setting, "short": short, "arch": arch,
+                     "search_val_accuracy": s.get("val_accuracy"), "search_dir": str(run.relative_to(st.out)), **extra})  # fmt: skip
+
+    for w in cfg.weights:
+        kind = "plain" if w == 0 else "latency"
+        searched(_name_w("lat", w), kind, f"latency weight {w:g}", f"w{w:g}")
+    match = flops_matching(st)
+    if match is not None:
+        w = match["chosen_flops_weight"]
+        searched(_name_w("flops", w), "flops", f"FLOPs weight {w:g} (matched at latency weight {cfg.match_weight:g})", f"F{w:g}")
+    for frac in cfg.budget_fracs:
+        run = st.search_dir(f"budget-{frac:g}")
+        s = _summary(run)
+        if s is not None:
+            b = float(s["latency_budget_ms"])
+            searched(f"budget-{frac:g}", "budget", f"budget {b:.4g} ms ({frac:g} x weight 0)", f"B{frac:g}", budget_ms=b)
+    term = st.term()
+    for n in nets:
+        n["predicted_ms"] = term.derived_ms(n["arch"])
+    expected = len(cfg.weights) + len(cfg.budget_fracs) + 1
+    if len(nets) == expected:  # the range is known once every search has finished
+        lat = [n["predicted_ms"] for n in nets]
+        for k, (arch, ms) in enumerate(random_baseline(st, min(lat), max(lat))):
+            nets.append({"name": f"random-{k}", "kind": "random", "setting": "uniform sample, picked by predicted latency",
+                         "short": f"r{k}", "arch": arch, "predicted_ms": ms})  # fmt: skip
+    else:
+        st.notes.append(f"{len(nets)} of {expected} searched networks finished: the random baseline waits for all")
+    arch, what = darts_v2(st.space)
+    if arch is None:
+        st.notes.append(what)
+    else:
+        nets.append({"name": "darts-v2", "kind": "darts-v2", "setting": what, "short": "D2", "arch": arch,
+                     "predicted_ms": term.derived_ms(arch)})  # fmt: skip
+    for n in nets:
+        h = n["arch"].hash
+        n["arch_hash"] = h
+        path = st.arch_file(h)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, n["arch"].to_json() + "\n")
+    return nets
+
+
+# -- part: train ----------------------------------------------------------------------------------------
+def train_config(st: Study) -> TrainConfig:
+    kw, missing = with_optional_fields(TrainConfig, st.cfg.train, device=st.cfg.device, precision=st.cfg.precision)
+    if missing:
+        note = f"TrainConfig has no {', '.join(missing)} field yet: trainings ran with its default device"
+        if note not in st.notes:
+            st.notes.append(note)
+    return TrainConfig(dataset=st.cfg.dataset, seed=st.cfg.seed, **kw)
+
+
+def train_state(run: Path, arch_hash: str, tcfg: TrainConfig) -> str:
+    try:
+        old = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return "new" if not run.exists() else "other"
+    if old.get("arch_hash") != arch_hash or old.get("config") != asdict(tcfg):
+        return "other"
+    return "done" if (run / "summary.json").is_file() else "resume"
+
+
+def part_train(st: Study) -> dict[str, Any]:
+    """Train every network (one per architecture), slowest predicted first, `workers` at once."""
+    cfg = st.cfg
+    tcfg = train_config(st)
+    nets = collect_networks(st)
+    seen: set[str] = set()
+    todo = []
+    for n in sorted(nets, key=lambda n: -n["predicted_ms"]):
+        h = n["arch_hash"]
+        if h in seen:
+            continue
+        seen.add(h)
+        state = train_state(st.train_dir(h), h, tcfg)
+        if state != "done":
+            todo.append((n, state))
+    if not todo:
+        return {"trained": 0}
+    pool = Pool(cfg.workers, cfg.threads, time.time() + cfg.deadline_s if cfg.deadline_s else None)
+    for n, state in todo:
+        h = n["arch_hash"]
+        pool.submit(h[:12], "train", {"source": st.arch_file(h), "cfg": tcfg, "run": st.train_dir(h),
+                                      "resume": state == "resume", "force": state == "other"},
+                    st.out / "logs" / f"train-{h[:12]}.log")  # fmt: skip
+    finished = 0
+    while pool.pending:
+        got = pool.next_done()
+        if got is None:
+            return {"trained": finished, "stopped_at_deadline": True}
+        finished += 1
+        print(f"   train {got[0]}: test accuracy {got[1].get('test_accuracy', float('nan')):.3f} "
+              f"({finished}/{len(todo)})", flush=True)  # fmt: skip
+    pool.close()
+    return {"trained": finished}
+
+
+# -- part: measure --------------------------------------------------------------------------------------
+def _export(st: Study, spec: Any, arch_hash: str, predictor: Path | None) -> Any:
+    out = st.out / "export" / spec.name / arch_hash[:12]
+    return export_for_target(st.arch_file(arch_hash), spec, out, predictor=predictor, force=True, seed=st.cfg.seed)
+
+
+def part_measure(st: Study) -> dict[str, Any]:
+    """Export every network's architecture for the target (and the CPU target) and time each
+    target's set together in one interleaved run (latency does not depend on the weights)."""
+    cfg = st.cfg
+    nets = collect_networks(st)
+    hashes = sorted({n["arch_hash"] for n in nets})
+    if not hashes:
+        return {"networks": 0}
+    targets = [(cfg.target, st.latency_predictor)]
+    if cfg.cpu_target and cfg.cpu_target != cfg.target:
+        targets.append((cfg.cpu_target, cfg.cpu_predictor))
+    info = {}
+    for name, pred in targets:
+        spec = load_target(name)
+        t = time.perf_counter()
+        exports = [_export(st, spec, h, pred) for h in hashes]
+        t_export = time.perf_counter() - t
+        cmps = measure_exports([e.onnx_path for e in exports], spec, [e.info["predicted_latency_ms"] for e in exports],
+                               exports[0].info["reference_baseline_ms"])  # fmt: skip
+        doc = {"target": spec.name, "date": _now(), "networks": len(hashes), "export_s": t_export,
+               "measure_s": time.perf_counter() - t - t_export,
+               "results": {h: c.to_dict() for h, c in zip(hashes, cmps, strict=True)}}  # fmt: skip
+        atomic_write_text(st.out / f"measure-{spec.name}.json", json.dumps(doc, indent=2) + "\n")
+        info[spec.name] = {k: doc[k] for k in ("networks", "export_s", "measure_s")}
+        print(f"   measured {len(hashes)} networks on {spec.name} in one run ({doc['measure_s']:.0f} s)", flush=True)
+    return info
+
+
+# -- part: report ---------------------------------------------------------------------------------------
+def collect_rows(st: Study) -> list[dict[str, Any]]:
+    """One row per network with everything the table needs (None where not yet there)."""
+    cfg = st.cfg
+    nets = collect_networks(st)
+
+    def measured(target: str | None) -> dict[str, Any]:
+        try:
+            return json.loads((st.out / f"measure-{target}.json").read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    meas = measured(cfg.target)
+    cpu = measured(cfg.cpu_target) if cfg.cpu_target and cfg.cpu_target != cfg.target else {}
+    tcfg = train_config(st)
+    rows = []
+    for n in nets:
+        h = n["arch_hash"]
+        run = st.train_dir(h)
+        trained = _summary(run) if train_state(run, h, tcfg) == "done" else None
+        net = build_network(n["arch"])
+        m, c = meas.get(h, {}), cpu.get(h, {})
+        row = {k: v for k, v in n.items() if k != "arch"}
+        row.update(
+            test_accuracy=trained.get("test_accuracy") if trained else None,
+            train_dir=str(run.relative_to(st.out)) if trained else None,
+            params=count_params(net), macs=st.macs(n["arch"]),
+            measured_ms=m.get("measured_ms"), corrected_ms=m.get("corrected_ms"), stable=m.get("stable", True),
+            cpu_measured_ms=c.get("measured_ms"), cpu_predicted_ms=c.get("predicted_ms"),
+        )  # fmt: skip
+        R.budget_errors(row)
+        rows.append(row)
+    R.mark_pareto(rows)
+    return rows
+
+
+def part_report(st: Study) -> dict[str, Any]:
+    """results.json, results.md and tradeoff.png from what the folder holds now."""
+    cfg = st.cfg
+    rows = collect_rows(st)
+    cpu = cfg.cpu_target if cfg.cpu_target and cfg.cpu_target != cfg.target else None
+    results = {
+        "schema": "hwnas.tradeoff/1", "date": _now(), "space": cfg.space, "dataset": cfg.dataset,
+        "target": cfg.target, "cpu_target": cpu, "label": cfg.label, "config": cfg.to_json(),
+        "flops_matching": flops_matching(st), "rows": rows, "goals": R.goals(rows),
+        "cpu_transfer": R.cpu_transfer(rows), "random_range": R.random_range(rows), "notes": list(dict.fromkeys(st.notes)),
+        "title": f"{cfg.space} / {cfg.dataset} on {cfg.target}" + (f" ({cfg.label})" if cfg.label else ""),
+    }  # fmt: skip
+    atomic_write_text(st.out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(st.out / "results.md", R.markdown(results))
+    png = R.plot(results, st.out / "tradeoff.png")
+    done = sum(R.complete(r) for r in rows)
+    print(f"   report: {len(rows)} networks, {done} trained and measured; {st.out / 'results.md'}"
+          + (f", {png}" if png else ""), flush=True)  # fmt: skip
+    return {"networks": len(rows), "complete": done, "plot": str(png) if png else None}
+
+
+PART_FUNCTIONS = {"predictor": part_predictor, "search": part_search, "train": part_train,
+                  "measure": part_measure, "report": part_report}  # fmt: skip
+
+
+def run_parts(cfg: TradeoffConfig, parts: list[str], command: list[str] | None = None) -> dict[str, Any]:
+    """Run the parts in order; each writes parts/<date>-<part>.json (command, dates, wall
+    time, what it did), and a report of the folder follows the last one."""
+    st = Study(cfg)
+    st.check_identity()
+    bad = [p for p in parts if p not in PART_FUNCTIONS]
+    if bad:
+        raise UserError(f"unknown part(s) {', '.join(bad)}; parts: {', '.join(PARTS)}, all")
+    if parts[-1] != "report":
+        parts = [*parts, "report"]
+    records = {}
+    for part in parts:
+        t0, started = time.perf_counter(), _now()
+        print(f"\n== tradeoff: part {part}", flush=True)
+        info = PART_FUNCTIONS[part](st)
+        rec = {"part": part, "command": command, "started": started, "finished": _now(),
+               "wall_s": time.perf_counter() - t0, "result": info, "notes": list(dict.fromkeys(st.notes))}  # fmt: skip
+        stamp = started.replace(":", "").replace("-", "")
+        atomic_write_text(st.out / "parts" / f"{stamp}-{part}.json", json.dumps(rec, indent=2, default=str) + "\n")
+        records[part] = rec
+        if isinstance(info, dict) and info.get("stopped_at_deadline"):
+            print(f"   part {part} stopped at its time limit: run it again to go on", flush=True)
+            if part != "report":
+                part_report(st)
+            break
+    return records
