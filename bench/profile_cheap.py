@@ -14,17 +14,12 @@ so the store spans the fast end too; same protocol, same store, same fingerprint
 from __future__ import annotations
 
 import argparse
-import random
 import sqlite3
 
 from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.space import (
     CELL_OPS,
-    NUM_CELL_INPUTS,
-    NUM_STAGES,
-    STAGE_OPS,
-    Architecture,
-    Stage,
+    sample_fast_biased,
 )
 from profiling.candidates import Candidate
 
@@ -36,37 +31,7 @@ class CheapCandidates(SpaceCandidates):
     """Architectures with a random share of parameter-free ops and a bias to shallow stages."""
 
     def sample(self, seed: int, index: int) -> Candidate:
-        space = self.space
-        rng = random.Random(f"hwnas-cheap:{space.key}:{seed}:{index}")
-        p = rng.random()
-
-        def op() -> str:
-            return rng.choice(FREE) if rng.random() < p else rng.choice(CONV)
-
-        def geno() -> tuple:
-            nodes = []
-            for i in range(space.nodes):
-                a, b = sorted(rng.sample(range(NUM_CELL_INPUTS + i), 2))
-                nodes.append(((op(), a), (op(), b)))
-            return tuple(nodes)
-
-        stages = []
-        for _ in range(NUM_STAGES):
-            cell = geno()
-            depth = (
-                min(space.depth_choices) if rng.random() < p else rng.choice(space.depth_choices)
-            )
-            conns = []
-            for k in range(depth):
-                a, b = sorted(rng.sample(space.window_of(k), 2))
-                conns.append(((rng.choice(STAGE_OPS), a), (rng.choice(STAGE_OPS), b)))
-            stages.append(Stage(cell=cell, depth=depth, connections=tuple(conns)))
-        arch = Architecture(
-            space=space,
-            stages=tuple(stages),
-            reductions=tuple(geno() for _ in range(NUM_STAGES - 1)),
-        )
-        return self.candidate(arch)
+        return self.candidate(sample_fast_biased(self.space, seed, index, stream="hwnas-cheap"))
 
 
 def main() -> None:

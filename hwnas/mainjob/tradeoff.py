@@ -29,7 +29,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import random
 import shutil
 import sys
 import time
@@ -50,15 +49,11 @@ from hwnas.search import SearchConfig, run_search
 from hwnas.search.flops import FLOPS_TARGET, fit_flops_predictor
 from hwnas.search.latency import LatencyTerm
 from hwnas.space import (
-    CELL_OPS,
-    NUM_CELL_INPUTS,
-    NUM_STAGES,
-    STAGE_OPS,
     Architecture,
     SpaceConfig,
-    Stage,
     get_space,
     load_architecture,
+    sample_fast_biased,
     sample_nth,
 )
 from hwnas.space.encoding import encode
@@ -213,45 +208,10 @@ def macs_of(arch: Architecture) -> int:
 
 
 # -- sampling that reaches the fast end ------------------------------------------------------------
-PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
-
-
-def fast_biased_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
-    """The index-th architecture of a seeded stream biased to low latency (bench/profile_cheap.py's
-    rule): a random share p ~ U(0, 1) of parameter-free cell ops, each stage at its smallest depth
-    with probability p. Uniform samples rarely reach the fast end that latency-aware searches
-    reach (digits: 400 uniform ones ran 0.62-1.74 ms, docs/benchmarks.md)."""
-    rng = random.Random(f"hwnas-fast:{space.key}:{seed}:{index}")
-    p = rng.random()
-    convs = tuple(op for op in CELL_OPS if op not in PARAM_FREE)
-
-    def op() -> str:
-        return rng.choice(PARAM_FREE) if rng.random() < p else rng.choice(convs)
-
-    def genotype() -> tuple:
-        nodes = []
-        for i in range(space.nodes):
-            a, b = sorted(rng.sample(range(NUM_CELL_INPUTS + i), 2))
-            nodes.append(((op(), a), (op(), b)))
-        return tuple(nodes)
-
-    stages = []
-    for _ in range(NUM_STAGES):
-        cell = genotype()
-        depth = min(space.depth_choices) if rng.random() < p else rng.choice(space.depth_choices)
-        conns = []
-        for k in range(depth):
-            a, b = sorted(rng.sample(space.window_of(k), 2))
-            conns.append(((rng.choice(STAGE_OPS), a), (rng.choice(STAGE_OPS), b)))
-        stages.append(Stage(cell=cell, depth=depth, connections=tuple(conns)))
-    arch = Architecture(space=space, stages=tuple(stages), reductions=tuple(genotype() for _ in range(NUM_STAGES - 1)))
-    return Architecture.from_dict(arch.to_dict(), where="fast-biased sample")  # validates
-
-
 def mixed_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
     """Even indices uniform (`sample_nth`), odd ones fast-biased: a pool that spans the space's
     whole latency range."""
-    return sample_nth(space, seed, index) if index % 2 == 0 else fast_biased_nth(space, seed, index)
+    return sample_nth(space, seed, index) if index % 2 == 0 else sample_fast_biased(space, seed, index)
 
 
 class MixedCandidates(SpaceCandidates):

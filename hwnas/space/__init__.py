@@ -35,6 +35,7 @@ from hwnas.space.config import (
 from hwnas.space.sample import (
     sample_architecture,
     sample_architectures,
+    sample_fast_biased,
     sample_nth,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "register_space",
     "sample_architecture",
     "sample_architectures",
+    "sample_fast_biased",
     "sample_nth",
     "save_architecture",
     "sha256_hex",
