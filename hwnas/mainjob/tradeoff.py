@@ -63,13 +63,14 @@ from hwnas.train.recipe import TrainConfig
 from hwnas.train.runs import resolve_source
 from predictor import (
     MLPConfig,
+    ProfileQuery,
     build_header,
     fit_predictor,
-    load_dataset,
     load_predictor,
+    load_profiles,
     save_predictor,
 )
-from profiling.runner import run_profile
+from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
 from targets.basics import UserError, atomic_write_text
 from targets.protocol import Protocol
@@ -237,11 +238,12 @@ def part_predictor(st: Study) -> dict[str, Any]:
         db = folder / "profile.db"
         t = time.perf_counter()
         with ProfileStore(db) as store:
-            run_profile(MixedCandidates(cfg.space), spec, store, cfg.profile_samples, seed=cfg.seed,
-                        progress=False, protocol=protocol)  # fmt: skip
+            settings = ProfileSettings(seed=cfg.seed, progress=False, protocol=protocol)
+            run_profile(MixedCandidates(cfg.space), spec, store, cfg.profile_samples, settings=settings)
         info["profile_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        ds = load_dataset(db, spec.name, include_unstable=cfg.profile_include_unstable, seed=cfg.seed)
+        query = ProfileQuery(include_unstable=cfg.profile_include_unstable, seed=cfg.seed)
+        ds = load_profiles(db, spec.name, query)
         res = fit_predictor(ds, cfg=MLPConfig(**cfg.predictor_mlp), baselines=("lut",), seed=cfg.seed)
         save_predictor(st.latency_predictor, res.model, build_header(res.model, ds, res.report))
         info["fit_s"] = time.perf_counter() - t

@@ -32,7 +32,14 @@ from typing import Any
 
 from hwnas.space import Architecture, SpaceConfig
 from hwnas.space.encoding import encode, encoding_layout
-from predictor import MLPConfig, build_header, fit_predictor, load_dataset, save_predictor
+from predictor import (
+    MLPConfig,
+    ProfileQuery,
+    build_header,
+    fit_predictor,
+    load_profiles,
+    save_predictor,
+)
 from profiling.store import ProfileStore
 from targets.basics import UserError
 from targets.timing import fingerprint_key
@@ -82,7 +89,7 @@ def fit_flops_predictor(
         with ProfileStore(db) as store:
             store.bind_space(space.name, space.key, space.to_dict(), encoding_layout(space))
             store.insert_measurements([_row(space, a, m / 1e6) for a, m in samples])
-        ds = load_dataset(db, FLOPS_TARGET, label="raw")
+        ds = load_profiles(db, FLOPS_TARGET, ProfileQuery(label="raw"))
         result = fit_predictor(ds, cfg=mlp, baselines=(), seed=seed)
         header = build_header(result.model, ds, result.report)
     header["unit"] = FLOPS_UNIT
