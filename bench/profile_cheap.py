@@ -18,13 +18,9 @@ import sqlite3
 
 from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.space import (
-    CELL_OPS,
     sample_fast_biased,
 )
 from profiling.candidates import Candidate
-
-FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
-CONV = tuple(op for op in CELL_OPS if op not in FREE)
 
 
 class CheapCandidates(SpaceCandidates):

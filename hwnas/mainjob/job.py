@@ -96,7 +96,7 @@ def run_main_job(cfg: MainJobConfig) -> dict[str, Any]:
     _profile(cfg, spec, source, summary, steps_total)
     _remeasure(cfg, spec, summary, steps_total)
     result, ds = _fit(cfg, spec, source, init, summary, steps_total)
-    _fresh(cfg, spec, source, result, ds, summary, steps_total)
+    plot = _fresh(cfg, spec, source, result, ds, summary, steps_total)
     if cfg.deploy:
         deploy_steps(cfg, spec, out / "predictor.pt", summary, 5, steps_total)
     summary["steps"]["total"] = time.perf_counter() - t_total
@@ -104,8 +104,7 @@ def run_main_job(cfg: MainJobConfig) -> dict[str, Any]:
     rundir.write_summary(out, summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     report = write_report(out)
-    plot = out / "predicted_vs_measured.png"
-    plot_name = f", {plot.name}" if plot.is_file() else ""
+    plot_name = f", {plot.name}" if plot is not None else ""
     print(f"\nrun directory {out}: {report.name}, summary.md, summary.json, profile.db, predictor.pt{plot_name}")
     print(f"open {report.resolve()} in a browser ({summary['steps']['total']:.0f} s in all)")
     return summary
@@ -194,7 +193,8 @@ def _fit(
 
 def _fresh(
     cfg: MainJobConfig, spec: TargetSpec, source: SpaceCandidates, result: Any, ds: Any, summary: dict[str, Any], n: int
-) -> None:
+) -> Path | None:
+    """Step 4; the predicted-vs-measured plot (None where it could not be drawn)."""
     t = step(f"4/{n} predict {cfg.fresh} fresh architectures, then measure them")
     fresh_dir = cfg.out / "fresh"
     archs = [sample_nth(source.space, cfg.seed + FRESH_SEED_OFFSET, i) for i in range(cfg.fresh)]
@@ -228,5 +228,6 @@ def _fresh(
             for m, p in zip(ds.latency_ms[test_idx], result.model.predict_ms(ds.X[test_idx]), strict=True)
         ]
     }
-    plot_scatter(summary, cfg.out / "predicted_vs_measured.png")
+    plot = plot_scatter(summary, cfg.out / "predicted_vs_measured.png")
     summary["steps"]["fresh architectures"] = time.perf_counter() - t
+    return plot

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hwnas.space import SpaceConfig
+from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig
 from targets.basics import UserError
 
 MODES = ("full", "sampled")
@@ -34,7 +34,7 @@ def check_schedule(name: str, epochs: int) -> None:
 
 
 #: Parameter-free cell ops (the collapse guard caps them per cell; DARTS collapses onto them).
-PARAM_FREE_OPS = frozenset({"skip_connect", "max_pool_3x3", "avg_pool_3x3"})
+PARAM_FREE_OPS = frozenset(PARAM_FREE_CELL_OPS)
 DEFAULT_MAX_PARAM_FREE = 2
 #: The latency-aware search's weight when none is given (the main job's second search):
 #: latency counts as much as the cross-entropy at the space's centre (relative latency, so

@@ -38,6 +38,9 @@ CELL_OPS: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
+#: The cell ops without parameters, in CELL_OPS's vocabulary (the search's collapse guard caps
+#: them per cell; the fast-biased sampler draws them; the order is part of its seeded stream).
+PARAM_FREE_CELL_OPS: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 #: Stage-level ops on connections between cells.
 STAGE_OPS: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 NUM_STAGES = 3

@@ -5,7 +5,14 @@ from __future__ import annotations
 import random
 
 from hwnas.space.arch import Architecture, Genotype, Stage
-from hwnas.space.config import CELL_OPS, NUM_CELL_INPUTS, NUM_STAGES, STAGE_OPS, SpaceConfig
+from hwnas.space.config import (
+    CELL_OPS,
+    NUM_CELL_INPUTS,
+    NUM_STAGES,
+    PARAM_FREE_CELL_OPS,
+    STAGE_OPS,
+    SpaceConfig,
+)
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -44,10 +51,6 @@ def sample_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
     return sample_architecture(space, rng)
 
 
-#: Parameter-free cell ops (their share decides how fast a fast-biased sample is).
-PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
-
-
 def sample_fast_biased(space: SpaceConfig, seed: int, index: int, stream: str = "hwnas-fast") -> Architecture:
     """The index-th architecture of a seeded stream biased to low latency: a random share
     p ~ U(0, 1) of parameter-free cell ops, each stage at its smallest depth with probability
@@ -56,10 +59,10 @@ def sample_fast_biased(space: SpaceConfig, seed: int, index: int, stream: str = 
     (bench/profile_cheap.py keeps its own, "hwnas-cheap")."""
     rng = random.Random(f"{stream}:{space.key}:{seed}:{index}")
     p = rng.random()
-    convs = tuple(op for op in CELL_OPS if op not in PARAM_FREE)
+    convs = tuple(op for op in CELL_OPS if op not in PARAM_FREE_CELL_OPS)
 
     def op() -> str:
-        return rng.choice(PARAM_FREE) if rng.random() < p else rng.choice(convs)
+        return rng.choice(PARAM_FREE_CELL_OPS) if rng.random() < p else rng.choice(convs)
 
     def genotype() -> Genotype:
         nodes = []
