@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from targets.basics import UserError
+from targets.timing import drift_baseline
 
 MIN_SAMPLES = 50  # profiled architectures needed to fit a predictor from scratch
 MIN_SAMPLES_INIT = 30  # ... to adapt one fitted on another target (`predictor fit --init`)
@@ -206,13 +207,14 @@ def unstable_counts(rows: Sequence[Any], best_reference: float | None = None) ->
     """How many ok profile rows were flagged unstable, and why.
 
     The store keeps the flag, not the reason. A flagged row whose reference network ran
-    more than 5 % above the fastest reference figure of these rows was timed while the
+    more than 5 % above the rows' reference baseline (targets.timing.drift_baseline: the
+    25th percentile of their reference figures, as the drift rule uses) was timed while the
     host ran slow throughout (reference drift); any other flagged row failed the
     split-half check (its even and odd rounds disagreed, or its spread was too wide).
-    `best_reference` overrides the fastest reference figure of `rows`.
+    `best_reference` overrides the baseline.
     """
     refs = [float(r["reference_ms"]) for r in rows if r["reference_ms"] and r["reference_ms"] > 0]
-    best = best_reference if best_reference is not None else (min(refs) if refs else None)
+    best = best_reference if best_reference is not None else (drift_baseline(refs) or (min(refs) if refs else None))
     flagged = [r for r in rows if r["stable"] is not None and int(r["stable"]) == 0]
     drift = sum(
         1
@@ -238,7 +240,7 @@ def describe_unstable(stats: dict[str, Any]) -> str | None:
         f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
         f"split-half (even and odd rounds disagreed: a busy host), "
         f"{stats.get('unstable_reference_drift', 0)} reference drift (the reference network ran "
-        f">{100 * DRIFT_TOLERANCE:.0f}% above its best: the host ran slow); "
+        f">{100 * DRIFT_TOLERANCE:.0f}% above its recent baseline: the host ran slow); "
         + (
             "they are used, but re-measure them (`hwnas db repeat`) if the fit looks noisy"
             if stats.get("include_unstable", True)

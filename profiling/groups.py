@@ -4,7 +4,7 @@ compile or run failure becomes that candidate's failed Result.
 
 A group is timed together with `targets.timing.measure_runners` (interleaved rounds, the
 reference network in the same rounds), then `check_reference_drift` marks the whole group
-unstable when the reference ran slower than its best figure on this fingerprint (a host
+unstable when the reference ran slower than its recent baseline on this fingerprint (a host
 slow for the whole measurement), as `hwnas measure` does.
 
 `targets.timing.measure_onnx` times a group too, from the same primitives

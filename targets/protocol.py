@@ -57,7 +57,7 @@ class Protocol:
     tolerance: float = 0.02  # even-round vs odd-round statistic must agree within this
     reference: bool = True  # time the fixed reference network in the same rounds
     max_spread: float | None = None  # also unstable if (p90 - p10) / median exceeds this
-    drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its best
+    drift_tolerance: float | None = 0.05  # unstable if the reference is this much above its recent baseline
     sessions: int = 1  # compiled instances per model, a different one each turn (odd: 1, 3, 5)
     # Warm up until settled (GPU targets): after `warmup` runs, time warm-up windows until
     # two in a row agree within `settle` (a fraction), at most `settle_max` windows. A GPU
@@ -66,7 +66,7 @@ class Protocol:
     settle: float | None = None
     settle_max: int = 30
     # Drift rule: the reference may also be up to `drift_spread` times its own spread in
-    # this measurement ((p90 - p10) / median) above its best before a group is called
+    # this measurement ((p90 - p10) / median) above its baseline before a group is called
     # drifted; None: `drift_tolerance` alone (see check_reference_drift).
     drift_spread: float | None = None
 

@@ -10,7 +10,8 @@ minimum by default: on a busy host it reproduces across processes far better tha
 median or even p10, see docs/targets.md); stop adding rounds once the statistic agrees
 between even and odd rounds (split-half check), so a quiet host pays little and a noisy
 one gets more samples; flag as unstable what did not agree, and everything measured
-while the reference network ran slower than its best known figure on this fingerprint.
+while the reference network ran slower than its recent baseline on this fingerprint
+(the 25th percentile of its last 32 figures there).
 
 A sample is one run timed with the host clock, or, for a device-timed runner (a GPU
 target: `Runner.device_timed`), one window of many runs timed by the device's own events
@@ -46,6 +47,7 @@ __all__ = [
     "Protocol",
     "RunnerFailed",
     "check_reference_drift",
+    "drift_baseline",
     "fingerprint_key",
     "measure_onnx",
     "measure_runners",
@@ -312,6 +314,35 @@ def _baseline_path(directory: str | Path | None = None) -> Path:
     return cache_dir(directory) / "reference-baselines.json"
 
 
+#: Reference figures kept per fingerprint (the most recent ones) for the drift baseline.
+DRIFT_HISTORY = 32
+#: Figures needed before the drift rule judges: fewer, and one group's figure would be the
+#: whole baseline (a fast first group would flag every later one).
+DRIFT_MIN_HISTORY = 4
+#: The baseline is this percentile of the recent figures: low enough that a slow stretch is
+#: seen, high enough that no single fast group pins it.
+DRIFT_PERCENTILE = 25.0
+
+
+def drift_baseline(history: Sequence[float]) -> float | None:
+    """The reference figure a measurement is compared with: the 25th percentile of the recent
+    figures (None while fewer than DRIFT_MIN_HISTORY were seen)."""
+    figures = sorted(float(v) for v in history if v and v > 0)
+    if len(figures) < DRIFT_MIN_HISTORY:
+        return None
+    return percentile(figures, DRIFT_PERCENTILE)
+
+
+def _read_history(value: Any) -> list[float]:
+    """Recent figures of one cache entry; an entry of the old format (the best figure
+    alone) counts as one figure."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    return [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+
+
 def check_reference_drift(
     results: Mapping[str, Measurement],
     fp_key: str,
@@ -322,9 +353,12 @@ def check_reference_drift(
 
     The split-half check cannot see a slowdown that lasts the whole measurement (a
     neighbour saturating the memory bus for seconds). The reference network can: its
-    figure is recorded per fingerprint (best seen so far, in the cache directory), and a
-    measurement whose reference ran more than `drift_tolerance` above that best is not
-    trusted. Call this after `measure_runners` with the target's fingerprint key.
+    recent figures are kept per fingerprint (the last DRIFT_HISTORY, in the cache
+    directory), and a measurement whose reference ran more than `drift_tolerance` above
+    their 25th percentile (`drift_baseline`) is not trusted. Not the best figure ever
+    seen: on a shared host one fast moment would pin that, and every later group would
+    read as drifted (a fresh-clone demo lost 261 of 300 rows so, docs/benchmarks.md). Call
+    this after `measure_runners` with the target's fingerprint key.
 
     With `protocol.drift_spread`, the allowance is the larger of `drift_tolerance` and
     that many times the reference's own spread in this measurement: a reference that
@@ -346,21 +380,19 @@ def check_reference_drift(
             store = {}
     except (OSError, ValueError):
         store = {}  # a corrupt file only loses the baseline, never a measurement
-    best = store.get(key)
-    if not isinstance(best, (int, float)) or best <= 0:
-        best = None
-    if best is None or ref < best:
-        store[key] = ref
-        # a read-only cache only disables drift detection, never a measurement
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(path, json.dumps(store, indent=1, sort_keys=True).encode())
-    if best is not None and ref > best * (1.0 + drift_allowance(out.values(), protocol)):
+    history = _read_history(store.get(key))
+    baseline = drift_baseline(history)
+    store[key] = (history + [float(ref)])[-DRIFT_HISTORY:]
+    # a read-only cache only disables drift detection, never a measurement
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(path, json.dumps(store, indent=1, sort_keys=True).encode())
+    if baseline is not None and ref > baseline * (1.0 + drift_allowance(out.values(), protocol)):
         out = {k: replace(m, stable=False) for k, m in out.items()}
     return out
 
 
 def drift_allowance(results: Iterable[Measurement], protocol: Protocol) -> float:
-    """How far (a fraction) the reference may be above its best (see check_reference_drift)."""
+    """How far (a fraction) the reference may be above its baseline (see check_reference_drift)."""
     allowed = float(protocol.drift_tolerance or 0.0)
     if protocol.drift_spread is not None:
         spread = next((m.reference_spread for m in results if m.reference_spread is not None), None)

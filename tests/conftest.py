@@ -18,8 +18,8 @@ SHARED = Path(os.environ.get("HWNAS_SHARED", ROOT.parent / "shared"))
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Tests keep the reference network and its best figures (the drift check's baseline,
-    which every profile run reads and lowers) in a cache of their own, not the user's."""
+    """Tests keep the reference network and its recent figures (the drift check's baseline,
+    which every profile run reads and extends) in a cache of their own, not the user's."""
     if os.environ.get("HWNAS_CACHE_DIR"):
         yield
         return

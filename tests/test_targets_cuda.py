@@ -240,7 +240,7 @@ def test_drift_is_judged_against_the_references_own_spread(tmp_path: Path) -> No
         out = check_reference_drift({"a": _m(ref, spread)}, key, proto, tmp_path)
         return out["a"].stable
 
-    assert check(2.00, 0.018)  # first figure: the baseline
+    assert all(check(2.00, 0.018) for _ in range(4))  # the first figures: the baseline
     assert check(2.05, 0.018)  # +2.5 %: within 3 % (H200 graph rounds spread 1.6-1.9 %)
     assert not check(2.10, 0.018)  # +5 %: a slower GPU (second process, lower clock)
     assert check(2.10, 0.06)  # a reference scattering by 6 % this time: +5 % is noise

@@ -124,7 +124,7 @@ def _profile(args: argparse.Namespace) -> int:
             f"{unstable['unstable_rows']} of {summary.ok} figures stored now were flagged unstable: "
             f"{unstable['unstable_split_half']} split-half (even and odd rounds disagreed: a busy "
             f"host), {unstable['unstable_reference_drift']} reference drift (the reference network "
-            "ran >5% above its best: the host ran slow); `hwnas db repeat` re-measures a sample"
+            "ran >5% above its recent baseline: the host ran slow); `hwnas db repeat` re-measures a sample"
         )
     if summary.remeasured:
         print(f"{summary.remeasured} unstable figures (host busy) were timed again before storing")

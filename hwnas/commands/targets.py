@@ -99,8 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         m = measure_runners({"reference": runner}, protocol.with_(reference=False))["reference"]
     finally:
         runner.close()
-    # The reference is the measured network here: compare it with its best figure on this
-    # fingerprint (and record it), so `check` also says when the host is running slow.
+    # The reference is the measured network here: compare it with its recent figures on
+    # this fingerprint (and record it), so `check` also says when the host is running slow.
     m = check_reference_drift(
         {"reference": replace(m, reference_ms=m.latency_ms)},
         key,
