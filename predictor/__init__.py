@@ -29,7 +29,7 @@ from predictor.io import (
     save_predictor,
 )
 from predictor.model import LatencyPredictor, MLPConfig
-from predictor.profiles import ProfileQuery, load_profiles
+from predictor.profiles import ProfileQuery, load_profiles, usable_architectures
 from predictor.relax import categorical_blocks_check, relaxation_gap
 from predictor.report import render_report
 
@@ -51,6 +51,7 @@ __all__ = [
     "layout_hash",
     "load_predictor",
     "load_profiles",
+    "usable_architectures",
     "relaxation_gap",
     "render_report",
     "save_predictor",

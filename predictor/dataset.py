@@ -105,15 +105,45 @@ class Dataset:
         return {name: int((self.split == i).sum()) for i, name in enumerate(SPLITS)}
 
 
+def _split_u(arch_hash: str, seed: int) -> float:
+    digest = hashlib.sha256(f"hwnas-split:{seed}:{arch_hash}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def split_of(arch_hash: str, seed: int, val_frac: float, test_frac: float) -> int:
     """0/1/2 for train/val/test, from a seeded hash of the architecture hash."""
-    digest = hashlib.sha256(f"hwnas-split:{seed}:{arch_hash}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    u = _split_u(arch_hash, seed)
     if u < test_frac:
         return 2
     if u < test_frac + val_frac:
         return 1
     return 0
+
+
+def assign_splits(
+    hashes: Sequence[str], seed: int, val_frac: float, test_frac: float, floor: int = MIN_EVAL
+) -> np.ndarray:
+    """Splits (0/1/2) by `split_of`, topped up so that val and test each hold `floor`
+    architectures whenever there are enough of them.
+
+    A split by hash alone is stable as the store grows, but a small store may get too few
+    in val or test (55 architectures once gave val 4), so "at least MIN_SAMPLES" would not
+    be enough. The top-up takes the architectures whose hash lies nearest above the
+    region (val -> test, train -> val); once the store is large enough they fall back to
+    their own split, so a store that grows keeps its splits as it did before.
+    """
+    u = np.array([_split_u(h, seed) for h in hashes], dtype=np.float64)
+    split = np.array([split_of(h, seed, val_frac, test_frac) for h in hashes], dtype=np.int64)
+    if len(hashes) < 2 * floor + MIN_EVAL * 4:
+        return split
+    for target in (2, 1):  # test first: it takes from val, which then takes from train
+        short = floor - int((split == target).sum())
+        if short <= 0:
+            continue
+        donors = np.flatnonzero(split != 2) if target == 2 else np.flatnonzero(split == 0)
+        for i in donors[np.argsort(u[donors], kind="stable")][:short]:
+            split[i] = target
+    return split
 
 
 class ArchRows:

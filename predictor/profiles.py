@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from predictor.dataset import (
     ArchRows,
     Dataset,
     Row,
+    assign_splits,
     samples_rule,
-    split_of,
     unstable_counts,
 )
 from profiling.store import ProfileStore
@@ -114,9 +114,7 @@ def load_profiles(db: str | Path, target: str, query: ProfileQuery | None = None
         fingerprint=fp,
         fingerprint_key=fkey,
         hashes=hashes,
-        split=np.array(
-            [split_of(h, q.seed, q.val_frac, q.test_frac) for h in hashes], dtype=np.int64
-        ),
+        split=assign_splits(hashes, q.seed, q.val_frac, q.test_frac),
         split_seed=q.seed,
         val_frac=q.val_frac,
         test_frac=q.test_frac,
@@ -271,6 +269,21 @@ def _choose_fingerprints(ok: list[Row], q: ProfileQuery, db: Path, target_name: 
     return set(fkeys)
 
 
+class NoStableRows(UserError):
+    """Every ok profile row is flagged unstable (the main job then profiles more)."""
+
+
+def usable_architectures(db: str | Path, target: str, query: ProfileQuery | None = None) -> int:
+    """How many architectures a fit with `query` would really use (after failed,
+    other-fingerprint and unstable rows are left out); 0 when none. The main job profiles
+    until this reaches the fit's floor, so "at least 50" counts what the fit sees."""
+    q = replace(query or ProfileQuery(), min_samples=1)
+    try:
+        return len(load_profiles(db, target, q))
+    except NoStableRows:
+        return 0
+
+
 def _drop_unstable(
     ok: list[Row], include_unstable: bool, db: Path, target_name: str
 ) -> tuple[list[Row], list[Row]]:
@@ -280,7 +293,7 @@ def _drop_unstable(
     if not include_unstable:
         ok = [r for r in ok if r["stable"] is None or r["stable"]]
     if not any(r["kind"] == "profile" for r in ok):
-        raise UserError(
+        raise NoStableRows(
             f"profile store {db}: every ok profile row of target '{target_name}' is flagged "
             f"unstable ({len(unstable)} rows: the host was busy while timing); profile again on a "
             "quieter host, or fit on them anyway with --include-unstable"

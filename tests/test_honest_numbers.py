@@ -27,6 +27,7 @@ from predictor.drift import CORRECTED, RAW, compare, corrected_ms, predictor_bas
 from predictor.metrics import MIN_FOR_STATISTICS, error_ratio, regression_metrics, summary_line
 from predictor.synthetic import write_store
 from targets.basics import RuntimeMissing, UserError
+from targets.registry import load_target
 from targets.timing import Protocol, fingerprint_key, measurement_fingerprint
 
 
@@ -356,3 +357,81 @@ def test_run_repeats_in_a_new_process_and_survives_failures(cli, tmp_path: Path)
     broken = remeasure_in_child(tmp_path / "missing.db", str(toml), 2, 0, tmp_path / "repeat.log")
     assert broken["measured"] == 0 and "no profile store" in broken["error"]
     assert describe_repeat(broken)[0].startswith("re-measurement failed:")
+
+
+# -- the main job profiles until the fit has enough usable architectures ------------------------
+
+
+def test_usable_architectures_counts_what_the_fit_uses(tmp_path: Path) -> None:
+    from predictor import usable_architectures
+    from predictor.synthetic import make_synthetic_store
+
+    db = tmp_path / "s.db"
+    make_synthetic_store(db, 60, seed=3, repeat_fraction=0.0)
+    assert usable_architectures(db, "ort-cpu") == 60
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE measurements SET stable = 0 WHERE id % 4 = 0")  # 15 of 60 unstable
+    con.close()
+    assert usable_architectures(db, "ort-cpu") == 45
+    assert usable_architectures(db, "ort-cpu", ProfileQuery(include_unstable=True)) == 60
+    with pytest.raises(UserError, match="at least 50"):  # what the fit says: it agrees
+        load_profiles(db, "ort-cpu")
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE measurements SET stable = 0")
+    con.close()
+    assert usable_architectures(db, "ort-cpu") == 0
+
+
+class _FakeProfiler:
+    """run_profile stand-in: the store 'holds' what was asked; `share` of it is usable."""
+
+    def __init__(self, share: float) -> None:
+        self.share, self.asked, self.done = share, [], 0
+
+    def run_profile(self, source, spec, store, samples, *, settings=None):
+        from types import SimpleNamespace
+
+        self.asked.append(samples)
+        written, self.done = max(samples - self.done, 0), max(samples, self.done)
+        return SimpleNamespace(written=written, done_after=self.done)
+
+    def usable(self, db, target, query=None) -> int:
+        return int(self.share * self.done)
+
+
+@pytest.mark.parametrize("share", [0.75, 0.3])
+def test_main_job_profiles_more_until_the_fit_has_enough(tmp_path: Path, monkeypatch, share: float) -> None:
+    """`hwnas run --samples 60` on a busy host (a quarter of the rows unstable) profiled 60
+    and stopped at the fit; now step 1 profiles on until 50 are usable."""
+    from hwnas.mainjob import job
+    from hwnas.mainjob.config import MainJobConfig
+    from predictor.dataset import MIN_SAMPLES
+
+    fake = _FakeProfiler(share)
+    monkeypatch.setattr(job, "run_profile", fake.run_profile)
+    monkeypatch.setattr(job, "usable_architectures", fake.usable)
+    cfg = MainJobConfig(out=tmp_path / "r", samples=60, target="debug", progress=False)
+    cfg.out.mkdir()
+    summary: dict = {"steps": {}}
+    job._profile(cfg, load_target("debug"), job.SpaceCandidates("digits"), summary, 7)
+    assert fake.asked[0] == 60 and len(fake.asked) >= 2 and fake.asked[-1] <= 3 * 60
+    assert summary["profile"]["usable"] >= MIN_SAMPLES
+    assert summary["profile"]["in_store"] == fake.done
+
+
+def test_main_job_says_what_to_do_when_the_cap_is_reached(tmp_path: Path, monkeypatch) -> None:
+    from hwnas.mainjob import job
+    from hwnas.mainjob.config import MainJobConfig
+
+    fake = _FakeProfiler(0.1)
+    monkeypatch.setattr(job, "run_profile", fake.run_profile)
+    monkeypatch.setattr(job, "usable_architectures", fake.usable)
+    cfg = MainJobConfig(out=tmp_path / "r", samples=60, max_samples=120, target="debug", progress=False)
+    cfg.out.mkdir()
+    with pytest.raises(UserError) as err:
+        job._profile(cfg, load_target("debug"), job.SpaceCandidates("digits"), {"steps": {}}, 7)
+    assert fake.asked[-1] == 120
+    text = str(err.value)
+    assert "only 12 of 120" in text and "--include-unstable" in text and "--max-samples" in text

@@ -175,6 +175,8 @@ def test_sample_counts_follow_one_rule(cli, tmp_path: Path) -> None:
         "--init", tmp_path / "known.pt",
     )  # fmt: skip
     assert code == 2 and rule in one_line(err)
+    code, _, err = cli("run", "--out", tmp_path / "run", "--samples", "60", "--max-samples", "55")
+    assert code == 2 and "--max-samples 55 is below --samples 60" in one_line(err)
     assert not (tmp_path / "run").exists()
     db = tmp_path / "small.db"
     make_synthetic_store(db, MIN_SAMPLES - 1, target="my-ort2")

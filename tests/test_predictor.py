@@ -321,3 +321,24 @@ def test_small_tensor_work_runs_on_one_thread_and_gives_the_pool_back() -> None:
         assert seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_splits_hold_the_evaluation_floor_for_any_store_the_rule_allows() -> None:
+    """'At least MIN_SAMPLES profiled architectures' is enough: every such store gets
+    MIN_EVAL architectures in val and in test (a hash split alone once gave val 4 of 55),
+    and a large store keeps the plain hash split (stable as it grows)."""
+    from predictor.dataset import MIN_EVAL, MIN_SAMPLES, assign_splits
+
+    short = 0
+    for seed in range(200):
+        hashes = [f"{seed}-{i}" for i in range(MIN_SAMPLES + seed % 10)]
+        plain = np.array([split_of(h, seed, 0.15, 0.15) for h in hashes])
+        split = assign_splits(hashes, seed, 0.15, 0.15)
+        short += int(min((plain == 1).sum(), (plain == 2).sum()) < MIN_EVAL)
+        assert (split == 1).sum() >= MIN_EVAL and (split == 2).sum() >= MIN_EVAL
+        assert (split == 0).sum() >= 4 * MIN_EVAL
+        moved = np.flatnonzero(split != plain)
+        assert len(moved) <= 2 * MIN_EVAL and all(split[moved] > plain[moved])  # only topped up
+    assert short > 0  # the plain split did fall short in some of these stores
+    big = [f"b{i}" for i in range(1500)]
+    assert (assign_splits(big, 0, 0.15, 0.15) == [split_of(h, 0, 0.15, 0.15) for h in big]).all()

@@ -32,6 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="adapt this predictor of another target of the same space instead of fitting "
         "from scratch (needs far fewer --samples; see hwnas predictor fit --init)",
     )
+    p.add_argument(
+        "--include-unstable", action="store_true",
+        help="fit on profile rows the timing protocol flagged unstable too (a busy host); by default "
+        "they are left out and step 1 profiles more until the fit has enough",
+    )
+    p.add_argument(
+        "--max-samples", type=int, default=D.max_samples, metavar="N",
+        help="profile at most N architectures to reach the fit's floor of usable ones (default 3 x --samples)",
+    )
     p.add_argument("--no-progress", action="store_true")
     _deploy_arguments(p)
     p.set_defaults(func=_run)
@@ -87,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = MainJobConfig(
         out=args.out, space=args.space, target=args.target, samples=args.samples, repeat=args.repeat,
         fresh=args.fresh, seed=args.seed, init=args.init, dataset=args.dataset,
+        include_unstable=args.include_unstable, max_samples=args.max_samples,
         search_epochs=args.search_epochs, search_subset=args.search_subset, search_mode=args.search_mode,
         search_resolution=args.search_resolution, search_arch_lr=args.search_arch_lr,
         search_schedule=args.search_schedule,

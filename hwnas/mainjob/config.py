@@ -31,6 +31,8 @@ class MainJobConfig:
     fresh: int = 16
     seed: int = 0
     init: Path | None = None  # adapt this predictor of another target instead of fitting
+    include_unstable: bool = False  # fit on rows the timing protocol flagged unstable too
+    max_samples: int | None = None  # profile at most this many (None: 3 x samples) to reach the fit's floor
     dataset: str | None = None  # None: the space's own (digits), else required for deploy
     search_epochs: int = 8
     search_subset: int | None = 800

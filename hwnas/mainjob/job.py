@@ -14,6 +14,7 @@ the store continues where it stopped, finished sub-runs are reused.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from predictor import (
     load_profiles,
     render_report,
     save_predictor,
+    usable_architectures,
 )
 from predictor.baselines import BASELINES
 from predictor.dataset import min_samples, samples_rule
@@ -56,6 +58,7 @@ from targets.spec import TargetSpec
 from targets.timing import measure_onnx
 
 FRESH_SEED_OFFSET = 1_000_003  # fresh architectures come from another stream than the profile
+TOP_UP_FACTOR = 3  # step 1 profiles up to this many x --samples to reach the fit's floor
 REPEAT_KEYS = ("process", "measured", "failed", "within_5pct", "within_10pct", "median_abs_pct", "normalised", "error")
 
 
@@ -63,6 +66,8 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
     """Bad input refused before anything is written; the dataset filled in."""
     if cfg.samples < min_samples(cfg.init is not None):
         raise UserError(f"--samples is {cfg.samples}: {samples_rule()}")
+    if cfg.max_samples is not None and cfg.max_samples < cfg.samples:
+        raise UserError(f"--max-samples {cfg.max_samples} is below --samples {cfg.samples}; raise it or drop it")
     cfg = cfg.resolved()
     if cfg.deploy:
         devices.resolve(cfg.device, cfg.precision)  # a device that is not there: refused now
@@ -111,13 +116,51 @@ def run_main_job(cfg: MainJobConfig) -> dict[str, Any]:
 
 
 def _profile(cfg: MainJobConfig, spec: TargetSpec, source: SpaceCandidates, summary: dict[str, Any], n: int) -> None:
+    """Step 1: profile `cfg.samples` architectures, then more (up to `cfg.max_samples`) while
+    fewer than the fit needs are usable: failed and unstable rows do not count."""
     t = step(f"1/{n} profile {cfg.samples} architectures of '{cfg.space}' on '{spec.name}'")
-    with ProfileStore(cfg.out / "profile.db") as store:
-        settings = ProfileSettings(seed=cfg.seed, progress=cfg.progress)
+    db = cfg.out / "profile.db"
+    need = min_samples(cfg.init is not None)
+    cap = cfg.max_samples if cfg.max_samples is not None else TOP_UP_FACTOR * cfg.samples
+    query = fit_query(cfg)
+    settings = ProfileSettings(seed=cfg.seed, progress=cfg.progress)
+    with ProfileStore(db) as store:
         prof = run_profile(source, spec, store, cfg.samples, settings=settings)
-    print(f"   {prof.written} measured now, {prof.done_after} in the store ({time.perf_counter() - t:.0f} s)")
-    summary["profile"] = {"written": prof.written, "in_store": prof.done_after}
+    written, wanted = prof.written, cfg.samples
+    usable = usable_architectures(db, spec.cli_ref, query)
+    while usable < need and prof.done_after < cap:
+        # profile as many more as this store's usable share says are missing, with a margin
+        share = max(usable / max(prof.done_after, 1), 0.1)
+        wanted = min(cap, prof.done_after + math.ceil(1.2 * (need - usable) / share) + 4)
+        print(
+            f"   {usable} of {prof.done_after} profiled architectures are usable for the fit (it needs "
+            f"{need}; the rest failed or were flagged unstable: a busy host): profiling up to {wanted}"
+        )
+        with ProfileStore(db) as store:
+            prof = run_profile(source, spec, store, wanted, settings=settings)
+        written += prof.written
+        usable = usable_architectures(db, spec.cli_ref, query)
+    print(
+        f"   {written} measured now, {prof.done_after} in the store, {usable} usable for the fit "
+        f"({time.perf_counter() - t:.0f} s)"
+    )
+    if usable < need:
+        raise UserError(
+            f"{db}: only {usable} of {prof.done_after} profiled architectures are usable for the fit, which "
+            f"needs {need} (the rest failed or were flagged unstable while the host was busy); run the same "
+            f"command again at a quieter moment (the store is kept and extended), raise --max-samples "
+            f"above {cap}, or pass --include-unstable to fit on the unstable rows too"
+        )
+    summary["profile"] = {"written": written, "in_store": prof.done_after, "usable": usable, "wanted": wanted}
     summary["steps"]["profile"] = time.perf_counter() - t
+
+
+def fit_query(cfg: MainJobConfig) -> ProfileQuery:
+    """What step 3 fits on (and step 1 counts)."""
+    return ProfileQuery(
+        space=cfg.space, seed=cfg.seed, min_samples=min_samples(cfg.init is not None),
+        include_unstable=cfg.include_unstable,
+    )  # fmt: skip
 
 
 def remeasure_child(db: Path, target: str, n: int, seed: int) -> dict[str, Any]:
@@ -169,8 +212,7 @@ def _fit(
     cfg: MainJobConfig, spec: TargetSpec, source: SpaceCandidates, init: Any, summary: dict[str, Any], n: int
 ) -> tuple[Any, Any]:
     t = step(f"3/{n} fit the latency predictor (MLP) and baselines; score on held-out architectures")
-    query = ProfileQuery(space=cfg.space, seed=cfg.seed, min_samples=min_samples(init is not None))
-    ds = load_profiles(cfg.out / "profile.db", spec.cli_ref, query)
+    ds = load_profiles(cfg.out / "profile.db", spec.cli_ref, fit_query(cfg))
     if init is not None:
         result = transfer_predictor(init, ds, baselines=BASELINES, seed=cfg.seed, init_path=str(cfg.init))
     else:
