@@ -311,7 +311,9 @@ def measure_runners(
 
 
 def _baseline_path(directory: str | Path | None = None) -> Path:
-    return cache_dir(directory) / "reference-baselines.json"
+    # Not "reference-baselines.json": earlier hwnas kept the best figure alone there, and
+    # an older hwnas sharing this cache would overwrite a history written into that file.
+    return cache_dir(directory) / "reference-recent.json"
 
 
 #: Reference figures kept per fingerprint (the most recent ones) for the drift baseline.
@@ -334,10 +336,7 @@ def drift_baseline(history: Sequence[float]) -> float | None:
 
 
 def _read_history(value: Any) -> list[float]:
-    """Recent figures of one cache entry; an entry of the old format (the best figure
-    alone) counts as one figure."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
+    """Recent figures of one cache entry (anything else: none)."""
     if not isinstance(value, list):
         return []
     return [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]

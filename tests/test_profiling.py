@@ -491,7 +491,7 @@ def _seed_baseline(cache: Path, spec, reference_ms: float) -> None:
 
     key = fingerprint_key(create_backend(spec).fingerprint())
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / "reference-baselines.json"
+    path = cache / "reference-recent.json"
     path.write_text(json.dumps({f"{key}:min:ref-v{REFERENCE_VERSION}": [reference_ms] * 8}))
 
 
@@ -504,7 +504,7 @@ def test_local_profile_applies_the_reference_drift_check(tmp_path: Path, debug) 
     with ProfileStore(tmp_path / "p.db") as st:
         run_profile(src, spec, st, 4, settings=replace(QUIET, group_size=2))
         first = [r for r in st.rows() if r["status"] == "ok"]
-        (recent,) = json.loads((cache / "reference-baselines.json").read_text()).values()
+        (recent,) = json.loads((cache / "reference-recent.json").read_text()).values()
         assert sorted(recent) == sorted({r["reference_ms"] for r in first})  # one per group
         _seed_baseline(cache, spec, 1e-9)  # no real run comes near: the host 'drifted'
         run_profile(src, spec, st, 8, settings=replace(QUIET, group_size=2))

@@ -115,7 +115,7 @@ def _drifted(tmp_path: Path):
     key = fingerprint_key(create_backend(spec).fingerprint())
     cache.mkdir()
     baseline = {f"{key}:{_fast().statistic}:ref-v{REFERENCE_VERSION}": [1e-9] * 8}
-    (cache / "reference-baselines.json").write_text(json.dumps(baseline))
+    (cache / "reference-recent.json").write_text(json.dumps(baseline))
     return spec
 
 

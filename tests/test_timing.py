@@ -244,7 +244,7 @@ def test_reference_drift_marks_unstable(tmp_path: Path) -> None:
     assert stable(5.0, key="other")  # another fingerprint has its own history
     off = replace(proto, drift_tolerance=None)
     assert stable(50.0, p=off)
-    stored = json.loads((tmp_path / "reference-baselines.json").read_text())
+    stored = json.loads((tmp_path / "reference-recent.json").read_text())
     assert stored[next(k for k in stored if k.startswith("k:"))][-3:] == [1.2, 0.9, 1.0]
 
 
@@ -257,21 +257,19 @@ def test_reference_drift_one_fast_group_cannot_pin_the_baseline(tmp_path: Path) 
     flags = [check_reference_drift({"a": _m(r)}, "k", proto, tmp_path)["a"].stable for r in figures]
     assert all(flags)
     assert not check_reference_drift({"a": _m(0.70)}, "k", proto, tmp_path)["a"].stable
-    history = json.loads((tmp_path / "reference-baselines.json").read_text())
+    history = json.loads((tmp_path / "reference-recent.json").read_text())
     assert all(len(v) <= 32 for v in history.values())  # bounded, most recent kept
 
 
-def test_reference_drift_reads_the_old_cache_format(tmp_path: Path) -> None:
-    """A cache written by an earlier hwnas holds the best figure alone: it counts as one
-    recent figure, and a corrupt file only loses the history."""
-    from targets.reference import REFERENCE_VERSION
-
-    key = f"k:{Protocol().statistic}:ref-v{REFERENCE_VERSION}"
-    (tmp_path / "reference-baselines.json").write_text(json.dumps({key: 0.4}))
-    assert check_reference_drift({"a": _m(0.6)}, "k", Protocol(), tmp_path)["a"].stable
-    stored = json.loads((tmp_path / "reference-baselines.json").read_text())
-    assert stored[key] == [0.4, 0.6]
-    (tmp_path / "reference-baselines.json").write_text("{not json")
+def test_reference_drift_keeps_its_history_apart_from_older_hwnas(tmp_path: Path) -> None:
+    """An earlier hwnas kept the best figure alone in reference-baselines.json; the history
+    lives in a file of its own, so an older hwnas sharing the cache cannot overwrite it (nor
+    the other way round), and a corrupt history only loses the history."""
+    old = tmp_path / "reference-baselines.json"
+    old.write_text(json.dumps({"k:min:ref-v1": 1e-9}))  # would flag everything as drift
+    assert all(check_reference_drift({"a": _m(0.6)}, "k", Protocol(), tmp_path)["a"].stable for _ in range(6))
+    assert json.loads(old.read_text()) == {"k:min:ref-v1": 1e-9}
+    (tmp_path / "reference-recent.json").write_text("{not json")
     assert check_reference_drift({"a": _m(9.0)}, "k", Protocol(), tmp_path)["a"].stable
 
 
