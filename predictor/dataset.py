@@ -265,7 +265,9 @@ def describe_unstable(stats: dict[str, Any]) -> str | None:
     n = stats.get("unstable_rows")
     if not n:
         return None
-    total = stats.get("ok_profile_rows")
+    total = stats.get("ok_profile_rows") or 0
+    if not stats.get("include_unstable", True):
+        total += n  # ok_profile_rows counts the rows the fit kept, without the flagged ones
     return (
         f"{n} of {total} profile rows were flagged unstable: {stats.get('unstable_split_half', 0)} "
         f"split-half (even and odd rounds disagreed: a busy host), "

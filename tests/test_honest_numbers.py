@@ -334,6 +334,9 @@ def test_unstable_rows_are_counted_by_reason() -> None:
     assert c == {"unstable_rows": 2, "unstable_reference_drift": 1, "unstable_split_half": 1}
     text = describe_unstable({**c, "ok_profile_rows": 4})
     assert "2 of 4" in text and "1 split-half" in text and "1 reference drift" in text
+    # left out of the fit: the fit kept 2 of the 4 rows, and 2 of 4 were flagged (not "2 of 2")
+    left_out = describe_unstable({**c, "ok_profile_rows": 2, "include_unstable": False})
+    assert "2 of 4" in left_out and "left out" in left_out
 
 
 def test_run_repeats_in_a_new_process_and_survives_failures(cli, tmp_path: Path) -> None:
