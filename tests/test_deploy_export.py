@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import cheap_arch
+from test_train import _digits_npz, _search_run, cheap_arch
 
 from hwnas.deploy.export import Comparison, export_for_target
 from hwnas.space import save_architecture
@@ -70,6 +70,14 @@ def test_bare_architecture_gets_random_weights_said_so(cli, tmp_path: Path) -> N
     info = json.loads(stdout)
     assert info["weights"] == "random" and any("random weights" in n for n in info["notes"])
     assert info["predicted_latency_ms"] is None
+
+
+def test_a_search_run_exports_with_a_parity_batch_of_its_own_data(tmp_path: Path) -> None:
+    """Issue 21: a search run's data, not digits, is what its network is checked on."""
+    spec = f"npz:{_digits_npz(tmp_path / 'd.npz')}"
+    run = _search_run(tmp_path / "s", cheap_arch(), spec)
+    res = export_for_target(run, load_target("ort-cpu"), tmp_path / "e")
+    assert res.info["weights"] == "random" and f"test examples of '{spec}'" in res.info["parity"]["inputs"]
 
 
 def test_measure_prints_predicted_and_measured(cli, trained_run: Path, tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ def _load_source(raw: str | Path) -> _Loaded:
             )
         if kind in ("search", "unknown", None) and (path / ARCHITECTURE).is_file():
             src = resolve_source(path)
-            return _Loaded(build_network(src.arch).eval(), src.arch, False, None, path, {}, src.predicted_latency_ms)
+            return _Loaded(
+                build_network(src.arch).eval(), src.arch, False, src.dataset, path, {}, src.predicted_latency_ms
+            )
         what = "no hwnas run" if kind is None else f"a '{kind}' run"
         raise UserError(
             f"{path}: holds {what}, which has no network to export; give an architecture JSON, a "

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from hwnas import rundir
+from hwnas.data.datasets import parse_spec
 from hwnas.nets.network import Network, build_network
 from hwnas.rundir import read_json as _read_json
 from hwnas.rundir import run_kind
@@ -34,6 +35,7 @@ class ArchSource:
     kind: str  # "architecture" | "search" | "train"
     run_dir: Path | None
     predicted_latency_ms: float | None
+    dataset: str | None = None  # the data the run searched or trained on (None: a bare architecture)
 
 
 def resolve_source(raw: str | Path) -> ArchSource:
@@ -53,10 +55,57 @@ def resolve_source(raw: str | Path) -> ArchSource:
             data = _read_json(summary)
             if isinstance(data, dict) and isinstance(data.get("predicted_latency_ms"), int | float):
                 predicted = float(data["predicted_latency_ms"])
-        return ArchSource(load_architecture(arch_path), arch_path, kind, path, predicted)
+        return ArchSource(load_architecture(arch_path), arch_path, kind, path, predicted, _run_dataset(path))
     if not path.exists():
         raise UserError(f"{path}: no such file or directory; give an architecture JSON or a run directory")
     return ArchSource(load_architecture(path), path, "architecture", None, None)
+
+
+def _run_dataset(run: Path) -> str | None:
+    """The dataset spec a search or train run recorded in its config.json (None: none there)."""
+    if not (run / CONFIG).is_file():
+        return None
+    data = _read_json(run / CONFIG)
+    if not isinstance(data, dict):
+        return None
+    for section in ("search", "config"):  # a search run's settings, a train run's recipe
+        inner = data.get(section)
+        if isinstance(inner, dict) and isinstance(inner.get("dataset"), str):
+            return str(inner["dataset"])
+    return None
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    """Two specs of the same data (a path relative to here and its absolute form alike)."""
+    try:
+        (ka, pa), (kb, pb) = parse_spec(a), parse_spec(b)
+    except UserError:
+        return a == b
+    if pa is None or pb is None:
+        return (ka, pa) == (kb, pb)
+    return ka == kb and pa.resolve() == pb.resolve()
+
+
+def resolve_dataset(source: ArchSource, asked: str | None) -> str:
+    """The data a train run uses: a run's own (searched or trained on it; another one asked
+    for is refused: the run's data is what the user relies on), else the one asked for, else
+    the space's default (digits for the digits space only)."""
+    if source.dataset is not None:
+        if asked is not None and not _same_dataset(asked, source.dataset):
+            raise UserError(
+                f"--dataset {asked}: {source.run_dir} is a {source.kind} run on {source.dataset}; drop "
+                f"--dataset to train on that data, or train its architecture on other data with "
+                f"`hwnas train {source.path} --dataset {asked} ...`"
+            )
+        return source.dataset
+    if asked is not None:
+        return asked
+    if source.arch.space.name == "digits":
+        return "digits"
+    raise UserError(
+        f"{source.path}: an architecture of space '{source.arch.space.name}' has no default dataset; "
+        "pass --dataset (cifar10:PATH, imagefolder:PATH or npz:PATH)"
+    )
 
 
 # -- the run directory ----------------------------------------------------------------------------
