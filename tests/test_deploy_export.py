@@ -120,7 +120,7 @@ def test_wrong_kind_of_directory_and_unfinished_run(cli, trained_run: Path, tmp_
     main_like.mkdir()
     (main_like / "config.json").write_text(json.dumps({"kind": "main"}))
     code, _, stderr = cli("export", main_like, "--out", tmp_path / "e2")
-    assert code == 2 and "'main' run" in stderr
+    assert code == 2 and "a main-job run (hwnas run)" in stderr
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     for name in ("config.json", "architecture.json", "checkpoint.pt"):
@@ -163,3 +163,17 @@ def test_out_dir_holding_another_export_needs_force(cli, trained_run: Path, tmp_
     (other / "notes.txt").write_text("x")
     code, _, stderr = cli("export", trained_run, "--out", other)
     assert code == 2 and "--force" in stderr
+
+
+def test_a_search_run_as_out_is_named_and_force_makes_it_an_export(cli, tmp_path: Path) -> None:
+    """Issue 21: export --force over a search run left its config.json, so the directory
+    still read as a search run and the next export was refused again."""
+    from hwnas.rundir import run_kind
+
+    run = _search_run(tmp_path / "s", cheap_arch(), "digits")
+    code, _, stderr = cli("export", run / "architecture.json", "--out", run)
+    assert code == 2 and "holds a search run (hwnas search), not an export run" in stderr and "--force" in stderr
+    assert cli("export", run / "architecture.json", "--out", run, "--force")[0] == 0
+    assert run_kind(run) == "export" and not (run / "config.json").exists()
+    code, _, stderr = cli("export", run / "architecture.json", "--out", run)  # the same export again
+    assert code == 0, stderr

@@ -122,7 +122,7 @@ def test_report_refuses_other_kinds_of_directory(cli, tmp_path: Path) -> None:
     train_like.mkdir()
     (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
     code, _, stderr = cli("report", train_like)
-    assert code == 2 and "'train' run" in stderr and "hwnas run" in stderr
+    assert code == 2 and "a train run (hwnas train)" in stderr and "hwnas run" in stderr
     unfinished = tmp_path / "main"
     unfinished.mkdir()
     (unfinished / "config.json").write_text(json.dumps({"kind": "main"}))
@@ -136,7 +136,7 @@ def test_run_refuses_an_out_dir_of_another_run(cli, tmp_path: Path) -> None:
     train_like.mkdir()
     (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
     code, _, stderr = cli("run", "--out", train_like, "--no-progress")
-    assert code == 2 and "'train' run" in stderr
+    assert code == 2 and "a train run (hwnas train)" in stderr
     other = tmp_path / "m"
     other.mkdir()
     cfg = {"kind": "main", "space": "digits", "target": "ort-cpu", "seed": 1, "dataset": "digits"}

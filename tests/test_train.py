@@ -228,3 +228,15 @@ def test_a_space_without_default_data_asks_for_it(cli, tmp_path: Path) -> None:
     code, _, stderr = cli("train", path, "--epochs", "1", "--out", tmp_path / "r", *FAST)
     assert code == 2 and "--dataset" in stderr and "'tiny'" in stderr and "digits" not in stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_search_run_as_out_is_named_and_force_writes_over_it(cli, arch_file: Path, tmp_path: Path) -> None:
+    """Issue 21: a search run as `train --out` read as an 'unknown' run; --force, as offered, works."""
+    run = _search_run(tmp_path / "s", cheap_arch(), "digits")
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", run, *FAST)
+    assert code == 2 and "holds a search run (hwnas search), not a train run" in stderr and "--force" in stderr
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", run, "--force", *FAST)
+    assert code == 0, stderr
+    from hwnas.rundir import run_kind
+
+    assert run_kind(run) == "train"

@@ -30,7 +30,7 @@ from hwnas.mainjob.figures import (
     plot_search_curves,
     read_log,
 )
-from hwnas.rundir import run_kind
+from hwnas.rundir import describe_kind, run_kind
 from hwnas.space import load_architecture
 from targets.basics import UserError, atomic_write_bytes
 
@@ -49,7 +49,7 @@ def read_main_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise UserError(f"{cfg_path}: unreadable; the run directory is damaged (run `hwnas run` again)") from None
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     if kind != MAIN_KIND:
-        what = "no hwnas run" if cfg is None else f"a '{run_kind(run)}' run"
+        what = describe_kind(None if cfg is None else run_kind(run))
         raise UserError(
             f"{run}: holds {what}, not a main-job run; `hwnas report` reads the --out of `hwnas run`"
         )

@@ -13,8 +13,8 @@ import torch
 from hwnas import rundir
 from hwnas.data.datasets import parse_spec
 from hwnas.nets.network import Network, build_network
+from hwnas.rundir import describe_kind, run_kind
 from hwnas.rundir import read_json as _read_json
-from hwnas.rundir import run_kind
 from hwnas.space import Architecture, load_architecture
 from hwnas.train.recipe import TrainConfig
 from targets.basics import UserError
@@ -171,8 +171,7 @@ def load_trained(run: Path) -> tuple[Network, Architecture, dict[str, Any]]:
     """The trained network of a finished train run (eval mode), its architecture and summary."""
     kind = run_kind(run)
     if kind != RUN_KIND:
-        what = "no hwnas run" if kind is None else f"a '{kind}' run"
-        raise UserError(f"{run}: holds {what}, not a train run; give the --out of `hwnas train`")
+        raise UserError(f"{run}: holds {describe_kind(kind)}, not a train run; give the --out of `hwnas train`")
     arch = load_architecture(run / ARCHITECTURE)
     ckpt = load_checkpoint(run / CHECKPOINT)
     if ckpt.get("arch_hash") != arch.hash:
