@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.commands.common import add_run_flags, set_up_process
+from hwnas.commands.common import add_run_flags, continue_run_dir, set_up_process
 from hwnas.train.recipe import TrainConfig
 
 _D = TrainConfig()
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"auxiliary head loss weight; 0 builds no head; default {_D.aux_weight} [0.4]",
     )
     add_run_flags(p, "print the summary as JSON")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, on_interrupt=continue_run_dir(resume_flag=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
