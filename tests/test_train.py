@@ -24,6 +24,7 @@ from hwnas.train.loop import (
     resolve_source,
     train,
 )
+from targets.basics import UserError
 
 FAST = ("--subset", "48", "--batch-size", "16", "--no-progress")
 
@@ -240,3 +241,23 @@ def test_a_search_run_as_out_is_named_and_force_writes_over_it(cli, arch_file: P
     from hwnas.rundir import run_kind
 
     assert run_kind(run) == "train"
+
+
+def test_a_run_on_a_relative_path_trained_from_elsewhere(cli, tmp_path: Path, monkeypatch) -> None:
+    """A search run recorded `npz:d.npz` as typed: from another directory it says so, and
+    takes the same file named from there (and nothing else)."""
+    from hwnas.train.runs import resolve_dataset
+
+    _digits_npz(tmp_path / "d.npz")
+    run = _search_run(tmp_path / "s", cheap_arch(), "npz:d.npz")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_dataset(resolve_source(run), None) == "npz:d.npz"
+    assert resolve_dataset(resolve_source(run), f"npz:{tmp_path / 'd.npz'}") == "npz:d.npz"
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path / "x")
+    code, _, stderr = cli("train", run, "--epochs", "1", "--out", tmp_path / "t", *FAST)
+    assert code == 2 and "relative to where it ran" in stderr and "--dataset npz:PATH" in stderr
+    assert not (tmp_path / "t").exists()
+    assert resolve_dataset(resolve_source(run), "npz:../d.npz") == "npz:../d.npz"
+    with pytest.raises(UserError, match="drop --dataset"):
+        resolve_dataset(resolve_source(run), "npz:../other.npz")

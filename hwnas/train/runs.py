@@ -87,24 +87,40 @@ def _same_dataset(a: str, b: str) -> bool:
 
 
 def resolve_dataset(source: ArchSource, asked: str | None) -> str:
-    """The data a train run uses: a run's own (searched or trained on it; another one asked
+    """The data a train run uses: a run's own (searched or trained on it; other data asked
     for is refused: the run's data is what the user relies on), else the one asked for, else
-    the space's default (digits for the digits space only)."""
-    if source.dataset is not None:
-        if asked is not None and not _same_dataset(asked, source.dataset):
+    the space's default (digits for the digits space only).
+
+    A run that recorded a relative path, trained from another directory, takes `asked` when
+    it names a file or folder of the same name and kind (the same data, seen from here)."""
+    if source.dataset is None:
+        if asked is not None:
+            return asked
+        if source.arch.space.name == "digits":
+            return "digits"
+        raise UserError(
+            f"{source.path}: an architecture of space '{source.arch.space.name}' has no default dataset; "
+            "pass --dataset (cifar10:PATH, imagefolder:PATH or npz:PATH)"
+        )
+    kind, path = parse_spec(source.dataset)
+    lost = path is not None and not path.is_absolute() and not path.exists()
+    what = f"{source.run_dir} is a {source.kind} run on {source.dataset}"
+    if asked is None:
+        if lost:
             raise UserError(
-                f"--dataset {asked}: {source.run_dir} is a {source.kind} run on {source.dataset}; drop "
-                f"--dataset to train on that data, or train its architecture on other data with "
-                f"`hwnas train {source.path} --dataset {asked} ...`"
+                f"{what}, a path relative to where it ran and not found from here; run from there, or "
+                f"pass --dataset {kind}:PATH naming the same data from here"
             )
         return source.dataset
-    if asked is not None:
-        return asked
-    if source.arch.space.name == "digits":
-        return "digits"
+    if _same_dataset(asked, source.dataset):
+        return source.dataset
+    if lost and path is not None:
+        asked_kind, asked_path = parse_spec(asked)
+        if asked_kind == kind and asked_path is not None and asked_path.name == path.name:
+            return asked
     raise UserError(
-        f"{source.path}: an architecture of space '{source.arch.space.name}' has no default dataset; "
-        "pass --dataset (cifar10:PATH, imagefolder:PATH or npz:PATH)"
+        f"--dataset {asked}: {what}; drop --dataset to train on that data, or train its "
+        f"architecture on other data with `hwnas train {source.path} --dataset {asked} ...`"
     )
 
 
