@@ -207,3 +207,26 @@ def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> No
         time.sleep(0.05)
     else:
         pytest.fail("the still-running child was not stopped")
+
+
+def test_an_unfinished_run_names_the_command_that_continues_it(cli, tmp_path: Path, monkeypatch) -> None:
+    """`hwnas report` on an unfinished run offered `hwnas run --out RUN`, which ran the default
+    settings (another space: refused; other --samples: another job). The line it offers now,
+    followed, asks for the run's own settings."""
+    import shlex
+
+    from hwnas import rundir
+    from hwnas.mainjob import job
+
+    run = tmp_path / "r1"
+    asked = MainJobConfig(out=run, space="tiny", samples=60, dataset="npz:d.npz", search_epochs=2, deploy=False)
+    run.mkdir()
+    rundir.write_config(run, asked.resolved().to_json())
+    code, _, stderr = cli("report", run)
+    assert code == 2 and "not finished" in stderr
+    line = stderr.split("run `", 1)[1].split("` again", 1)[0]
+    seen = []
+    monkeypatch.setattr(job, "run_main_job", seen.append)
+    assert cli(*shlex.split(line)[1:])[0] == 0
+    (cfg,) = seen
+    assert job._check(cfg).to_json() == {**asked.resolved().to_json(), "progress": cfg.progress}

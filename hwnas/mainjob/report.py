@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hwnas.mainjob.config import rerun_command
 from hwnas.mainjob.figures import (
     NETWORK_LABELS,
     plot_architecture,
@@ -54,11 +55,11 @@ def read_main_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{run}: holds {what}, not a main-job run; `hwnas report` reads the --out of `hwnas run`"
         )
     if not sum_path.is_file():
-        raise UserError(f"{run}: the main job has not finished (no summary.json); run `hwnas run --out {run}` again")
+        raise UserError(f"{run}: the main job has not finished (no summary.json); run `{rerun_command(run, cfg)}` again")
     try:
         summary = json.loads(sum_path.read_text())
     except (OSError, ValueError):
-        raise UserError(f"{sum_path}: unreadable; run `hwnas run --out {run}` again") from None
+        raise UserError(f"{sum_path}: unreadable; run `{rerun_command(run, cfg)}` again") from None
     return cfg, summary
 
 
