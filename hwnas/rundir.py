@@ -50,15 +50,16 @@ def read_json(path: Path) -> Any:
 
 
 def _legacy_kind(data: Mapping[str, Any]) -> str:
-    """Runs written before every config.json carried its kind. The main job's config is
-    tested first: it also has search keys (latency_weight, latency_budget)."""
+    """Runs written before every config.json carried its kind. A main job's config has
+    search keys too (latency_weight, latency_budget): it is told apart by `samples`,
+    `space` and `target` without a search's `mode` (the main job's is `search_mode`)."""
     schema = str(data.get("schema", ""))
-    if "samples" in data and "space" in data and "target" in data:
-        return "main"
-    if schema.startswith("hwnas.train") or ("arch_hash" in data and isinstance(data.get("config"), dict)):
-        return "train"
     if schema.startswith("hwnas.search") or isinstance(data.get("search"), dict):
         return "search"
+    if schema.startswith("hwnas.train") or ("arch_hash" in data and isinstance(data.get("config"), dict)):
+        return "train"
+    if "samples" in data and "space" in data and "target" in data and "mode" not in data:
+        return "main"
     if "latency_weight" in data or "latency_budget" in data or "mode" in data:
         return "search"
     return "unknown"

@@ -91,7 +91,9 @@ def test_older_runs_read_as_the_kind_they_are(tmp_path: Path) -> None:
 
     main = {k: v for k, v in MainJobConfig(out=tmp_path / "m").to_json().items() if k != "kind"}
     legacy_train = {"schema": "hwnas.train/1", "arch_hash": "ab", "space": "digits", "config": {"lr": 0.05}}
-    for name, data, kind in (("m", main, "main"), ("t", legacy_train, "train"), ("u", {"name": "mine"}, "unknown")):
+    flat_search = {"space": "digits", "samples": 1, "target": None, "mode": "full", "latency_weight": 0.5}
+    cases = (("m", main, "main"), ("t", legacy_train, "train"), ("s", flat_search, "search"), ("u", {"name": "mine"}, "unknown"))
+    for name, data, kind in cases:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(data))
         assert rundir.run_kind(tmp_path / name) == kind, name

@@ -1,4 +1,5 @@
-"""Flags and entry-point settings shared by the commands that run a search or a training, and\nthe hints that name the command continuing one after Ctrl-C."""
+"""Flags and entry-point settings shared by the commands that run a search or a training, and
+the hints that name the command continuing one after Ctrl-C."""
 
 from __future__ import annotations
 
