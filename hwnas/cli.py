@@ -1,7 +1,8 @@
 """The `hwnas` console script: subcommands grouped by the layer they drive.
 
 Each group lives in `hwnas/commands/<group>.py` and exposes `add_parser(subparsers)`;
-bad input raises `targets.basics.UserError`, which becomes one line on stderr and exit 2.
+bad input raises `targets.basics.UserError`, which becomes one line on stderr and exit 2; Ctrl-C
+ends with exit 130 and, for a command that can continue, the command line that does.
 """
 
 from __future__ import annotations
@@ -80,14 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
+    arm = getattr(args, "on_interrupt", None)  # hwnas.commands.common: the command that continues
+    hint = arm(args, words) if arm is not None else None
     try:
         code = args.func(args)
     except UserError as exc:
         print(f"hwnas: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hwnas: interrupted", file=sys.stderr)
+        print("hwnas: interrupted" + (f"; {hint()}" if hint is not None else ""), file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -50,19 +50,24 @@ def read_json(path: Path) -> Any:
 
 
 def _legacy_kind(data: Mapping[str, Any]) -> str:
-    """Runs written before every config.json carried its kind."""
-    if str(data.get("schema", "")).startswith("hwnas.search"):
+    """Runs written before every config.json carried its kind. A main job's config has
+    search keys too (latency_weight, latency_budget): it is told apart by `samples`,
+    `space` and `target` without a search's `mode` (the main job's is `search_mode`)."""
+    schema = str(data.get("schema", ""))
+    if schema.startswith("hwnas.search") or isinstance(data.get("search"), dict):
         return "search"
+    if schema.startswith("hwnas.train") or ("arch_hash" in data and isinstance(data.get("config"), dict)):
+        return "train"
+    if "samples" in data and "space" in data and "target" in data and "mode" not in data:
+        return "main"
     if "latency_weight" in data or "latency_budget" in data or "mode" in data:
         return "search"
-    if "samples" in data and "space" in data and "target" in data:
-        return "main"
     return "unknown"
 
 
 def run_kind(directory: Path) -> str | None:
-    """'search', 'train', 'export', 'main' (or another kind a config names); None when the
-    directory holds no run."""
+    """'search', 'train', 'export', 'main' (or another kind a config names), 'unknown' for a
+    config.json no hwnas command wrote; None when the directory holds no run."""
     cfg_path = directory / CONFIG
     if cfg_path.is_file():
         data = read_json(cfg_path)
@@ -73,6 +78,23 @@ def run_kind(directory: Path) -> str | None:
     if (directory / EXPORT_INFO).is_file():
         return "export"
     return None
+
+
+_COMMANDS = {"search": "hwnas search", "train": "hwnas train", "export": "hwnas export", "main": "hwnas run"}
+
+
+def _noun(kind: str) -> str:
+    return "main-job run" if kind == "main" else f"{kind} run"
+
+
+def describe_kind(kind: str | None) -> str:
+    """What a directory holds, with the command that made it ('a train run (hwnas train)')."""
+    if kind is None:
+        return "no hwnas run"
+    if kind == "unknown":
+        return f"a {CONFIG} that no hwnas command wrote"
+    made_by = f" ({_COMMANDS[kind]})" if kind in _COMMANDS else ""
+    return f"{_a(_noun(kind))} {_noun(kind)}{made_by}"
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -122,7 +144,7 @@ def prepare(
     if not has_files:
         if resume:
             raise UserError(
-                f"{out}: holds no run to resume (no {kind} run there); drop --resume to start one"
+                f"{out}: holds no run to resume (no {_noun(kind)} there); drop --resume to start one"
             )
         return "new"
     found = run_kind(out)
@@ -134,13 +156,13 @@ def prepare(
         )
     if found != kind:
         raise UserError(
-            f"{out}: holds {_a(found)} '{found}' run, not {_a(kind)} {kind} run; choose another --out"
-            + (f" (or --force to write {_a(kind)} {kind} run over it)" if force_allowed else "")
+            f"{out}: holds {describe_kind(found)}, not {_a(kind)} {_noun(kind)}; choose another --out"
+            + (f" (or --force to write {_a(kind)} {_noun(kind)} over it)" if force_allowed else "")
         )
     diffs = differs(read_config(out))
     if diffs:
         raise UserError(
-            f"{out}: holds {_a(kind)} {kind} run of another configuration (differs in: {'; '.join(diffs)}); "
+            f"{out}: holds {_a(kind)} {_noun(kind)} of another configuration (differs in: {'; '.join(diffs)}); "
             "choose another --out"
             + (f", resume it with its own settings (--resume, see {out / CONFIG})" if resume_allowed else "")
             + (", or pass --force to start again there" if force_allowed else "")
@@ -149,7 +171,7 @@ def prepare(
         return "resume"
     state = "a finished" if (out / SUMMARY).is_file() else "an interrupted"
     raise UserError(
-        f"{out}: already holds {state} {kind} run with this configuration; pass --resume to "
+        f"{out}: already holds {state} {_noun(kind)} with this configuration; pass --resume to "
         f"continue it{' or --force to start again' if force_allowed else ', or choose another --out'}"
     )
 

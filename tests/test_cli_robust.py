@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,130 @@ def test_every_listed_command_module_exists():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(cli.COMMAND_MODULES) <= set(sub.choices)
+
+
+# -- Ctrl-C names the command that continues (issue 21) --------------------------------------------
+def _interrupt(*_args: object, **_kw: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _hinted(err: str, lead: str) -> list[str]:
+    """The command line a Ctrl-C message offers after `lead`, as argv for hwnas.cli.main."""
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("hwnas: interrupted; ") and lead in line, err
+    words = shlex.split(line.split(lead, 1)[1])
+    assert words[0] == "hwnas"
+    return words[1:]
+
+
+def test_ctrl_c_in_search_names_the_resume_that_continues_it(cli, tmp_path: Path, monkeypatch) -> None:
+    from searchkit import make_predictor
+
+    from hwnas.search import run as search_run
+    from hwnas.search.step import Searcher
+    from hwnas.space import get_space
+
+    pred = make_predictor(tmp_path, get_space("digits"), n=80)
+    out = tmp_path / "s"
+    argv = ["search", "--space", "digits", "--predictor", str(pred), "--epochs", "1", "--subset", "64",
+            "--batch-size", "16", "--search-channels", "4", "--search-resolution", "8", "--mode", "sampled",
+            "--out", str(out), "--no-progress"]
+    with monkeypatch.context() as m:  # before the run directory is written: the same command
+        m.setattr(search_run, "Searcher", _interrupt)
+        code, _, err = cli(*argv)
+        assert code == 130 and _hinted(err, "start it again with: ") == argv and not out.exists()
+    with monkeypatch.context() as m:  # in the first epoch: --resume
+        m.setattr(Searcher, "run_epoch", _interrupt)
+        code, _, err = cli(*argv)
+    assert code == 130 and (out / "config.json").is_file()
+    again = _hinted(err, "continue with: ")
+    assert again == [*argv, "--resume"]
+    code, _, err = cli(*again)  # following it finishes the run
+    assert code == 0 and (out / "summary.json").is_file(), err
+
+
+def test_ctrl_c_in_train_names_the_resume_that_continues_it(cli, tmp_path: Path, monkeypatch) -> None:
+    from test_train import FAST, cheap_arch
+
+    from hwnas.space import save_architecture
+    from hwnas.train import loop
+
+    arch = tmp_path / "a.json"
+    save_architecture(cheap_arch(), arch)
+    out = tmp_path / "t"
+    assert cli("train", arch, "--epochs", "1", "--lr", "0.1", "--out", out, *FAST)[0] == 0
+    argv = ["train", str(arch), "--epochs", "1", "--out", str(out), "--force", *FAST]
+    with monkeypatch.context() as m:  # before anything is written: the same command (--force kept)
+        m.setattr(loop, "_load_data", _interrupt)
+        code, _, err = cli(*argv)
+    assert code == 130 and _hinted(err, "start it again with: ") == argv
+    with monkeypatch.context() as m:  # in the first epoch of the new run: --resume, not --force
+        m.setattr(loop, "_train_epoch", _interrupt)
+        code, _, err = cli(*argv)
+    again = _hinted(err, "continue with: ")
+    assert code == 130 and "--force" not in again and again[-1] == "--resume"
+    code, _, err = cli(*again)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] != 0.1  # the forced run, finished
+
+
+def test_ctrl_c_in_profile_names_the_same_command(cli, tmp_path: Path, monkeypatch) -> None:
+    from test_profiling import FAST_TOML
+
+    from profiling.session import ProfileRun
+    from profiling.store import ProfileStore
+
+    target = tmp_path / "debug-fast.toml"
+    target.write_text(FAST_TOML)
+    db = tmp_path / "p.db"
+    argv = ["profile", "--space", "tiny", "--target", str(target), "--samples", "3", "--group-size", "1",
+            "--db", str(db), "--no-progress"]
+    real = ProfileRun.store_group
+    calls = []
+
+    def store_one_then_interrupt(self, *a, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(ProfileRun, "store_group", store_one_then_interrupt)
+        code, _, err = cli(*argv)
+    assert code == 130
+    with ProfileStore(db, readonly=True) as st:
+        assert st.count_rows(kind="profile", status="ok") == 1
+    again = _hinted(err, "continue with the same command: ")
+    assert again == argv
+    code, out, err = cli(*again)
+    assert code == 0 and "3 of 3" in out, err
+    with ProfileStore(db, readonly=True) as st:
+        assert st.count_rows(kind="profile", status="ok") == 3
+
+
+def test_ctrl_c_in_run_names_the_same_command_without_force(cli, tmp_path: Path, monkeypatch) -> None:
+    from hwnas import rundir
+    from hwnas.mainjob import job
+
+    out = tmp_path / "r"
+    argv = ["run", "--out", str(out), "--force", "--no-progress"]
+    monkeypatch.setattr(job, "run_main_job", _interrupt)
+    code, _, err = cli(*argv)
+    assert code == 130 and _hinted(err, "start it again with: ") == argv
+
+    def start_then_interrupt(cfg):
+        out.mkdir()
+        rundir.write_config(out, cfg.to_json())  # as run_main_job does once its checks pass
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run_main_job", start_then_interrupt)
+    code, _, err = cli(*argv)
+    assert code == 130 and _hinted(err, "continue with: ") == ["run", "--out", str(out), "--no-progress"]
+
+
+def test_ctrl_c_in_other_commands_is_still_exit_130(cli, monkeypatch) -> None:
+    from hwnas.commands import space
+
+    monkeypatch.setattr(space, "_list", _interrupt)  # the parser is built per call: it takes this one
+    code, _, err = cli("space", "list")
+    assert code == 130 and err.strip() == "hwnas: interrupted"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import cheap_arch
+from test_train import _digits_npz, _search_run, cheap_arch
 
 from hwnas.deploy.export import Comparison, export_for_target
 from hwnas.space import save_architecture
@@ -72,6 +72,14 @@ def test_bare_architecture_gets_random_weights_said_so(cli, tmp_path: Path) -> N
     assert info["predicted_latency_ms"] is None
 
 
+def test_a_search_run_exports_with_a_parity_batch_of_its_own_data(tmp_path: Path) -> None:
+    """Issue 21: a search run's data, not digits, is what its network is checked on."""
+    spec = f"npz:{_digits_npz(tmp_path / 'd.npz')}"
+    run = _search_run(tmp_path / "s", cheap_arch(), spec)
+    res = export_for_target(run, load_target("ort-cpu"), tmp_path / "e")
+    assert res.info["weights"] == "random" and f"test examples of '{spec}'" in res.info["parity"]["inputs"]
+
+
 def test_measure_prints_predicted_and_measured(cli, trained_run: Path, tmp_path: Path) -> None:
     code, stdout, stderr = cli("export", trained_run, "--target", "debug", "--out", tmp_path / "e", "--measure")
     assert code == 0, stderr
@@ -112,7 +120,7 @@ def test_wrong_kind_of_directory_and_unfinished_run(cli, trained_run: Path, tmp_
     main_like.mkdir()
     (main_like / "config.json").write_text(json.dumps({"kind": "main"}))
     code, _, stderr = cli("export", main_like, "--out", tmp_path / "e2")
-    assert code == 2 and "'main' run" in stderr
+    assert code == 2 and "a main-job run (hwnas run)" in stderr
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     for name in ("config.json", "architecture.json", "checkpoint.pt"):
@@ -155,3 +163,17 @@ def test_out_dir_holding_another_export_needs_force(cli, trained_run: Path, tmp_
     (other / "notes.txt").write_text("x")
     code, _, stderr = cli("export", trained_run, "--out", other)
     assert code == 2 and "--force" in stderr
+
+
+def test_a_search_run_as_out_is_named_and_force_makes_it_an_export(cli, tmp_path: Path) -> None:
+    """Issue 21: export --force over a search run left its config.json, so the directory
+    still read as a search run and the next export was refused again."""
+    from hwnas.rundir import run_kind
+
+    run = _search_run(tmp_path / "s", cheap_arch(), "digits")
+    code, _, stderr = cli("export", run / "architecture.json", "--out", run)
+    assert code == 2 and "holds a search run (hwnas search), not an export run" in stderr and "--force" in stderr
+    assert cli("export", run / "architecture.json", "--out", run, "--force")[0] == 0
+    assert run_kind(run) == "export" and not (run / "config.json").exists()
+    code, _, stderr = cli("export", run / "architecture.json", "--out", run)  # the same export again
+    assert code == 0, stderr

@@ -247,7 +247,7 @@ def _device_train_epoch(seed: int, precision: str = "fp32") -> tuple[dict[str, f
     from hwnas.train.recipe import TrainConfig
     from targets.progress import Progress
 
-    cfg = TrainConfig(epochs=2, batch_size=16, subset=48, drop_path=0.2, aux_weight=0.4, cutout=3, seed=seed)
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=16, subset=48, drop_path=0.2, aux_weight=0.4, cutout=3, seed=seed)
     arch = ArchParameters(DIGITS, generator=torch.Generator().manual_seed(0)).derive()
     data = _load_data(cfg, arch)
     run = _build(arch, cfg)

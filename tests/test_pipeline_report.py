@@ -122,7 +122,7 @@ def test_report_refuses_other_kinds_of_directory(cli, tmp_path: Path) -> None:
     train_like.mkdir()
     (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
     code, _, stderr = cli("report", train_like)
-    assert code == 2 and "'train' run" in stderr and "hwnas run" in stderr
+    assert code == 2 and "a train run (hwnas train)" in stderr and "hwnas run" in stderr
     unfinished = tmp_path / "main"
     unfinished.mkdir()
     (unfinished / "config.json").write_text(json.dumps({"kind": "main"}))
@@ -136,7 +136,7 @@ def test_run_refuses_an_out_dir_of_another_run(cli, tmp_path: Path) -> None:
     train_like.mkdir()
     (train_like / "config.json").write_text(json.dumps({"kind": "train"}))
     code, _, stderr = cli("run", "--out", train_like, "--no-progress")
-    assert code == 2 and "'train' run" in stderr
+    assert code == 2 and "a train run (hwnas train)" in stderr
     other = tmp_path / "m"
     other.mkdir()
     cfg = {"kind": "main", "space": "digits", "target": "ort-cpu", "seed": 1, "dataset": "digits"}
@@ -207,3 +207,26 @@ def test_parallel_children_report_the_failing_ones_message(tmp_path: Path) -> No
         time.sleep(0.05)
     else:
         pytest.fail("the still-running child was not stopped")
+
+
+def test_an_unfinished_run_names_the_command_that_continues_it(cli, tmp_path: Path, monkeypatch) -> None:
+    """`hwnas report` on an unfinished run offered `hwnas run --out RUN`, which ran the default
+    settings (another space: refused; other --samples: another job). The line it offers now,
+    followed, asks for the run's own settings."""
+    import shlex
+
+    from hwnas import rundir
+    from hwnas.mainjob import job
+
+    run = tmp_path / "r1"
+    asked = MainJobConfig(out=run, space="tiny", samples=60, dataset="npz:d.npz", search_epochs=2, deploy=False)
+    run.mkdir()
+    rundir.write_config(run, asked.resolved().to_json())
+    code, _, stderr = cli("report", run)
+    assert code == 2 and "not finished" in stderr
+    line = stderr.split("run `", 1)[1].split("` again", 1)[0]
+    seen = []
+    monkeypatch.setattr(job, "run_main_job", seen.append)
+    assert cli(*shlex.split(line)[1:])[0] == 0
+    (cfg,) = seen
+    assert job._check(cfg).to_json() == {**asked.resolved().to_json(), "progress": cfg.progress}

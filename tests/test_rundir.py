@@ -45,7 +45,7 @@ def test_another_config_kind_or_foreign_files_are_refused_and_force_overrides(tm
     run = _run(tmp_path / "r", "train", lr=0.1)
     with pytest.raises(UserError, match=r"another configuration \(differs in: lr: run has 0.1, now 0.2\)"):
         rundir.prepare(run, "train", _differs({"lr": 0.2}), resume=True)
-    with pytest.raises(UserError, match="holds a 'train' run, not an export run"):
+    with pytest.raises(UserError, match=r"holds a train run \(hwnas train\), not an export run"):
         rundir.prepare(run, "export", _differs({}), resume_allowed=False)
     foreign = tmp_path / "f"
     foreign.mkdir()
@@ -82,3 +82,68 @@ def test_kinds_of_older_runs_and_a_bare_store(tmp_path: Path) -> None:
     bare.mkdir()
     (bare / "profile.db").write_bytes(b"")
     assert rundir.prepare(bare, "main", _differs({}), accept_bare=lambda p: (p / "profile.db").is_file()) == "resume"
+
+
+def test_older_runs_read_as_the_kind_they_are(tmp_path: Path) -> None:
+    """Issue 21: a main-job run (it has latency_weight too) read as a search run, a train run
+    as 'unknown'; a config.json of the user's own is named as such, not as an 'unknown' run."""
+    from hwnas.mainjob.config import MainJobConfig
+
+    main = {k: v for k, v in MainJobConfig(out=tmp_path / "m").to_json().items() if k != "kind"}
+    legacy_train = {"schema": "hwnas.train/1", "arch_hash": "ab", "space": "digits", "config": {"lr": 0.05}}
+    flat_search = {"space": "digits", "samples": 1, "target": None, "mode": "full", "latency_weight": 0.5}
+    cases = (("m", main, "main"), ("t", legacy_train, "train"), ("s", flat_search, "search"), ("u", {"name": "mine"}, "unknown"))
+    for name, data, kind in cases:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(data))
+        assert rundir.run_kind(tmp_path / name) == kind, name
+    with pytest.raises(UserError) as err:
+        rundir.prepare(tmp_path / "m", "search", _differs({}), force_allowed=False)
+    assert "holds a main-job run (hwnas run), not a search run; choose another --out" in str(err.value)
+    assert "--resume" not in str(err.value)
+    with pytest.raises(UserError) as err:
+        rundir.prepare(tmp_path / "u", "train", _differs({}))
+    assert "a config.json that no hwnas command wrote" in str(err.value) and "'unknown'" not in str(err.value)
+
+
+def _follow(message: str, out: Path, kind: str, same: dict[str, object], old: dict[str, object], **flags: bool) -> str:
+    """Do what a refusal says, as a user would, and return prepare's answer."""
+    if "--resume and --force contradict" in message:
+        return rundir.prepare(out, kind, _differs(same), force=flags.get("force", False))
+    if "drop --resume" in message:
+        return rundir.prepare(out, kind, _differs(same))
+    if "--force" in message:
+        return rundir.prepare(out, kind, _differs(same), force=True)
+    if "--resume" in message:  # with the run's own settings (its config.json)
+        return rundir.prepare(out, kind, _differs(old), resume=True)
+    assert "choose another --out" in message or "choose an empty or new --out" in message, message
+    return rundir.prepare(out.parent / f"{out.name}-other", kind, _differs(same))
+
+
+@pytest.mark.parametrize("force_allowed", [True, False])
+def test_every_refusal_gives_advice_that_works_when_followed(tmp_path: Path, force_allowed: bool) -> None:
+    """Each refusal of `prepare`, its advice followed literally: the call then goes through."""
+    old = {"lr": 0.1}
+    cases = [  # (what --out holds, the kind asked for, its config, flags)
+        *((f"a {k} run", k, "train" if k != "train" else "search", {"lr": 0.1}, {}) for k in rundir.KINDS),
+        ("a train run", "train", "train", {"lr": 0.2}, {}),  # another configuration
+        ("a train run", "train", "train", {"lr": 0.2}, {"resume": True}),
+        ("a train run", "train", "train", {"lr": 0.1}, {}),  # the same, no flag
+        ("a train run", "train", "train", {"lr": 0.1}, {"resume": True, "force": True}),
+        ("nothing", None, "train", {"lr": 0.1}, {"resume": True}),
+        ("foreign files", None, "train", {"lr": 0.1}, {}),
+    ]
+    for i, (_what, found, kind, asked, flags) in enumerate(cases):
+        if flags.get("force") and not force_allowed:
+            continue
+        out = tmp_path / str(i)
+        if found is not None:
+            _run(out, found, **old)
+        elif _what == "foreign files":
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+        with pytest.raises(UserError) as err:
+            rundir.prepare(out, kind, _differs(asked), force_allowed=force_allowed, **flags)
+        message = str(err.value)
+        assert "--force" not in message or force_allowed or "contradict" in message, message
+        assert _follow(message, out, kind, asked, old, **flags) in ("new", "resume"), message

@@ -316,6 +316,27 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor
     assert code == 2 and "no search run" in err and not out.exists()
 
 
+def test_out_holding_a_train_or_main_job_run_is_named_not_offered_resume(cli, predictor: Path, tmp_path: Path) -> None:
+    """Issue 21: a train run and an `hwnas run` directory as --out both read as 'a search run;
+    continue it with --resume', advice that then failed."""
+    from hwnas.mainjob.config import MainJobConfig
+
+    main_old = {k: v for k, v in MainJobConfig(out=tmp_path / "r1").to_json().items() if k != "kind"}
+    dirs = {
+        "a train run (hwnas train)": {"kind": "train", "schema": "hwnas.train/1", "arch_hash": "ab", "config": {}},
+        "a main-job run (hwnas run)": main_old,  # written before config.json carried its kind
+    }
+    for i, (what, config) in enumerate(dirs.items()):
+        out = tmp_path / f"r{i}"
+        out.mkdir()
+        (out / "config.json").write_text(json.dumps(config))
+        before = _snapshot(out)
+        for extra in ((), ("--resume",)):
+            code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--epochs", "1", "--out", out, *extra)
+            assert code == 2 and f"holds {what}, not a search run; choose another --out" in err, err
+            assert "--resume" not in err.split("not a search run")[1] and _snapshot(out) == before
+
+
 def test_budget_run_lands_in_the_band(predictor: Path) -> None:
     from hwnas.search.discrete import reachable_range
     from hwnas.search.latency import LatencyTerm

@@ -81,6 +81,44 @@ def test_new_store_uses_wal_and_binds_space(tmp_path: Path) -> None:
     conn.close()
 
 
+def _wal_files(db: Path) -> list[str]:
+    return sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name + "-"))
+
+
+def test_no_wal_files_are_left_once_the_store_is_closed(tmp_path: Path, cli) -> None:
+    """Issue 21: profile.db-wal and -shm stayed beside the store after `hwnas run` and
+    `hwnas report`: a read-only connection (every reader) closing last leaves them."""
+    from predictor import load_profiles
+
+    db = tmp_path / "p.db"
+    with ProfileStore(db) as st:  # written through the public API
+        st.bind_space("s", "sk", {"name": "s"}, ["a", "b"])
+        st.insert_measurements([row(i) for i in range(3)])
+        assert _wal_files(db)  # WAL while it is open
+    assert _wal_files(db) == []
+    with ProfileStore(db, readonly=True) as st:
+        assert st.stats()
+    assert _wal_files(db) == []
+    with pytest.raises(UserError), ProfileStore(db, readonly=True):  # an error while it is open
+        raise UserError("boom")
+    assert _wal_files(db) == []
+    with pytest.raises(UserError):  # a reader whose read fails (no figures of this target)
+        load_profiles(db, "no-such-target")
+    assert _wal_files(db) == []
+    code, _, err = cli("db", "stats", "--db", db)  # a command: opens it read-only
+    assert code == 0, err
+    assert _wal_files(db) == []
+    # a reader beside an open writer leaves the WAL to the writer, who removes it on closing
+    writer = ProfileStore(db)
+    with ProfileStore(db, readonly=True) as st:
+        st.stats()
+    assert (tmp_path / "p.db-wal").exists()
+    writer.close()
+    assert _wal_files(db) == []
+    with ProfileStore(db, readonly=True) as st:  # nothing was lost
+        assert st.stats()["rows"] == 3
+
+
 def test_one_transaction_per_row_visible_at_once(store: ProfileStore) -> None:
     statements: list[str] = []
     store.conn.set_trace_callback(statements.append)

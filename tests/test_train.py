@@ -24,6 +24,7 @@ from hwnas.train.loop import (
     resolve_source,
     train,
 )
+from targets.basics import UserError
 
 FAST = ("--subset", "48", "--batch-size", "16", "--no-progress")
 
@@ -180,3 +181,83 @@ def test_bad_recipe_values(cli, arch_file: Path, tmp_path: Path) -> None:
     for flag, value in (("--epochs", "0"), ("--drop-path", "1.5"), ("--lr", "-1"), ("--batch-size", "0")):
         code, _, stderr = cli("train", arch_file, "--out", tmp_path / "r", "--epochs", "1", *FAST, flag, value)
         assert code == 2 and flag in stderr
+
+
+def _search_run(path: Path, arch: Architecture, dataset: str) -> Path:
+    """A finished search run as `hwnas search` leaves it, as far as `hwnas train` reads it."""
+    path.mkdir(parents=True)
+    save_architecture(arch, path / "architecture.json")
+    config = {"kind": "search", "schema": "hwnas.search-config/1", "search": {"space": arch.space.name, "dataset": dataset}}
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def _digits_npz(path: Path) -> Path:
+    """The user's own data: 8x8 grey digits in an npz (10 classes, 120 images)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(path, x=(d.images[:120] * 16).astype(np.uint8), y=d.target[:120])
+    return path
+
+
+def test_a_search_run_trains_on_its_own_data(cli, tmp_path: Path) -> None:
+    """Issue 21: `hwnas train RUN` after a search on npz data trained on digits in silence."""
+    spec = f"npz:{_digits_npz(tmp_path / 'd.npz')}"
+    run = _search_run(tmp_path / "s", cheap_arch(), spec)
+    out = tmp_path / "t"
+    code, stdout, stderr = cli("train", run, "--epochs", "1", "--out", out, *FAST)
+    assert code == 0, stderr
+    assert json.loads((out / "config.json").read_text())["config"]["dataset"] == spec
+    assert json.loads((out / "summary.json").read_text())["dataset"] == spec and spec in stdout
+    # a train run trained again keeps that data too
+    assert resolve_source(out).dataset == spec
+    # other data named on the command line: refused in one line naming both, nothing written
+    code, _, stderr = cli("train", run, "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "t2", *FAST)
+    assert code == 2 and spec in stderr and "digits" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t2").exists()
+    # ... and the way it offers to train the architecture on other data works
+    assert f"hwnas train {run / 'architecture.json'} --dataset digits" in stderr
+    code, _, stderr = cli("train", run / "architecture.json", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "t2", *FAST)
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "t2" / "config.json").read_text())["config"]["dataset"] == "digits"
+
+
+def test_a_space_without_default_data_asks_for_it(cli, tmp_path: Path) -> None:
+    """An architecture of 'tiny' without --dataset: told to pass one, not a digits mismatch."""
+    path = _save(cheap_arch("tiny"), tmp_path / "tiny.json")
+    code, _, stderr = cli("train", path, "--epochs", "1", "--out", tmp_path / "r", *FAST)
+    assert code == 2 and "--dataset" in stderr and "'tiny'" in stderr and "digits" not in stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_search_run_as_out_is_named_and_force_writes_over_it(cli, arch_file: Path, tmp_path: Path) -> None:
+    """Issue 21: a search run as `train --out` read as an 'unknown' run; --force, as offered, works."""
+    run = _search_run(tmp_path / "s", cheap_arch(), "digits")
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", run, *FAST)
+    assert code == 2 and "holds a search run (hwnas search), not a train run" in stderr and "--force" in stderr
+    code, _, stderr = cli("train", arch_file, "--epochs", "1", "--out", run, "--force", *FAST)
+    assert code == 0, stderr
+    from hwnas.rundir import run_kind
+
+    assert run_kind(run) == "train"
+
+
+def test_a_run_on_a_relative_path_trained_from_elsewhere(cli, tmp_path: Path, monkeypatch) -> None:
+    """A search run recorded `npz:d.npz` as typed: from another directory it says so, and
+    takes the same file named from there (and nothing else)."""
+    from hwnas.train.runs import resolve_dataset
+
+    _digits_npz(tmp_path / "d.npz")
+    run = _search_run(tmp_path / "s", cheap_arch(), "npz:d.npz")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_dataset(resolve_source(run), None) == "npz:d.npz"
+    assert resolve_dataset(resolve_source(run), f"npz:{tmp_path / 'd.npz'}") == "npz:d.npz"
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path / "x")
+    code, _, stderr = cli("train", run, "--epochs", "1", "--out", tmp_path / "t", *FAST)
+    assert code == 2 and "relative to where it ran" in stderr and "--dataset npz:PATH" in stderr
+    assert not (tmp_path / "t").exists()
+    assert resolve_dataset(resolve_source(run), "npz:../d.npz") == "npz:../d.npz"
+    with pytest.raises(UserError, match="drop --dataset"):
+        resolve_dataset(resolve_source(run), "npz:../other.npz")

@@ -1,8 +1,12 @@
-"""Flags and entry-point settings shared by the commands that run a search or a training."""
+"""Flags and entry-point settings shared by the commands that run a search or a training, and
+the hints that name the command continuing one after Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from targets.basics import UserError
 
@@ -29,3 +33,56 @@ def set_up_process(args: argparse.Namespace) -> None:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     devices.tune_backends(devices.resolve_device(args.device))
+
+
+# -- Ctrl-C: the command that continues ------------------------------------------------------------
+#: `on_interrupt(args, argv)` is called by the CLI before the command runs (so it can note what
+#: --out held then) and returns the hint printed after "hwnas: interrupted; ".
+Hint = Callable[[], str]
+
+
+def rerun(argv: Sequence[str], *, add: Sequence[str] = (), drop: Sequence[str] = ()) -> str:
+    """The command line again (shell-quoted), without `drop` and with `add`."""
+    words = [w for w in argv if w not in drop]
+    words += [a for a in add if a not in words]
+    return shlex.join(["hwnas", *words])
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def continue_run_dir(resume_flag: bool) -> Callable[[argparse.Namespace, Sequence[str]], Hint]:
+    """The hint of a command that writes a run directory at --out (search, train: with
+    --resume; the main job: the same command again, which reuses what it finished).
+
+    Once this call wrote the run's config.json, the run is there to continue (and --force,
+    which would start it again, is dropped); before that, nothing of it is: the same command."""
+
+    def arm(args: argparse.Namespace, argv: Sequence[str]) -> Hint:
+        config = Path(args.out) / "config.json"
+        before = _stat(config)
+
+        def hint() -> str:
+            now = _stat(config)
+            continuing = getattr(args, "resume", False) and now is not None
+            if now is not None and (now != before or continuing):
+                return f"continue with: {rerun(argv, add=['--resume'] if resume_flag else [], drop=['--force'])}"
+            return f"nothing of the run was written to {args.out} yet; start it again with: {rerun(argv)}"
+
+        return hint
+
+    return arm
+
+
+def same_command(what: str) -> Callable[[argparse.Namespace, Sequence[str]], Hint]:
+    """The hint of a command that continues when run again (`what`: what it keeps)."""
+
+    def arm(args: argparse.Namespace, argv: Sequence[str]) -> Hint:
+        return lambda: f"{what}; continue with the same command: {rerun(argv)}"
+
+    return arm

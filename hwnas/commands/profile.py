@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hwnas.commands.common import same_command
 from targets.basics import UserError
 
 
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=_profile)
+    p.set_defaults(func=_profile, on_interrupt=same_command("every measurement taken is stored"))
 
 
 def space_source(space_name: str) -> Any:

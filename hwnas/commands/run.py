@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hwnas.commands.common import continue_run_dir
 from hwnas.mainjob.config import DEFAULTS as D
 from hwnas.search.config import LATENCY_AWARE_WEIGHT
 
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true")
     _deploy_arguments(p)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, on_interrupt=continue_run_dir(resume_flag=False))
 
 
 def _deploy_arguments(p: argparse.ArgumentParser) -> None:

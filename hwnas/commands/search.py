@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.commands.common import add_run_flags, set_up_process
+from hwnas.commands.common import add_run_flags, continue_run_dir, set_up_process
 from hwnas.search.config import SearchConfig
 
 _D = SearchConfig(space="")  # the defaults, in one place: hwnas.search.config
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-param-free", type=int, default=_D.max_param_free,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
     add_run_flags(p, "print summary.json")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, on_interrupt=continue_run_dir(resume_flag=True))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.commands.common import add_run_flags, set_up_process
+from hwnas.commands.common import add_run_flags, continue_run_dir, set_up_process
 from hwnas.train.recipe import TrainConfig
 
 _D = TrainConfig()
@@ -25,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("source", metavar="ARCH.json|SEARCH_RUN", help="architecture file or run directory")
-    p.add_argument("--dataset", default=_D.dataset, help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
+    p.add_argument(
+        "--dataset", default=None, metavar="digits|cifar10:PATH|imagefolder:PATH|npz:PATH",
+        help="default: the search (or train) run's own data, refusing another; for an architecture "
+        "file, digits for the digits space (other spaces need it)",
+    )
     p.add_argument("--epochs", type=int, required=True, help="epochs [DARTS: 600]")
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -49,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"auxiliary head loss weight; 0 builds no head; default {_D.aux_weight} [0.4]",
     )
     add_run_flags(p, "print the summary as JSON")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, on_interrupt=continue_run_dir(resume_flag=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -81,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.resumed_from:
         print(f"resumed at epoch {result.resumed_from}")
     print(
-        f"{source.arch.hash[:12]} on {cfg.dataset}: test accuracy {s['test_accuracy']:.4f} after "
+        f"{source.arch.hash[:12]} on {s['dataset']}: test accuracy {s['test_accuracy']:.4f} after "
         f"{s['epochs']} epochs; {s['params']:,} parameters, {s['flops']:,} multiply-adds (batch 1)"
     )
     print(f"run directory {args.out}: config.json, architecture.json, checkpoint.pt, log.csv, summary.json")

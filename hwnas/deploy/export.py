@@ -120,10 +120,11 @@ def _load_source(raw: str | Path) -> _Loaded:
             )
         if kind in ("search", "unknown", None) and (path / ARCHITECTURE).is_file():
             src = resolve_source(path)
-            return _Loaded(build_network(src.arch).eval(), src.arch, False, None, path, {}, src.predicted_latency_ms)
-        what = "no hwnas run" if kind is None else f"a '{kind}' run"
+            return _Loaded(
+                build_network(src.arch).eval(), src.arch, False, src.dataset, path, {}, src.predicted_latency_ms
+            )
         raise UserError(
-            f"{path}: holds {what}, which has no network to export; give an architecture JSON, a "
+            f"{path}: holds {rundir.describe_kind(kind)}, which has no network to export; give an architecture JSON, a "
             "search run or a train run (`hwnas train ... --out RUN`)"
         )
     src = resolve_source(path)
@@ -275,6 +276,10 @@ def export_for_target(
     # Stage everything in a temp dir beside `out`, then move file by file (each an atomic
     # rename), export.json last: a crash leaves no export.json claiming a half export.
     out.mkdir(parents=True, exist_ok=True)
+    if run_kind(out) in rundir.KINDS and run_kind(out) != RUN_KIND:
+        # --force over another hwnas run: its config.json would go on claiming the directory
+        for name in (CONFIG, SUMMARY, rundir.CHECKPOINT, rundir.LOG):
+            (out / name).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp:
         t = Path(tmp)
         (out / EXPORT_INFO).unlink(missing_ok=True)

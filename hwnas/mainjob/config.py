@@ -6,7 +6,8 @@ weight, in `hwnas.search.config`); `hwnas run` builds its flags from these field
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import shlex
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,19 @@ class MainJobConfig:
 
 
 DEFAULTS = MainJobConfig()
+
+
+def rerun_command(run: Path, stored: dict[str, Any]) -> str:
+    """The `hwnas run` line of a run's config.json (settings at their default left out): what
+    continues it, where `hwnas run --out RUN` alone would ask for other settings."""
+    base = DEFAULTS.resolved()
+    words = ["hwnas", "run", "--out", str(run)]
+    for f in fields(MainJobConfig):
+        value = stored.get(f.name)
+        if f.name in ("out", "force", "progress"):
+            continue
+        if f.name == "deploy":
+            words += ["--no-deploy"] if value is False else []
+        elif value is not None and value != getattr(base, f.name):
+            words += [f"--{f.name.replace('_', '-')}", str(value)]
+    return shlex.join(words)

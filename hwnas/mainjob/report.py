@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hwnas.mainjob.config import rerun_command
 from hwnas.mainjob.figures import (
     NETWORK_LABELS,
     plot_architecture,
@@ -30,7 +31,7 @@ from hwnas.mainjob.figures import (
     plot_search_curves,
     read_log,
 )
-from hwnas.rundir import run_kind
+from hwnas.rundir import describe_kind, run_kind
 from hwnas.space import load_architecture
 from targets.basics import UserError, atomic_write_bytes
 
@@ -49,16 +50,16 @@ def read_main_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise UserError(f"{cfg_path}: unreadable; the run directory is damaged (run `hwnas run` again)") from None
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     if kind != MAIN_KIND:
-        what = "no hwnas run" if cfg is None else f"a '{run_kind(run)}' run"
+        what = describe_kind(None if cfg is None else run_kind(run))
         raise UserError(
             f"{run}: holds {what}, not a main-job run; `hwnas report` reads the --out of `hwnas run`"
         )
     if not sum_path.is_file():
-        raise UserError(f"{run}: the main job has not finished (no summary.json); run `hwnas run --out {run}` again")
+        raise UserError(f"{run}: the main job has not finished (no summary.json); run `{rerun_command(run, cfg)}` again")
     try:
         summary = json.loads(sum_path.read_text())
     except (OSError, ValueError):
-        raise UserError(f"{sum_path}: unreadable; run `hwnas run --out {run}` again") from None
+        raise UserError(f"{sum_path}: unreadable; run `{rerun_command(run, cfg)}` again") from None
     return cfg, summary
 
 

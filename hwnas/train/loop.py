@@ -9,7 +9,8 @@ forward hooks, so `hwnas.nets.network` stays the one definition that also writes
 A run directory holds `config.json` (what was asked: refuses another configuration),
 `architecture.json`, `checkpoint.pt` (each epoch, atomic replace: weights, optimiser,
 scheduler, the run's random generator, the log so far), `log.csv` and, when done,
-`summary.json`. `--resume` continues from the checkpoint and ends bit-identical to an
+`summary.json`. The data is the source run's (a search or train run recorded it), else the
+one asked for (`cfg.dataset`), else digits for the digits space. `--resume` continues from the checkpoint and ends bit-identical to an
 uninterrupted run. Randomness (initial weights, augmentation, drop-path) comes from the
 run's own generator seeded by `cfg.seed`; the process's global generators are left alone.
 
@@ -28,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from hwnas.train.runs import (
     load_checkpoint,
     load_trained,
     prepare_run_dir,
+    resolve_dataset,
     resolve_source,
 )
 from targets.basics import UserError, atomic_write_bytes, atomic_write_text
@@ -298,6 +300,7 @@ def train(
     `recalibrate=False` keeps training's running BatchNorm averages (benchmarks only).
     """
     cfg.validate()
+    cfg = replace(cfg, dataset=resolve_dataset(source, cfg.dataset))
     placement = devices.resolve(cfg.device, cfg.precision)
     arch = source.arch
     record = {**_config_record(source, cfg), **placement.record()}

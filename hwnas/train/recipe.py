@@ -13,7 +13,7 @@ from targets.basics import UserError
 class TrainConfig:
     """The recipe. Defaults are DARTS's, scaled down for a CPU where noted (DARTS's in brackets)."""
 
-    dataset: str = "digits"
+    dataset: str | None = None  # None: the source run's, else the space's default (digits); train.runs.resolve_dataset
     epochs: int = 10  # [600]
     batch_size: int = 64  # [96]
     lr: float = 0.05  # [0.025 at batch 96]

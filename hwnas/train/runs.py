@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from hwnas import rundir
+from hwnas.data.datasets import parse_spec
 from hwnas.nets.network import Network, build_network
+from hwnas.rundir import describe_kind, run_kind
 from hwnas.rundir import read_json as _read_json
-from hwnas.rundir import run_kind
 from hwnas.space import Architecture, load_architecture
 from hwnas.train.recipe import TrainConfig
 from targets.basics import UserError
@@ -34,6 +35,7 @@ class ArchSource:
     kind: str  # "architecture" | "search" | "train"
     run_dir: Path | None
     predicted_latency_ms: float | None
+    dataset: str | None = None  # the data the run searched or trained on (None: a bare architecture)
 
 
 def resolve_source(raw: str | Path) -> ArchSource:
@@ -53,10 +55,73 @@ def resolve_source(raw: str | Path) -> ArchSource:
             data = _read_json(summary)
             if isinstance(data, dict) and isinstance(data.get("predicted_latency_ms"), int | float):
                 predicted = float(data["predicted_latency_ms"])
-        return ArchSource(load_architecture(arch_path), arch_path, kind, path, predicted)
+        return ArchSource(load_architecture(arch_path), arch_path, kind, path, predicted, _run_dataset(path))
     if not path.exists():
         raise UserError(f"{path}: no such file or directory; give an architecture JSON or a run directory")
     return ArchSource(load_architecture(path), path, "architecture", None, None)
+
+
+def _run_dataset(run: Path) -> str | None:
+    """The dataset spec a search or train run recorded in its config.json (None: none there)."""
+    if not (run / CONFIG).is_file():
+        return None
+    data = _read_json(run / CONFIG)
+    if not isinstance(data, dict):
+        return None
+    for section in ("search", "config"):  # a search run's settings, a train run's recipe
+        inner = data.get(section)
+        if isinstance(inner, dict) and isinstance(inner.get("dataset"), str):
+            return str(inner["dataset"])
+    return None
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    """Two specs of the same data (a path relative to here and its absolute form alike)."""
+    try:
+        (ka, pa), (kb, pb) = parse_spec(a), parse_spec(b)
+    except UserError:
+        return a == b
+    if pa is None or pb is None:
+        return (ka, pa) == (kb, pb)
+    return ka == kb and pa.resolve() == pb.resolve()
+
+
+def resolve_dataset(source: ArchSource, asked: str | None) -> str:
+    """The data a train run uses: a run's own (searched or trained on it; other data asked
+    for is refused: the run's data is what the user relies on), else the one asked for, else
+    the space's default (digits for the digits space only).
+
+    A run that recorded a relative path, trained from another directory, takes `asked` when
+    it names a file or folder of the same name and kind (the same data, seen from here)."""
+    if source.dataset is None:
+        if asked is not None:
+            return asked
+        if source.arch.space.name == "digits":
+            return "digits"
+        raise UserError(
+            f"{source.path}: an architecture of space '{source.arch.space.name}' has no default dataset; "
+            "pass --dataset (cifar10:PATH, imagefolder:PATH or npz:PATH)"
+        )
+    kind, path = parse_spec(source.dataset)
+    lost = path is not None and not path.is_absolute() and not path.exists()
+    what = f"{source.run_dir} is a {source.kind} run on {source.dataset}"
+    if asked is None:
+        if lost:
+            raise UserError(
+                f"{what}, a path relative to where it ran and not found from here; run from there, or "
+                f"pass --dataset {kind}:PATH naming the same data from here"
+            )
+        return source.dataset
+    if _same_dataset(asked, source.dataset):
+        return source.dataset
+    if lost and path is not None:
+        asked_kind, asked_path = parse_spec(asked)
+        if asked_kind == kind and asked_path is not None and asked_path.name == path.name:
+            return asked
+    raise UserError(
+        f"--dataset {asked}: {what}; drop --dataset to train on that data, or train its "
+        f"architecture on other data with `hwnas train {source.path} --dataset {asked} ...`"
+    )
 
 
 # -- the run directory ----------------------------------------------------------------------------
@@ -122,8 +187,7 @@ def load_trained(run: Path) -> tuple[Network, Architecture, dict[str, Any]]:
     """The trained network of a finished train run (eval mode), its architecture and summary."""
     kind = run_kind(run)
     if kind != RUN_KIND:
-        what = "no hwnas run" if kind is None else f"a '{kind}' run"
-        raise UserError(f"{run}: holds {what}, not a train run; give the --out of `hwnas train`")
+        raise UserError(f"{run}: holds {describe_kind(kind)}, not a train run; give the --out of `hwnas train`")
     arch = load_architecture(run / ARCHITECTURE)
     ckpt = load_checkpoint(run / CHECKPOINT)
     if ckpt.get("arch_hash") != arch.hash:

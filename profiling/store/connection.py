@@ -178,9 +178,32 @@ class StoreConnection:
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close; the last connection to go also folds the WAL into the store and removes
+        `-wal`/`-shm` (SQLite does that on closing a read-write connection, never a read-only
+        one: after reading, a brief read-write connection does it where the file is writable)."""
+        if self._conn is None:
+            return
+        self._conn.close()
+        self._conn = None
+        if self.readonly:
+            self._tidy_wal()
+
+    def _tidy_wal(self) -> None:
+        """Open and close a read-write connection, so that SQLite checkpoints and deletes the
+        WAL files a read-only connection leaves. Safe beside other connections: SQLite deletes
+        them only when it can lock the store exclusively (no one else has it open)."""
+        path = self.path
+        leftovers = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+        if not any(p.exists() for p in leftovers) or not os.access(path, os.W_OK):
+            return
+        if not os.access(path.parent, os.W_OK):
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(str(path), timeout=0.1, isolation_level=None)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
 
     def __enter__(self) -> StoreConnection:
         return self
