@@ -260,7 +260,10 @@ def _image_folder(path: Path, *, expect_classes: int | None = None) -> _Raw:
     return raw
 
 
-def _npz(path: Path, space: SpaceConfig) -> _Raw:
+def _npz(path: Path, space: SpaceConfig, *, adapt: bool = False) -> _Raw:
+    """Arrays x, y (x_test, y_test) of a .npz; a 4-D x's channel axis is the one of the
+    space's channel count, or with `adapt` (the space will take the data's channels) the
+    last axis, else the second, of at most 4 entries."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (npz:PATH wants a .npz with arrays x and y)")
     try:
@@ -291,6 +294,10 @@ def _npz(path: Path, space: SpaceConfig) -> _Raw:
             elif a.shape[3] == c:
                 a = a.transpose(0, 3, 1, 2)
             elif a.shape[1] == c:
+                pass
+            elif adapt and a.shape[3] <= 4:
+                a = a.transpose(0, 3, 1, 2)
+            elif adapt and a.shape[1] <= 4:
                 pass
             else:
                 raise UserError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from hwnas import devices, rundir
+from hwnas.data.datasets import space_for_data
 from hwnas.mainjob.children import Child
 from hwnas.mainjob.config import IDENTITY, MAIN_KIND, MainJobConfig
 from hwnas.mainjob.deploy_steps import deploy_steps, step
@@ -32,7 +34,7 @@ from hwnas.mainjob.summary import describe_repeat, finite, fresh_table_lines
 from hwnas.nets.onnx_export import export_onnx
 from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.search.predictor_check import calibrate_predictor
-from hwnas.space import sample_nth, save_architecture
+from hwnas.space import get_space, sample_nth, save_architecture
 from hwnas.space.encoding import encode
 from predictor import (
     ProfileQuery,
@@ -64,6 +66,11 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
     if cfg.samples < min_samples(cfg.init is not None):
         raise UserError(f"--samples is {cfg.samples}: {samples_rule()}")
     cfg = cfg.resolved()
+    if cfg.dataset is not None:  # profile, fit and search the space the data needs (its channels, classes)
+        space = space_for_data(cfg.dataset, get_space(cfg.space))
+        if space.name != cfg.space:
+            print(f"space '{space.name}': {space.description}, from dataset {cfg.dataset!r}", flush=True)
+            cfg = replace(cfg, space=space.name)
     if cfg.deploy:
         devices.resolve(cfg.device, cfg.precision)  # a device that is not there: refused now
     new = cfg.to_json()

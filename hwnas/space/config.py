@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from typing import Any
 
 from targets.basics import UserError
@@ -52,7 +53,7 @@ NUM_CELL_INPUTS = 2
 SPACE_BOUNDS: dict[str, tuple[int, int]] = {
     "in_channels": (1, 64),
     "input_size": (1, 1024),
-    "num_classes": (1, 100_000),
+    "num_classes": (2, 100_000),  # a classifier needs two classes at least
     "channels": (2, 1024),
     "depth_choices": (1, 32),
     "window": (2, 16),
@@ -210,13 +211,92 @@ def list_spaces() -> list[str]:
 
 
 def get_space(name: str) -> SpaceConfig:
-    try:
+    """A registered space, or a data variant of one by its name (`tiny-1ch-3class`)."""
+    if name in _SPACES:
         return _SPACES[name]()
-    except KeyError:
+    found = _parse_variant(name)
+    if found is None:
         raise UserError(
-            f"unknown space {name!r}; known spaces: {', '.join(list_spaces())} "
-            "(see `hwnas space show NAME`)"
-        ) from None
+            f"unknown space {name!r}; known spaces: {', '.join(list_spaces())}, or a data "
+            "variant BASE-<C>ch-<K>class of one (see `hwnas space show NAME`)"
+        )
+    base, channels, classes = found
+    space = space_variant(_SPACES[base](), in_channels=channels, num_classes=classes)
+    if space.name != name:
+        raise UserError(f"space {name!r} is space {space.name!r} (no field differs from it): use {space.name!r}")
+    return space
+
+
+# -- data variants: a registered space with another input channel count or class count ---------
+#: `BASE[-<C>ch][-<K>class]`: the name of a registered space's variant for other data.
+_VARIANT = re.compile(r"^(?P<base>.+?)(?:-(?P<ch>\d{1,3})ch)?(?:-(?P<k>\d{1,6})class)?$")
+#: Fields a data variant may change (the stem's input, the classifier's output).
+VARIANT_FIELDS = ("in_channels", "num_classes")
+
+
+def same_but_head(a: SpaceConfig, b: SpaceConfig) -> bool:
+    """True when `a` and `b` build one network but for the classifier's class count (and
+    their labels): a latency predictor of one holds for the other (README 'Your own data')."""
+    labels = ("name", "description", "num_classes")
+    da, db = a.to_dict(), b.to_dict()
+    return all(da[k] == db[k] for k in da if k not in labels)
+
+
+def _parse_variant(name: str) -> tuple[str, int | None, int | None] | None:
+    m = _VARIANT.match(name)
+    if m is None or m["base"] not in _SPACES or (m["ch"] is None and m["k"] is None):
+        return None
+    return m["base"], None if m["ch"] is None else int(m["ch"]), None if m["k"] is None else int(m["k"])
+
+
+def variant_base(name: str) -> str:
+    """The registered space a variant's name derives from (the name itself otherwise)."""
+    found = _parse_variant(name) if name not in _SPACES else None
+    return found[0] if found is not None else name
+
+
+def space_variant(
+    space: SpaceConfig, *, in_channels: int | None = None, num_classes: int | None = None
+) -> SpaceConfig:
+    """`space` (registered, or a variant of one) for images of `in_channels` channels and
+    `num_classes` classes (None: the space's own): the same choices, stem and classifier
+    resized; named `BASE-<C>ch-<K>class` after what differs from the registered base, so
+    the name alone rebuilds it (`get_space`), in run configs, stores and worker processes."""
+    base_name = variant_base(space.name)
+    if base_name not in _SPACES:
+        raise UserError(
+            f"space {space.name!r} is not registered: a data variant derives from a registered "
+            f"space ({', '.join(list_spaces())})"
+        )
+    base = _SPACES[base_name]()
+    channels = space.in_channels if in_channels is None else in_channels
+    classes = space.num_classes if num_classes is None else num_classes
+    for field_, value, unit in (("in_channels", channels, "input channel(s)"), ("num_classes", classes, "class(es)")):
+        low, high = SPACE_BOUNDS[field_]
+        if not low <= value <= high:
+            why = "a classifier needs at least 2 classes" if field_ == "num_classes" and value < low else (
+                f"{field_} must be {low}..{high}"
+            )
+            raise UserError(f"space {base_name!r} for {value} {unit}: {why}")
+    if (channels, classes) == (base.in_channels, base.num_classes):
+        return base
+    name = base_name
+    parts = []
+    if channels != base.in_channels:
+        name += f"-{channels}ch"
+        parts.append(f"{channels}-channel images")
+    if classes != base.num_classes:
+        name += f"-{classes}class"
+        parts.append(f"{classes} classes")
+    if len(name) > 64:
+        raise UserError(f"space {name!r}: a variant's name must be at most 64 characters (register the space)")
+    return replace(
+        base,
+        name=name,
+        in_channels=channels,
+        num_classes=classes,
+        description=f"'{base_name}' for {' and '.join(parts)} (a data variant)",
+    )
 
 
 @register_space
