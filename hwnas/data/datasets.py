@@ -276,8 +276,8 @@ def _class_count(raw: _Raw, where: str) -> int:
     n_classes = max(int(max(raw.y_train.max(), top_test)) + 1, len(raw.classes))
     if n_classes < 2:
         raise UserError(
-            f"{where}: every image has label 0 (1 class); classification needs at least 2 classes: "
-            "label the images 0..K-1 with K >= 2"
+            f"{where}: 1 class (every label is 0); classification needs at least 2 classes: give "
+            "images of K >= 2 classes, labelled 0..K-1 (npz) or in K class folders"
         )
     return n_classes
 

@@ -302,8 +302,8 @@ def _npz(path: Path, space: SpaceConfig, *, adapt: bool = False) -> _Raw:
             else:
                 raise UserError(
                     f"{where} has shape {list(a.shape)}: no axis of {c} channels for space '{space.name}' "
-                    f"(expects {list(space.input_shape)}); give [N,H,W,{c}] or [N,{c},H,W], or pick a space with "
-                    f"in_channels={a.shape[3] if a.shape[3] in (1, 3, 4) else a.shape[1]}"
+                    f"(expects {list(space.input_shape)}); give [N,H,W,{c}] or [N,{c},H,W], or a network made for "
+                    "this data (`hwnas search`/`hwnas run` with --dataset take the data's channels into the space)"
                 )
         else:
             raise UserError(
