@@ -164,6 +164,9 @@ def test_a_class_count_variant_keeps_the_predictor_another_channel_count_does_no
     term = LatencyTerm(model, deploy)
     arch = sample_architectures(three, 0, 1)[0]
     assert term.derived_ms(arch) == pytest.approx(float(model.predict_ms(encode(arch)[None])[0]), rel=1e-5)
+    # ... within 1 % of the network's multiply-adds: a 1000-way classifier is another network
+    with pytest.raises(UserError, match=r"num_classes=1000 \(deploy 10: a classifier change of .* over 1%\)"):
+        check_predictor_for_search(model, space_variant(space, num_classes=1000))
     grey = space_variant(space, in_channels=1, num_classes=3)
     with pytest.raises(UserError, match=r"in_channels=1 \(deploy 3\).*hwnas profile --space tiny-1ch-3class"):
         check_predictor_for_search(model, grey)

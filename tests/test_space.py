@@ -181,3 +181,24 @@ def test_a_variant_of_one_class_or_an_unknown_base_is_refused():
         get_space("tiny-10class")  # tiny itself: one name per network
     with pytest.raises(UserError, match="unknown space 'nope-3class'"):
         get_space("nope-3class")
+
+
+@pytest.mark.parametrize("name", ["tiny", "digits"])
+def test_the_head_rule_counts_what_the_network_runs(name):
+    """`macs_floor` is below every network's multiply-adds, and `head_share` x the floor is the
+    classifier's change exactly (the rule that keeps a predictor for a class-count variant)."""
+    from hwnas.nets.network import build_network
+    from hwnas.space import head_share, space_variant
+    from hwnas.space.config import macs_floor
+    from hwnas.train.evaluate import count_macs
+
+    space = get_space(name)
+    three = space_variant(space, num_classes=3)
+    for i in range(3):
+        arch = sample_nth(space, 0, i)
+        macs = count_macs(build_network(arch).eval(), space.input_shape)
+        other = Architecture(space=three, stages=arch.stages, reductions=arch.reductions)
+        assert macs >= macs_floor(space)
+        assert macs - count_macs(build_network(other).eval(), three.input_shape) == pytest.approx(
+            head_share(space, three) * macs_floor(space)
+        )

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from hwnas.space import SpaceConfig
+from hwnas.space import HEAD_TOLERANCE, SpaceConfig, head_share
 from hwnas.space.encoding import ArchParameters, encoding_layout
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
@@ -65,11 +65,17 @@ def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> Spa
         for k in sorted(set(mine) | set(theirs))
         if k not in may and mine.get(k) != theirs.get(k)
     ]
+    share = head_share(deploy, search_space)
+    if share > HEAD_TOLERANCE:
+        diff.append(
+            f"num_classes={search_space.num_classes} (deploy {deploy.num_classes}: a classifier "
+            f"change of {share:.1%} of the network's multiply-adds, over {HEAD_TOLERANCE:.0%})"
+        )
     if diff:
         raise UserError(
             f"search space '{search_space.name}' differs from the predictor's deploy space "
             f"'{deploy.name}' in {', '.join(diff)}; only the width (channels) and the class count "
-            f"may differ. Profile '{search_space.name}' and fit a predictor on it (`hwnas profile "
+            f"(within {HEAD_TOLERANCE:.0%} of the network's multiply-adds) may differ. Profile '{search_space.name}' and fit a predictor on it (`hwnas profile "
             f"--space {search_space.name} ...`, `hwnas predictor fit`; `hwnas run` does both), or "
             "search with the deploy space's settings"
         )

@@ -17,6 +17,7 @@ from hwnas.space.arch import (
 )
 from hwnas.space.config import (
     CELL_OPS,
+    HEAD_TOLERANCE,
     NETWORK_VERSION,
     NUM_CELL_INPUTS,
     NUM_STAGES,
@@ -29,6 +30,7 @@ from hwnas.space.config import (
     cifar,
     digits,
     get_space,
+    head_share,
     list_spaces,
     register_space,
     same_but_head,
@@ -49,6 +51,7 @@ __all__ = [
     "CELL_OPS",
     "Edge",
     "Genotype",
+    "HEAD_TOLERANCE",
     "NETWORK_VERSION",
     "NUM_CELL_INPUTS",
     "NUM_STAGES",
@@ -62,6 +65,7 @@ __all__ = [
     "cifar",
     "digits",
     "get_space",
+    "head_share",
     "list_spaces",
     "load_architecture",
     "register_space",
