@@ -21,6 +21,11 @@ Specs:
 
 The readers are `hwnas.data.sources` (the CIFAR pickles through a restricted unpickler).
 
+The space's input channels and classifier must fit the data (checked, one line otherwise);
+`space_for_data(spec, space)` (and `load_dataset(..., fit_space=True)`, the search's) gives
+the space's data variant that does (`hwnas.space.space_variant`: `tiny-1ch-3class`); a
+single class is refused.
+
 Images are scaled to [0, 1], resized to the space's input size (bilinear, antialiased) when
 they differ, then normalised per channel by the training set's mean and standard deviation.
 Training augmentation (per sample, from the dataset's `generator`, which the search and
