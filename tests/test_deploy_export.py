@@ -178,7 +178,7 @@ def test_three_class_data_searches_trains_and_exports_its_own_network(cli, tmp_p
         "--device", "cpu", "--no-progress", "--out", tmp_path / "s",
     )  # fmt: skip
     assert code == 0, err
-    assert "fitted on space 'digits' (10 classes); this network has 3" in err
+    assert "fitted on space 'digits' (10 classes); this network ('digits-3class') has 3: its predictions hold" in err
     resolved = json.loads((tmp_path / "s" / "config.json").read_text())["resolved"]
     assert resolved["space"]["name"] == "digits-3class" and resolved["space"]["num_classes"] == 3
     assert resolved["deploy_space"]["num_classes"] == 3 and "predictor_note" in resolved
@@ -195,7 +195,7 @@ def test_three_class_data_searches_trains_and_exports_its_own_network(cli, tmp_p
 
     code, out, err = cli("export", tmp_path / "t", "--out", tmp_path / "e", "--predictor", pred)
     assert code == 0, err
-    assert "the classifier's size barely changes latency" in out
+    assert "note: the predictor was fitted on space 'digits' (10 classes)" in out
     info = json.loads((tmp_path / "e" / "export.json").read_text())
     assert info["space"] == "digits-3class" and info["predicted_latency_ms"] > 0
     import onnx
@@ -203,7 +203,11 @@ def test_three_class_data_searches_trains_and_exports_its_own_network(cli, tmp_p
     model = onnx.load(tmp_path / "e" / "model.onnx")
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 3]
 
-    # grey data of 3 classes on the 3-channel network the run was trained for: one line, exit 2
+    # `hwnas predictor predict` holds the same rule: a note, not a refusal
+    code, out, err = cli("predictor", "predict", pred, tmp_path / "s" / "architecture.json")
+    assert code == 0 and "its predictions hold" in err, err
+
+    # RGB data of 3 classes on the 1-channel network the run searched: one line, exit 2
     np.savez(tmp_path / "rgb.npz", x=np.zeros((12, 8, 8, 3), dtype=np.uint8), y=np.arange(12) % 3)
     code, _, err = cli("train", tmp_path / "s", "--dataset", f"npz:{tmp_path / 'rgb.npz'}", "--epochs", "1",
                        "--out", tmp_path / "t2", "--device", "cpu")  # fmt: skip

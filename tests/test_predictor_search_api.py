@@ -160,7 +160,9 @@ def test_a_class_count_variant_keeps_the_predictor_another_channel_count_does_no
     deploy = check_predictor_for_search(model, three)
     assert deploy == three  # tiny's network and width, 3 classes
     assert head_note(model, space) is None
-    assert "fitted on space 'tiny' (10 classes); this network has 3" in (head_note(model, three) or "")
+    assert "fitted on space 'tiny' (10 classes); this network ('tiny-3class') has 3: its predictions hold" in (
+        head_note(model, three) or ""
+    )
     term = LatencyTerm(model, deploy)
     arch = sample_architectures(three, 0, 1)[0]
     assert term.derived_ms(arch) == pytest.approx(float(model.predict_ms(encode(arch)[None])[0]), rel=1e-5)

@@ -170,6 +170,13 @@ def test_a_data_variant_is_named_for_what_differs_and_rebuilt_from_its_name(tmp_
         Architecture.from_dict(bad)
 
 
+def test_a_variant_searches_at_its_base_space_proxy_width():
+    from hwnas.search.config import SearchConfig, search_channels
+
+    assert search_channels(SearchConfig(space="cifar-3class"), get_space("cifar-3class")) == 16
+    assert search_channels(SearchConfig(space="tiny-3class"), get_space("tiny-3class")) == 10
+
+
 def test_a_variant_of_one_class_or_an_unknown_base_is_refused():
     from hwnas.space import space_variant
 

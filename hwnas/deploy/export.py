@@ -26,7 +26,7 @@ from hwnas.data.datasets import load_dataset
 from hwnas.nets.network import Network, build_network
 from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
 from hwnas.rundir import ARCHITECTURE, CONFIG, SUMMARY, run_kind
-from hwnas.space import Architecture, SpaceConfig, same_but_head, save_architecture
+from hwnas.space import Architecture, head_variant_note, save_architecture
 from hwnas.space.encoding import encode
 from hwnas.train.runs import load_trained, resolve_source
 from predictor import check_space, load_predictor
@@ -189,19 +189,7 @@ def _predict(
         return None, None, None
 
     model = load_predictor(predictor)
-    note = None
-    fitted = model.header.get("space_config")
-    if arch.space.key != model.header.get("space_key") and isinstance(fitted, dict):
-        try:
-            fitted_space = SpaceConfig.from_dict(fitted, where=f"{predictor}: space config")
-        except UserError:
-            fitted_space = None
-        if fitted_space is not None and same_but_head(fitted_space, arch.space):
-            note = (
-                f"predicted latency from a predictor of space '{fitted_space.name}' "
-                f"({fitted_space.num_classes} classes; this network has {arch.space.num_classes}): "
-                "the classifier's size barely changes latency"
-            )
+    note = head_variant_note(model.header.get("space_config"), arch.space)
     if note is None:
         check_space(model, arch.space.key, what=f"architecture {arch.hash[:12]}")
     target = model.header.get("target_name")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from hwnas.space import HEAD_TOLERANCE, SpaceConfig, head_share
+from hwnas.space import HEAD_TOLERANCE, SpaceConfig, head_share, head_variant_note
 from hwnas.space.encoding import ArchParameters, encoding_layout
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
@@ -89,15 +89,10 @@ def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> Spa
 
 
 def head_note(predictor: Any, space: SpaceConfig) -> str | None:
-    """What a predictor fitted with another classifier means for `space` (None: the same head)."""
+    """What a predictor fitted with another classifier means for the deploy network of
+    `space` (at the predictor's width; None: the same head)."""
     fitted = predictor_deploy_space(predictor)
-    if fitted.num_classes == space.num_classes:
-        return None
-    return (
-        f"the predictor was fitted on space '{fitted.name}' ({fitted.num_classes} classes); this "
-        f"network has {space.num_classes}: its predictions hold (the classifier is one small linear "
-        f"layer), but for exact figures profile '{space.name}' and fit a predictor on it"
-    )
+    return head_variant_note(fitted.to_dict(), replace(fitted, name=space.name, num_classes=space.num_classes))
 
 
 # -- the relaxed prediction's meaning: the expected latency of the architectures it describes ----

@@ -263,6 +263,26 @@ def same_but_head(a: SpaceConfig, b: SpaceConfig) -> bool:
     return all(da[k] == db[k] for k in da if k not in labels) and head_share(a, b) <= HEAD_TOLERANCE
 
 
+def head_variant_note(fitted: Any, space: SpaceConfig) -> str | None:
+    """What a predictor fitted on space config `fitted` (its header's dict) means for a
+    network of `space`: a note when `space` is that network with another class count
+    (`same_but_head`: the predictor holds), None otherwise (the same space, or another one
+    the caller's key check refuses)."""
+    if not isinstance(fitted, Mapping):
+        return None
+    try:
+        fitted_space = SpaceConfig.from_dict(fitted, where="the predictor's space config")
+    except UserError:
+        return None
+    if fitted_space.key == space.key or not same_but_head(fitted_space, space):
+        return None
+    return (
+        f"the predictor was fitted on space '{fitted_space.name}' ({fitted_space.num_classes} classes); "
+        f"this network ('{space.name}') has {space.num_classes}: its predictions hold (the classifier "
+        f"is one small linear layer), but for exact figures profile '{space.name}' and fit a predictor on it"
+    )
+
+
 def _parse_variant(name: str) -> tuple[str, int | None, int | None] | None:
     m = _VARIANT.match(name)
     if m is None or m["base"] not in _SPACES or (m["ch"] is None and m["k"] is None):
