@@ -21,6 +21,7 @@ from hwnas.space import get_space, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
+from targets.basics import UserError
 from targets.registry import load_target
 
 
@@ -229,6 +230,14 @@ def test_the_main_job_profiles_the_space_the_data_needs(cli, tmp_path: Path) -> 
     with ProfileStore(tmp_path / "m" / "profile.db") as store:
         binding = store.space_binding()
     assert binding is not None and binding["space_name"] == "tiny-3class" and binding["space_config"]["num_classes"] == 3
+
+    # --init with a predictor of tiny: the run profiles tiny-3class, so it is refused before profiling
+    from searchkit import make_predictor
+
+    tiny_pt = make_predictor(tmp_path, get_space("tiny"), n=60)
+    with pytest.raises(UserError, match=r"--init .*fitted on space 'tiny', but this run profiles 'tiny-3class'"):
+        job._check(replace(cfg, space="tiny", init=tiny_pt, out=tmp_path / "i"))
+    assert not (tmp_path / "i").exists()
 
     np.savez(tmp_path / "d1.npz", x=np.zeros((30, 8, 8, 3), dtype=np.uint8), y=np.zeros(30, dtype=int))
     code, _, stderr = cli("run", "--space", "tiny", "--dataset", f"npz:{tmp_path / 'd1.npz'}", "--out", tmp_path / "one", "--no-progress")

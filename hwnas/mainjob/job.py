@@ -71,6 +71,14 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
         if space.name != cfg.space:
             print(f"space '{space.name}': {space.description}, from dataset {cfg.dataset!r}", flush=True)
             cfg = replace(cfg, space=space.name)
+    if cfg.init is not None:  # refused now, not after profiling: the profiles are of cfg.space
+        fitted = load_predictor(cfg.init).header
+        if fitted.get("space_key") != get_space(cfg.space).key:
+            raise UserError(
+                f"--init {cfg.init}: fitted on space '{fitted.get('space_name')}', but this run profiles "
+                f"'{cfg.space}' (the space for its data); --init needs a predictor of '{cfg.space}': drop "
+                f"--init to fit one from scratch (--samples >= {min_samples(False)})"
+            )
     if cfg.deploy:
         devices.resolve(cfg.device, cfg.precision)  # a device that is not there: refused now
     new = cfg.to_json()
