@@ -75,9 +75,9 @@ def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> Spa
         raise UserError(
             f"search space '{search_space.name}' differs from the predictor's deploy space "
             f"'{deploy.name}' in {', '.join(diff)}; only the width (channels) and the class count "
-            f"(within {HEAD_TOLERANCE:.0%} of the network's multiply-adds) may differ. Profile '{search_space.name}' and fit a predictor on it (`hwnas profile "
-            f"--space {search_space.name} ...`, `hwnas predictor fit`; `hwnas run` does both), or "
-            "search with the deploy space's settings"
+            f"(within {HEAD_TOLERANCE:.0%} of the network's multiply-adds) may differ. Profile "
+            f"'{search_space.name}' and fit a predictor on it (`hwnas profile --space {search_space.name} "
+            "...`, `hwnas predictor fit`; `hwnas run` does both), or search with the deploy space's settings"
         )
     if search_space.num_classes != deploy.num_classes:
         # the network that ships: the predictor's, with this space's classifier

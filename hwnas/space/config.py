@@ -230,8 +230,6 @@ def get_space(name: str) -> SpaceConfig:
 # -- data variants: a registered space with another input channel count or class count ---------
 #: `BASE[-<C>ch][-<K>class]`: the name of a registered space's variant for other data.
 _VARIANT = re.compile(r"^(?P<base>.+?)(?:-(?P<ch>\d{1,3})ch)?(?:-(?P<k>\d{1,6})class)?$")
-#: Fields a data variant may change (the stem's input, the classifier's output).
-VARIANT_FIELDS = ("in_channels", "num_classes")
 
 
 #: A latency predictor of a space holds for a variant with another class count while the
@@ -304,12 +302,6 @@ def space_variant(
     resized; named `BASE-<C>ch-<K>class` after what differs from the registered base, so
     the name alone rebuilds it (`get_space`), in run configs, stores and worker processes."""
     base_name = variant_base(space.name)
-    if base_name not in _SPACES:
-        raise UserError(
-            f"space {space.name!r} is not registered: a data variant derives from a registered "
-            f"space ({', '.join(list_spaces())})"
-        )
-    base = _SPACES[base_name]()
     channels = space.in_channels if in_channels is None else in_channels
     classes = space.num_classes if num_classes is None else num_classes
     for field_, value, unit in (("in_channels", channels, "input channel(s)"), ("num_classes", classes, "class(es)")):
@@ -319,6 +311,14 @@ def space_variant(
                 f"{field_} must be {low}..{high}"
             )
             raise UserError(f"space {base_name!r} for {value} {unit}: {why}")
+    if (channels, classes) == (space.in_channels, space.num_classes):
+        return space  # fits already (registered or not)
+    if base_name not in _SPACES:
+        raise UserError(
+            f"space {space.name!r} is not registered: a data variant derives from a registered "
+            f"space ({', '.join(list_spaces())}); register one for this data (`register_space`)"
+        )
+    base = _SPACES[base_name]()
     if (channels, classes) == (base.in_channels, base.num_classes):
         return base
     name = base_name
