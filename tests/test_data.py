@@ -339,3 +339,31 @@ def test_image_folder_bad_trees(cifar_folder: Path, tmp_path: Path) -> None:
     (empty / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="no images under train"):
         load_dataset(f"imagefolder:{empty}", TINY)
+
+
+# -- the space takes the data's channels and classes (README 'Your own data') ------------------
+def test_space_for_data_takes_the_data_channels_and_classes(tmp_path: Path) -> None:
+    from hwnas.data.datasets import space_for_data
+
+    y = np.arange(30) % 3
+    grey = _npz(tmp_path, "grey.npz", x=np.zeros((30, 8, 8), dtype=np.uint8), y=y)
+    rgb_hwc = _npz(tmp_path, "rgb.npz", x=np.zeros((30, 8, 8, 3), dtype=np.uint8), y=y)
+    rgba_chw = _npz(tmp_path, "rgba.npz", x=np.zeros((30, 4, 8, 8), dtype=np.uint8), y=y)
+    assert space_for_data(grey, TINY).name == "tiny-1ch-3class"
+    assert space_for_data(rgb_hwc, TINY).name == "tiny-3class"
+    assert space_for_data(rgb_hwc, DIGITS).name == "digits-3ch-3class"
+    assert space_for_data(rgba_chw, TINY).name == "tiny-4ch-3class"
+    assert space_for_data("digits", DIGITS) == DIGITS  # data that fits: the space itself
+    d = load_dataset(grey, TINY, fit_space=True)
+    assert d.space is not None and d.space.name == "tiny-1ch-3class"
+    assert d.train.images.shape[1:] == (1, 32, 32) and d.num_classes == 3  # resized to the space's input
+    # without fit_space the space is checked, and the error says how the data gets its network
+    with pytest.raises(UserError, match="3 classes but space 'tiny-1ch'.*`hwnas search`"):
+        load_dataset(grey, get_space("tiny-1ch"))
+
+
+@pytest.mark.parametrize("fit_space", [False, True])
+def test_one_class_is_refused(tmp_path: Path, fit_space: bool) -> None:
+    spec = _npz(tmp_path, "one.npz", x=np.zeros((20, 8, 8)), y=np.zeros(20, dtype=int))
+    with pytest.raises(UserError, match=r"one.npz.*1 class.*at least 2 classes"):
+        load_dataset(spec, DIGITS, fit_space=fit_space)

@@ -177,3 +177,61 @@ def test_a_search_run_as_out_is_named_and_force_makes_it_an_export(cli, tmp_path
     assert run_kind(run) == "export" and not (run / "config.json").exists()
     code, _, stderr = cli("export", run / "architecture.json", "--out", run)  # the same export again
     assert code == 0, stderr
+
+
+# -- your own data: a 3-class npz through search -> train -> export (README 'Your own data') -----
+def test_three_class_data_searches_trains_and_exports_its_own_network(cli, tmp_path: Path) -> None:
+    """`--space digits --dataset npz:3 classes` searches `digits-3class` with the digits
+    predictor (the head's size barely changes latency: said, not refused); config.json and
+    architecture.json record the variant, so `train RUN` and `export RUN` rebuild the same
+    network, whose classifier has 3 outputs."""
+    from searchkit import make_predictor
+
+    from hwnas.space import get_space
+
+    rng = np.random.default_rng(0)
+    y = np.arange(36) % 3
+    np.savez(tmp_path / "d3.npz", x=rng.integers(0, 256, (36, 8, 8), dtype=np.uint8), y=y)
+    data = f"npz:{tmp_path / 'd3.npz'}"
+    pred = make_predictor(tmp_path, get_space("digits"), n=60)
+    code, _, err = cli(
+        "search", "--space", "digits", "--dataset", data, "--predictor", pred, "--epochs", "1", "--subset", "12",
+        "--search-resolution", "8", "--search-channels", "2", "--batch-size", "6", "--threads", "1",
+        "--device", "cpu", "--no-progress", "--out", tmp_path / "s",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "fitted on space 'digits' (10 classes); this network ('digits-3class') has 3: its predictions hold" in err
+    resolved = json.loads((tmp_path / "s" / "config.json").read_text())["resolved"]
+    assert resolved["space"]["name"] == "digits-3class" and resolved["space"]["num_classes"] == 3
+    assert resolved["deploy_space"]["num_classes"] == 3 and "predictor_note" in resolved
+    assert json.loads((tmp_path / "s" / "architecture.json").read_text())["space"]["name"] == "digits-3class"
+
+    code, _, err = cli(
+        "train", tmp_path / "s", "--dataset", data, "--epochs", "1", "--subset", "12", "--batch-size", "6",
+        "--aux-weight", "0", "--threads", "1", "--device", "cpu", "--no-progress", "--out", tmp_path / "t",
+    )  # fmt: skip
+    assert code == 0, err
+    net, arch, _ = load_trained(tmp_path / "t")
+    assert arch.space == get_space("digits-3class")
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+    code, out, err = cli("export", tmp_path / "t", "--out", tmp_path / "e", "--predictor", pred)
+    assert code == 0, err
+    assert "note: the predictor was fitted on space 'digits' (10 classes)" in out
+    info = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert info["space"] == "digits-3class" and info["predicted_latency_ms"] > 0
+    import onnx
+
+    model = onnx.load(tmp_path / "e" / "model.onnx")
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 3]
+
+    # `hwnas predictor predict` holds the same rule: a note, not a refusal
+    code, out, err = cli("predictor", "predict", pred, tmp_path / "s" / "architecture.json")
+    assert code == 0 and "its predictions hold" in err, err
+
+    # RGB data of 3 classes on the 1-channel network the run searched: one line, exit 2
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((12, 8, 8, 3), dtype=np.uint8), y=np.arange(12) % 3)
+    code, _, err = cli("train", tmp_path / "s", "--dataset", f"npz:{tmp_path / 'rgb.npz'}", "--epochs", "1",
+                       "--out", tmp_path / "t2", "--device", "cpu")  # fmt: skip
+    assert code == 2 and "no axis of 1 channels for space 'digits-3class'" in err and "`hwnas search`" in err
+    assert not (tmp_path / "t2").exists()

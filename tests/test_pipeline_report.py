@@ -21,6 +21,7 @@ from hwnas.space import get_space, sample_architectures
 from hwnas.space.encoding import encode, encoding_layout
 from predictor import MLPConfig, build_header, fit_predictor, load_profiles, save_predictor
 from predictor.synthetic import write_store
+from targets.basics import UserError
 from targets.registry import load_target
 
 
@@ -230,3 +231,37 @@ def test_an_unfinished_run_names_the_command_that_continues_it(cli, tmp_path: Pa
     assert cli(*shlex.split(line)[1:])[0] == 0
     (cfg,) = seen
     assert job._check(cfg).to_json() == {**asked.resolved().to_json(), "progress": cfg.progress}
+
+
+def test_the_main_job_profiles_the_space_the_data_needs(cli, tmp_path: Path) -> None:
+    """`hwnas run --space tiny --dataset npz:(3 classes)` profiles, fits and searches
+    `tiny-3class` (so its predictor is fitted on the network that ships), recorded in
+    config.json; a single class is refused before anything is written."""
+    from dataclasses import replace
+
+    from hwnas.mainjob import job
+    from hwnas.nets.profile_source import SpaceCandidates
+    from profiling.store import ProfileStore
+
+    np.savez(tmp_path / "d3.npz", x=np.zeros((30, 8, 8, 3), dtype=np.uint8), y=np.arange(30) % 3)
+    cfg = job._check(MainJobConfig(out=tmp_path / "m", space="tiny", dataset=f"npz:{tmp_path / 'd3.npz'}", target="debug", progress=False))
+    assert cfg.space == "tiny-3class" and cfg.to_json()["space"] == "tiny-3class"
+    source = SpaceCandidates(cfg.space)
+    assert source.space == get_space("tiny-3class") and source.space.num_classes == 3
+    (tmp_path / "m").mkdir()
+    job._profile(replace(cfg, samples=2), load_target("debug"), source, {"steps": {}}, 7)
+    with ProfileStore(tmp_path / "m" / "profile.db") as store:
+        binding = store.space_binding()
+    assert binding is not None and binding["space_name"] == "tiny-3class" and binding["space_config"]["num_classes"] == 3
+
+    # --init with a predictor of tiny: the run profiles tiny-3class, so it is refused before profiling
+    from searchkit import make_predictor
+
+    tiny_pt = make_predictor(tmp_path, get_space("tiny"), n=60)
+    with pytest.raises(UserError, match=r"--init .*fitted on space 'tiny', but this run profiles 'tiny-3class'"):
+        job._check(replace(cfg, space="tiny", init=tiny_pt, out=tmp_path / "i"))
+    assert not (tmp_path / "i").exists()
+
+    np.savez(tmp_path / "d1.npz", x=np.zeros((30, 8, 8, 3), dtype=np.uint8), y=np.zeros(30, dtype=int))
+    code, _, stderr = cli("run", "--space", "tiny", "--dataset", f"npz:{tmp_path / 'd1.npz'}", "--out", tmp_path / "one", "--no-progress")
+    assert code == 2 and "at least 2 classes" in stderr and not (tmp_path / "one").exists()

@@ -145,6 +145,35 @@ def test_search_space_may_differ_in_width_only(fitted) -> None:
         check_predictor_for_search(model, dataclasses.replace(space, nodes=3))
 
 
+def test_a_class_count_variant_keeps_the_predictor_another_channel_count_does_not(fitted) -> None:
+    """README 'Your own data': the classifier's class count barely changes latency, so a
+    predictor of `tiny` holds for `tiny-3class` (the network that ships is tiny's with 3
+    classes, and the search says so); 1-channel input changes the stem: refused, naming
+    the commands that profile and fit the variant."""
+    from hwnas.search.latency import LatencyTerm
+    from hwnas.search.predictor_check import head_note
+    from hwnas.space import space_variant
+
+    space, _, path, _ = fitted
+    model = load_predictor(path)
+    three = space_variant(space, num_classes=3)
+    deploy = check_predictor_for_search(model, three)
+    assert deploy == three  # tiny's network and width, 3 classes
+    assert head_note(model, space) is None
+    assert "fitted on space 'tiny' (10 classes); this network ('tiny-3class') has 3: its predictions hold" in (
+        head_note(model, three) or ""
+    )
+    term = LatencyTerm(model, deploy)
+    arch = sample_architectures(three, 0, 1)[0]
+    assert term.derived_ms(arch) == pytest.approx(float(model.predict_ms(encode(arch)[None])[0]), rel=1e-5)
+    # ... within 1 % of the network's multiply-adds: a 1000-way classifier is another network
+    with pytest.raises(UserError, match=r"num_classes=1000 \(deploy 10: a classifier change of .* over 1%\)"):
+        check_predictor_for_search(model, space_variant(space, num_classes=1000))
+    grey = space_variant(space, in_channels=1, num_classes=3)
+    with pytest.raises(UserError, match=r"in_channels=1 \(deploy 3\).*hwnas profile --space tiny-1ch-3class"):
+        check_predictor_for_search(model, grey)
+
+
 def test_deploy_space_refused_when_this_hwnas_keys_it_differently(fitted) -> None:
     _, _, path, _ = fitted
     model = load_predictor(path)

@@ -143,3 +143,69 @@ def test_malformed_json_file(tmp_path):
         load_architecture(p)
     with pytest.raises(UserError, match="no such file"):
         load_architecture(tmp_path / "missing.json")
+
+
+# -- data variants (README 'Your own data') ---------------------------------------------------
+def test_a_data_variant_is_named_for_what_differs_and_rebuilt_from_its_name(tmp_path):
+    """`tiny` for grey images of 3 classes is `tiny-1ch-3class`: the name alone rebuilds it
+    (run configs, stores and Ray workers keep only the name), every choice is tiny's."""
+    from hwnas.space import space_variant
+
+    tiny = get_space("tiny")
+    grey3 = space_variant(tiny, in_channels=1, num_classes=3)
+    assert grey3.name == "tiny-1ch-3class" and get_space("tiny-1ch-3class") == grey3
+    assert (grey3.in_channels, grey3.num_classes) == (1, 3) and grey3.key != tiny.key
+    assert {k: v for k, v in grey3.to_dict().items() if k not in ("name", "description", "in_channels", "num_classes")} == {
+        k: v for k, v in tiny.to_dict().items() if k not in ("name", "description", "in_channels", "num_classes")
+    }
+    assert get_space("tiny-3class").in_channels == 3 and get_space("digits-3ch").in_channels == 3
+    assert space_variant(grey3, in_channels=3, num_classes=10) == tiny  # back to the registered space
+    # an architecture of the variant round-trips; one whose space claims the name but differs is refused
+    arch = sample_nth(grey3, 0, 0)
+    save_architecture(arch, tmp_path / "a.json")
+    assert load_architecture(tmp_path / "a.json") == arch
+    bad = json.loads(arch.to_json())
+    bad["space"]["num_classes"] = 4
+    with pytest.raises(UserError, match="claims the registered space 'tiny-1ch-3class'"):
+        Architecture.from_dict(bad)
+
+
+def test_a_variant_searches_at_its_base_space_proxy_width():
+    from hwnas.search.config import SearchConfig, search_channels
+
+    assert search_channels(SearchConfig(space="cifar-3class"), get_space("cifar-3class")) == 16
+    assert search_channels(SearchConfig(space="tiny-3class"), get_space("tiny-3class")) == 10
+
+
+def test_a_variant_of_one_class_or_an_unknown_base_is_refused():
+    from hwnas.space import space_variant
+
+    with pytest.raises(UserError, match="at least 2 classes"):
+        space_variant(get_space("tiny"), num_classes=1)
+    with pytest.raises(UserError, match="at least 2 classes"):
+        get_space("tiny-1class")
+    with pytest.raises(UserError, match="use 'tiny'"):
+        get_space("tiny-10class")  # tiny itself: one name per network
+    with pytest.raises(UserError, match="unknown space 'nope-3class'"):
+        get_space("nope-3class")
+
+
+@pytest.mark.parametrize("name", ["tiny", "digits"])
+def test_the_head_rule_counts_what_the_network_runs(name):
+    """`macs_floor` is below every network's multiply-adds, and `head_share` x the floor is the
+    classifier's change exactly (the rule that keeps a predictor for a class-count variant)."""
+    from hwnas.nets.network import build_network
+    from hwnas.space import head_share, space_variant
+    from hwnas.space.config import macs_floor
+    from hwnas.train.evaluate import count_macs
+
+    space = get_space(name)
+    three = space_variant(space, num_classes=3)
+    for i in range(3):
+        arch = sample_nth(space, 0, i)
+        macs = count_macs(build_network(arch).eval(), space.input_shape)
+        other = Architecture(space=three, stages=arch.stages, reductions=arch.reductions)
+        assert macs >= macs_floor(space)
+        assert macs - count_macs(build_network(other).eval(), three.input_shape) == pytest.approx(
+            head_share(space, three) * macs_floor(space)
+        )

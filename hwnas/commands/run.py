@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="end to end: profile, repeat, fit the predictor, check it on fresh architectures",
     )
     p.add_argument("--out", type=Path, default=D.out, help="run directory")
-    p.add_argument("--space", default=D.space, help="search space (default digits: its data ships with scikit-learn)")
+    p.add_argument("--space", default=D.space,
+                   help="search space (default digits: its data ships with scikit-learn); with --dataset it "
+                   "takes the data's channels and classes, and that variant is profiled (README 'Your own data')")
     p.add_argument("--target", default=D.target, help=f"target name or .toml (default: {D.target})")
     p.add_argument("--samples", type=int, default=D.samples, help="architectures to profile")
     p.add_argument("--repeat", type=int, default=D.repeat, help="architectures to re-measure")

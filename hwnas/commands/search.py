@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "of MS (never more than 5% above)."
         ),
     )
-    p.add_argument("--space", required=True, help="search space name (hwnas space list)")
+    p.add_argument("--space", required=True,
+                   help="search space name (hwnas space list); it takes --dataset's channels and classes "
+                   "(e.g. tiny-3class for 3 classes: README 'Your own data')")
     p.add_argument("--dataset", default=_D.dataset, help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
     p.add_argument("--predictor", required=True, type=Path, help="latency predictor file (hwnas predictor fit)")
     p.add_argument("--target", default=None, help="refuse a predictor fitted for another target")

@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
     show = s.add_parser("show", help="print a space's config and size")
-    show.add_argument("name", help=f"one of: {', '.join(list_spaces())}")
+    show.add_argument(
+        "name", help=f"one of: {', '.join(list_spaces())}, or a data variant BASE-<C>ch-<K>class (tiny-1ch-3class)"
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_show)
 

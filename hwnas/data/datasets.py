@@ -21,6 +21,11 @@ Specs:
 
 The readers are `hwnas.data.sources` (the CIFAR pickles through a restricted unpickler).
 
+The space's input channels and classifier must fit the data (checked, one line otherwise);
+`space_for_data(spec, space)` (and `load_dataset(..., fit_space=True)`, the search's) gives
+the space's data variant that does (`hwnas.space.space_variant`: `tiny-1ch-3class`); a
+single class is refused.
+
 Images are scaled to [0, 1], resized to the space's input size (bilinear, antialiased) when
 they differ, then normalised per channel by the training set's mean and standard deviation.
 Training augmentation (per sample, from the dataset's `generator`, which the search and
@@ -41,7 +46,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from hwnas.data.sources import _cifar_batches, _digits, _image_folder, _npz, _Raw, _resize
-from hwnas.space import SpaceConfig
+from hwnas.space import SpaceConfig, space_variant
 from targets.basics import UserError
 
 HOLDOUT_FRAC = 0.2  # test share held out when a source has no test split
@@ -178,6 +183,7 @@ class LoadedData:
     mean: list[float]
     std: list[float]
     notes: list[str] = field(default_factory=list)
+    space: SpaceConfig | None = None  # the space the data was loaded for (a data variant with fit_space)
 
     def search_split(self, seed: int = 0) -> tuple[Subset, Subset]:
         """The training set split 50/50, stratified and seeded: (weights half, architecture half)."""
@@ -253,12 +259,12 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     raise UserError(f"unknown dataset {spec!r}; {SPEC_HELP}")
 
 
-def _read(kind: str, path: Path | None, spec: str, space: SpaceConfig) -> _Raw:
+def _read(kind: str, path: Path | None, spec: str, space: SpaceConfig, adapt: bool = False) -> _Raw:
     if kind == "digits":
         return _digits()
     assert path is not None
     if kind == "npz":
-        return _npz(path, space)
+        return _npz(path, space, adapt=adapt)
     if not path.exists():
         raise UserError(f"dataset {spec!r}: {path} does not exist")
     return (_cifar_batches(path) if path.is_dir() else None) or _image_folder(
@@ -266,21 +272,54 @@ def _read(kind: str, path: Path | None, spec: str, space: SpaceConfig) -> _Raw:
     )
 
 
-def _check_against_space(raw: _Raw, where: str, space: SpaceConfig) -> int:
-    """The class count; UserError when channels or classes do not fit the space."""
+def _class_count(raw: _Raw, where: str) -> int:
+    """The data's class count (labels 0..K-1 or class names); UserError for an empty data
+    set or a single class."""
     if len(raw.y_train) == 0:
         raise UserError(f"{where}: no training images (empty data set)")
+    top_test = raw.y_test.max() if raw.y_test is not None and len(raw.y_test) else 0
+    n_classes = max(int(max(raw.y_train.max(), top_test)) + 1, len(raw.classes))
+    if n_classes < 2:
+        raise UserError(
+            f"{where}: 1 class (every label is 0); classification needs at least 2 classes: give "
+            "images of K >= 2 classes, labelled 0..K-1 (npz) or in K class folders"
+        )
+    return n_classes
+
+
+def _fitted_space(raw: _Raw, where: str, space: SpaceConfig) -> SpaceConfig:
+    """`space`'s data variant for these images: their channels and classes (README 'Your own data')."""
+    n_classes = _class_count(raw, where)
+    try:
+        return space_variant(space, in_channels=raw.channels, num_classes=n_classes)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def space_for_data(spec: str, space: SpaceConfig) -> SpaceConfig:
+    """The variant of `space` (registered, or a variant of one) whose input channels and
+    classifier fit dataset `spec`: `space` itself when they already do. Reads the labels,
+    not the images where the source decodes lazily."""
+    kind, path = parse_spec(spec)
+    raw = _read(kind, path, spec, space, adapt=True)
+    return _fitted_space(raw, f"dataset {spec!r} ({raw.where})", space)
+
+
+_ADAPT_HINT = "`hwnas search`/`hwnas run` with --dataset take the data's channels and classes into the space"
+
+
+def _check_against_space(raw: _Raw, where: str, space: SpaceConfig) -> int:
+    """The class count; UserError when channels or classes do not fit the space."""
+    n_classes = _class_count(raw, where)
     if raw.channels != space.in_channels:
         raise UserError(
             f"{where}: images have {raw.channels} channel(s) but space '{space.name}' takes "
-            f"{space.in_channels}; use a space with in_channels={raw.channels} or convert the images"
+            f"{space.in_channels}; give a network made for this data ({_ADAPT_HINT}) or convert the images"
         )
-    top_test = raw.y_test.max() if raw.y_test is not None and len(raw.y_test) else 0
-    n_classes = max(int(max(raw.y_train.max(), top_test)) + 1, len(raw.classes))
     if n_classes != space.num_classes:
         raise UserError(
             f"{where}: {n_classes} classes but space '{space.name}' has a {space.num_classes}-way classifier; "
-            f"use a space with num_classes={n_classes} or a data set with {space.num_classes} classes"
+            f"give a network made for this data ({_ADAPT_HINT}) or a data set with {space.num_classes} classes"
         )
     present = np.unique(raw.y_train)
     if len(present) != n_classes:
@@ -330,14 +369,19 @@ def load_dataset(
     seed: int = 0,
     augment: Augment | None = None,
     cutout: int = 0,
+    fit_space: bool = False,
 ) -> LoadedData:
     """Load `spec` for `space`: checked channels and classes, `subset` training images
-    (stratified, seeded; the test set shrinks in proportion), resized to the space's input."""
+    (stratified, seeded; the test set shrinks in proportion), resized to the space's input.
+    `fit_space`: the data's variant of `space` instead (`space_for_data`), in `.space`."""
     kind, path = parse_spec(spec)
     if subset is not None and subset < 1:
         raise UserError(f"--subset must be a positive number of training images, got {subset}")
-    raw = _read(kind, path, spec, space)
-    n_classes = _check_against_space(raw, f"dataset {spec!r} ({raw.where})", space)
+    raw = _read(kind, path, spec, space, adapt=fit_space)
+    where = f"dataset {spec!r} ({raw.where})"
+    if fit_space:
+        space = _fitted_space(raw, where, space)
+    n_classes = _check_against_space(raw, where, space)
     y_tr = raw.y_train
     tr_idx, te_idx, notes = _select(raw, subset, seed)
     test_from_train = raw.y_test is None
@@ -384,4 +428,5 @@ def load_dataset(
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
         notes=notes,
+        space=space,
     )

@@ -260,7 +260,10 @@ def _image_folder(path: Path, *, expect_classes: int | None = None) -> _Raw:
     return raw
 
 
-def _npz(path: Path, space: SpaceConfig) -> _Raw:
+def _npz(path: Path, space: SpaceConfig, *, adapt: bool = False) -> _Raw:
+    """Arrays x, y (x_test, y_test) of a .npz; a 4-D x's channel axis is the one of the
+    space's channel count, or with `adapt` (the space will take the data's channels) the
+    last axis, else the second, of at most 4 entries."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (npz:PATH wants a .npz with arrays x and y)")
     try:
@@ -292,11 +295,15 @@ def _npz(path: Path, space: SpaceConfig) -> _Raw:
                 a = a.transpose(0, 3, 1, 2)
             elif a.shape[1] == c:
                 pass
+            elif adapt and a.shape[3] <= 4:
+                a = a.transpose(0, 3, 1, 2)
+            elif adapt and a.shape[1] <= 4:
+                pass
             else:
                 raise UserError(
                     f"{where} has shape {list(a.shape)}: no axis of {c} channels for space '{space.name}' "
-                    f"(expects {list(space.input_shape)}); give [N,H,W,{c}] or [N,{c},H,W], or pick a space with "
-                    f"in_channels={a.shape[3] if a.shape[3] in (1, 3, 4) else a.shape[1]}"
+                    f"(expects {list(space.input_shape)}); give [N,H,W,{c}] or [N,{c},H,W], or a network made for "
+                    "this data (`hwnas search`/`hwnas run` with --dataset take the data's channels into the space)"
                 )
         else:
             raise UserError(

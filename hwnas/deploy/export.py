@@ -26,7 +26,7 @@ from hwnas.data.datasets import load_dataset
 from hwnas.nets.network import Network, build_network
 from hwnas.nets.onnx_export import INPUT_NAME, OUTPUT_NAME, network_to_onnx
 from hwnas.rundir import ARCHITECTURE, CONFIG, SUMMARY, run_kind
-from hwnas.space import Architecture, save_architecture
+from hwnas.space import Architecture, head_variant_note, save_architecture
 from hwnas.space.encoding import encode
 from hwnas.train.runs import load_trained, resolve_source
 from predictor import check_space, load_predictor
@@ -181,13 +181,18 @@ def parity_check(net: Network, model_bytes: bytes, x: torch.Tensor, batch_size: 
     return worst
 
 
-def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tuple[float | None, float | None]:
-    """(predicted ms, the predictor's baseline reference ms) or Nones without a predictor."""
+def _predict(
+    predictor: Path | None, arch: Architecture, spec: TargetSpec
+) -> tuple[float | None, float | None, str | None]:
+    """(predicted ms, the predictor's baseline reference ms, a note) or Nones without a
+    predictor. A predictor of the same network with another class count holds (noted)."""
     if predictor is None:
-        return None, None
+        return None, None, None
 
     model = load_predictor(predictor)
-    check_space(model, arch.space.key, what=f"architecture {arch.hash[:12]}")
+    note = head_variant_note(model.header.get("space_config"), arch.space)
+    if note is None:
+        check_space(model, arch.space.key, what=f"architecture {arch.hash[:12]}")
     target = model.header.get("target_name")
     if target != spec.name:
         raise UserError(
@@ -197,7 +202,7 @@ def _predict(predictor: Path | None, arch: Architecture, spec: TargetSpec) -> tu
     with torch.no_grad():
         ms = float(model(torch.from_numpy(encode(arch)).unsqueeze(0))[0])
 
-    return ms, predictor_baseline(model.header)
+    return ms, predictor_baseline(model.header), note
 
 
 def _check_out(out: Path, record: dict[str, Any], force: bool) -> None:
@@ -222,7 +227,7 @@ def export_for_target(
     """Write model.onnx (+ model.engine for TensorRT), architecture.json and export.json."""
     loaded = _load_source(source)
     arch = loaded.arch
-    predicted, baseline = _predict(predictor, arch, spec)
+    predicted, baseline, head_note = _predict(predictor, arch, spec)
     if predicted is None and loaded.predicted_latency_ms is not None:
         predicted = float(loaded.predicted_latency_ms)
     weights = "trained" if loaded.trained else "random"
@@ -240,7 +245,7 @@ def export_for_target(
         "test_accuracy": loaded.summary.get("test_accuracy"),
     }
     _check_out(out, record, force)
-    notes = []
+    notes = [head_note] if head_note else []
     if not loaded.trained:
         notes.append("random weights: a bare architecture has no trained weights (train it with `hwnas train`)")
 

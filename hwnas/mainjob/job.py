@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from hwnas import devices, rundir
+from hwnas.data.datasets import space_for_data
 from hwnas.mainjob.children import Child
 from hwnas.mainjob.config import IDENTITY, MAIN_KIND, MainJobConfig
 from hwnas.mainjob.deploy_steps import deploy_steps, step
@@ -33,7 +35,7 @@ from hwnas.mainjob.summary import describe_repeat, finite, fresh_table_lines
 from hwnas.nets.onnx_export import export_onnx
 from hwnas.nets.profile_source import SpaceCandidates
 from hwnas.search.predictor_check import calibrate_predictor
-from hwnas.space import sample_nth, save_architecture
+from hwnas.space import get_space, sample_nth, save_architecture
 from hwnas.space.encoding import encode
 from predictor import (
     ProfileQuery,
@@ -69,6 +71,19 @@ def _check(cfg: MainJobConfig) -> MainJobConfig:
     if cfg.max_samples is not None and cfg.max_samples < cfg.samples:
         raise UserError(f"--max-samples {cfg.max_samples} is below --samples {cfg.samples}; raise it or drop it")
     cfg = cfg.resolved()
+    if cfg.dataset is not None:  # profile, fit and search the space the data needs (its channels, classes)
+        space = space_for_data(cfg.dataset, get_space(cfg.space))
+        if space.name != cfg.space:
+            print(f"space '{space.name}': {space.description}, from dataset {cfg.dataset!r}", flush=True)
+            cfg = replace(cfg, space=space.name)
+    if cfg.init is not None:  # refused now, not after profiling: the profiles are of cfg.space
+        fitted = load_predictor(cfg.init).header
+        if fitted.get("space_key") != get_space(cfg.space).key:
+            raise UserError(
+                f"--init {cfg.init}: fitted on space '{fitted.get('space_name')}', but this run profiles "
+                f"'{cfg.space}' (the space for its data); --init needs a predictor of '{cfg.space}': drop "
+                f"--init to fit one from scratch (--samples >= {min_samples(False)})"
+            )
     if cfg.deploy:
         devices.resolve(cfg.device, cfg.precision)  # a device that is not there: refused now
     new = cfg.to_json()

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig
+from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig, variant_base
 from targets.basics import UserError
 
 MODES = ("full", "sampled")
@@ -46,8 +46,9 @@ SHORT_SEARCH_ARCH_LR = 3e-3
 
 
 def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
-    """The supernet's width C: --search-channels, else the space's usual proxy, else its own."""
-    return cfg.search_channels or PROXY_CHANNELS.get(space.name, space.channels)
+    """The supernet's width C: --search-channels, else the space's usual proxy (a data
+    variant's: its base space's), else its own."""
+    return cfg.search_channels or PROXY_CHANNELS.get(variant_base(space.name), space.channels)
 
 
 def search_resolution(cfg: SearchConfig, space: SpaceConfig) -> int:

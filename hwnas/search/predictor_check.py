@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from hwnas.space import SpaceConfig
+from hwnas.space import HEAD_TOLERANCE, SpaceConfig, head_share, head_variant_note
 from hwnas.space.encoding import ArchParameters, encoding_layout
 from predictor.io import check_layout, deploy_space_config
 from predictor.relax import expectation_gap, fit_relaxed_correction
@@ -25,6 +26,10 @@ from targets.basics import UserError
 
 # Fields a search space may change against the deploy space: its width, and its labels.
 SEARCH_MAY_DIFFER = ("channels", "name", "description")
+#: Fields a network may change against the predictor's space and keep its predictions: the
+#: classifier's class count (one GAP -> linear layer, README 'Your own data'). A data variant's
+#: channel count changes the stem: refused, like the input size.
+HEAD_FIELDS = ("num_classes",)
 
 
 def predictor_deploy_space(predictor: Any) -> SpaceConfig:
@@ -44,28 +49,50 @@ def predictor_deploy_space(predictor: Any) -> SpaceConfig:
 def check_predictor_for_search(predictor: Any, search_space: SpaceConfig) -> SpaceConfig:
     """The deploy space whose latency `predictor` gives for architectures of `search_space`.
 
-    Accepts a search space that differs from the deploy space only in width (`channels`)
-    or name; refuses, with what differs and what to do, another encoding layout or any
-    other field (input size, classes, stem, ...).
+    Accepts a search space that differs from the deploy space only in width (`channels`),
+    name or class count (the head: the deploy space is then the predictor's with the search
+    space's classifier, `head_note` says so); refuses, with what differs and what to do,
+    another encoding layout or any other field (input size, input channels, stem, ...).
     """
     check_layout(
         predictor, encoding_layout(search_space), what=f"search space '{search_space.name}'"
     )
     deploy = predictor_deploy_space(predictor)
     mine, theirs = search_space.to_dict(), deploy.to_dict()
+    may = SEARCH_MAY_DIFFER + HEAD_FIELDS
     diff = [
         f"{k}={mine.get(k)!r} (deploy {theirs.get(k)!r})"
         for k in sorted(set(mine) | set(theirs))
-        if k not in SEARCH_MAY_DIFFER and mine.get(k) != theirs.get(k)
+        if k not in may and mine.get(k) != theirs.get(k)
     ]
+    share = head_share(deploy, search_space)
+    if share > HEAD_TOLERANCE:
+        diff.append(
+            f"num_classes={search_space.num_classes} (deploy {deploy.num_classes}: a classifier "
+            f"change of {share:.1%} of the network's multiply-adds, over {HEAD_TOLERANCE:.0%})"
+        )
     if diff:
         raise UserError(
             f"search space '{search_space.name}' differs from the predictor's deploy space "
-            f"'{deploy.name}' in {', '.join(diff)}; only the width (channels) may differ. "
-            f"Search with the deploy space's settings, or fit a predictor on profiles of "
-            f"a space with these"
+            f"'{deploy.name}' in {', '.join(diff)}; only the width (channels) and the class count "
+            f"(within {HEAD_TOLERANCE:.0%} of the network's multiply-adds) may differ. Profile "
+            f"'{search_space.name}' and fit a predictor on it (`hwnas profile --space {search_space.name} "
+            "...`, `hwnas predictor fit`; `hwnas run` does both), or search with the deploy space's settings"
         )
+    if search_space.num_classes != deploy.num_classes:
+        # the network that ships: the predictor's, with this space's classifier
+        deploy = replace(
+            deploy, name=search_space.name, description=search_space.description,
+            num_classes=search_space.num_classes,
+        )  # fmt: skip
     return deploy
+
+
+def head_note(predictor: Any, space: SpaceConfig) -> str | None:
+    """What a predictor fitted with another classifier means for the deploy network of
+    `space` (at the predictor's width; None: the same head)."""
+    fitted = predictor_deploy_space(predictor)
+    return head_variant_note(fitted.to_dict(), replace(fitted, name=space.name, num_classes=space.num_classes))
 
 
 # -- the relaxed prediction's meaning: the expected latency of the architectures it describes ----

@@ -30,7 +30,7 @@ from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, search_channels, search_resolution
 from hwnas.search.derive import derive, param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
-from hwnas.search.predictor_check import check_predictor_for_search
+from hwnas.search.predictor_check import check_predictor_for_search, head_note
 from hwnas.search.repair import repair_to_budget
 from hwnas.search.step import CHECKPOINT_FORMAT, Searcher
 from hwnas.space import Architecture, SpaceConfig, get_space
@@ -82,7 +82,11 @@ def _resolve(
     search's `device`, so the latency loss needs no host copy."""
 
     cfg.check()
-    space = get_space(cfg.space)
+    # the space takes the data's channels and classes (a data variant, README 'Your own data'):
+    # config.json's resolved space and architecture.json record it, so train and export rebuild it
+    data = load_dataset(cfg.dataset, get_space(cfg.space), subset=cfg.subset, seed=cfg.seed, fit_space=True)
+    assert data.space is not None
+    space = data.space
     term = penalty = None
     resolved: dict[str, Any] = {
         "space": space.to_dict(),
@@ -96,6 +100,11 @@ def _resolve(
             raise UserError(f"--predictor {path}: no such file; fit one with `hwnas predictor fit`")
         pred = load_predictor(path, device=device or "cpu")
         deploy = check_predictor_for_search(pred, space)
+        head = head_note(pred, space)
+        if head is not None:
+            resolved["predictor_note"] = head
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"search: note: {head}", file=sys.stderr)
         target = str(pred.header.get("target_name", "?"))
         if cfg.target is not None and cfg.target != target:
             raise UserError(
@@ -111,7 +120,6 @@ def _resolve(
             predictor_sha256=_file_sha256(path), target=target, latency=penalty.describe(),
             deploy_space=deploy.to_dict(),
         )
-    data = load_dataset(cfg.dataset, space, subset=cfg.subset, seed=cfg.seed)
     resolved["data"] = data.describe()
     return space, term, penalty, data, resolved
 

@@ -17,6 +17,7 @@ from hwnas.space.arch import (
 )
 from hwnas.space.config import (
     CELL_OPS,
+    HEAD_TOLERANCE,
     NETWORK_VERSION,
     NUM_CELL_INPUTS,
     NUM_STAGES,
@@ -28,10 +29,15 @@ from hwnas.space.config import (
     cifar,
     digits,
     get_space,
+    head_share,
+    head_variant_note,
     list_spaces,
     register_space,
+    same_but_head,
     sha256_hex,
+    space_variant,
     tiny,
+    variant_base,
 )
 from hwnas.space.sample import (
     sample_architecture,
@@ -45,6 +51,7 @@ __all__ = [
     "CELL_OPS",
     "Edge",
     "Genotype",
+    "HEAD_TOLERANCE",
     "NETWORK_VERSION",
     "NUM_CELL_INPUTS",
     "NUM_STAGES",
@@ -57,6 +64,8 @@ __all__ = [
     "cifar",
     "digits",
     "get_space",
+    "head_share",
+    "head_variant_note",
     "list_spaces",
     "load_architecture",
     "register_space",
@@ -65,6 +74,9 @@ __all__ = [
     "sample_fast_biased",
     "sample_nth",
     "save_architecture",
+    "same_but_head",
     "sha256_hex",
+    "space_variant",
     "tiny",
+    "variant_base",
 ]

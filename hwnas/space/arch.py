@@ -35,6 +35,7 @@ from hwnas.space.config import (
     get_space,
     list_spaces,
     sha256_hex,
+    variant_base,
 )
 from targets.basics import UserError, atomic_write_text
 
@@ -184,7 +185,7 @@ def _parse_architecture(data: Any, where: str) -> Architecture:
     if extra:
         raise _fail(where, f"unknown field(s) {extra}")
     space = SpaceConfig.from_dict(_require(data, "space", where), f"{where}: space")
-    if space.name in list_spaces() and get_space(space.name) != space:
+    if variant_base(space.name) in list_spaces() and get_space(space.name) != space:
         raise _fail(
             where,
             f"field 'space' claims the registered space {space.name!r} but its config differs "

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from typing import Any
 
 from targets.basics import UserError
@@ -52,7 +53,7 @@ NUM_CELL_INPUTS = 2
 SPACE_BOUNDS: dict[str, tuple[int, int]] = {
     "in_channels": (1, 64),
     "input_size": (1, 1024),
-    "num_classes": (1, 100_000),
+    "num_classes": (2, 100_000),  # a classifier needs two classes at least
     "channels": (2, 1024),
     "depth_choices": (1, 32),
     "window": (2, 16),
@@ -210,13 +211,133 @@ def list_spaces() -> list[str]:
 
 
 def get_space(name: str) -> SpaceConfig:
-    try:
+    """A registered space, or a data variant of one by its name (`tiny-1ch-3class`)."""
+    if name in _SPACES:
         return _SPACES[name]()
-    except KeyError:
+    found = _parse_variant(name)
+    if found is None:
         raise UserError(
-            f"unknown space {name!r}; known spaces: {', '.join(list_spaces())} "
-            "(see `hwnas space show NAME`)"
-        ) from None
+            f"unknown space {name!r}; known spaces: {', '.join(list_spaces())}, or a data "
+            "variant BASE-<C>ch-<K>class of one (see `hwnas space show NAME`)"
+        )
+    base, channels, classes = found
+    space = space_variant(_SPACES[base](), in_channels=channels, num_classes=classes)
+    if space.name != name:
+        raise UserError(f"space {name!r} is space {space.name!r} (no field differs from it): use {space.name!r}")
+    return space
+
+
+# -- data variants: a registered space with another input channel count or class count ---------
+#: `BASE[-<C>ch][-<K>class]`: the name of a registered space's variant for other data.
+_VARIANT = re.compile(r"^(?P<base>.+?)(?:-(?P<ch>\d{1,3})ch)?(?:-(?P<k>\d{1,6})class)?$")
+
+
+#: A latency predictor of a space holds for a variant with another class count while the
+#: classifier's extra multiply-adds stay within this share of `macs_floor` (the classifier
+#: is one GAP -> linear layer: 3 classes instead of 10 change a `tiny` network's MACs by
+#: < 0.01 %; README 'Your own data').
+HEAD_TOLERANCE = 0.01
+
+
+def macs_floor(space: SpaceConfig) -> int:
+    """A lower bound of any network's multiply-adds in `space`: the stem's 3x3 conv and stage
+    1's two 1x1 input projections, which every architecture has."""
+    hw = (space.input_size * space.upsample) ** 2
+    stem = space.stem_multiplier * space.channels
+    return hw * (9 * space.in_channels * stem + 2 * stem * space.nodes * space.channels)
+
+
+def head_share(a: SpaceConfig, b: SpaceConfig) -> float:
+    """The change of the classifier's multiply-adds from `a` to `b` (its input: the last
+    stage's 2 x nodes x 4C channels), as a share of `macs_floor(a)`."""
+    return 8 * a.nodes * a.channels * abs(b.num_classes - a.num_classes) / macs_floor(a)
+
+
+def same_but_head(a: SpaceConfig, b: SpaceConfig) -> bool:
+    """True when `a` and `b` build one network but for the classifier's class count (and
+    their labels), within HEAD_TOLERANCE: a latency predictor of one holds for the other."""
+    labels = ("name", "description", "num_classes")
+    da, db = a.to_dict(), b.to_dict()
+    return all(da[k] == db[k] for k in da if k not in labels) and head_share(a, b) <= HEAD_TOLERANCE
+
+
+def head_variant_note(fitted: Any, space: SpaceConfig) -> str | None:
+    """What a predictor fitted on space config `fitted` (its header's dict) means for a
+    network of `space`: a note when `space` is that network with another class count
+    (`same_but_head`: the predictor holds), None otherwise (the same space, or another one
+    the caller's key check refuses)."""
+    if not isinstance(fitted, Mapping):
+        return None
+    try:
+        fitted_space = SpaceConfig.from_dict(fitted, where="the predictor's space config")
+    except UserError:
+        return None
+    if fitted_space.key == space.key or not same_but_head(fitted_space, space):
+        return None
+    return (
+        f"the predictor was fitted on space '{fitted_space.name}' ({fitted_space.num_classes} classes); "
+        f"this network ('{space.name}') has {space.num_classes}: its predictions hold (the classifier "
+        f"is one small linear layer), but for exact figures profile '{space.name}' and fit a predictor on it"
+    )
+
+
+def _parse_variant(name: str) -> tuple[str, int | None, int | None] | None:
+    m = _VARIANT.match(name)
+    if m is None or m["base"] not in _SPACES or (m["ch"] is None and m["k"] is None):
+        return None
+    return m["base"], None if m["ch"] is None else int(m["ch"]), None if m["k"] is None else int(m["k"])
+
+
+def variant_base(name: str) -> str:
+    """The registered space a variant's name derives from (the name itself otherwise)."""
+    found = _parse_variant(name) if name not in _SPACES else None
+    return found[0] if found is not None else name
+
+
+def space_variant(
+    space: SpaceConfig, *, in_channels: int | None = None, num_classes: int | None = None
+) -> SpaceConfig:
+    """`space` (registered, or a variant of one) for images of `in_channels` channels and
+    `num_classes` classes (None: the space's own): the same choices, stem and classifier
+    resized; named `BASE-<C>ch-<K>class` after what differs from the registered base, so
+    the name alone rebuilds it (`get_space`), in run configs, stores and worker processes."""
+    base_name = variant_base(space.name)
+    channels = space.in_channels if in_channels is None else in_channels
+    classes = space.num_classes if num_classes is None else num_classes
+    for field_, value, unit in (("in_channels", channels, "input channel(s)"), ("num_classes", classes, "class(es)")):
+        low, high = SPACE_BOUNDS[field_]
+        if not low <= value <= high:
+            why = "a classifier needs at least 2 classes" if field_ == "num_classes" and value < low else (
+                f"{field_} must be {low}..{high}"
+            )
+            raise UserError(f"space {base_name!r} for {value} {unit}: {why}")
+    if (channels, classes) == (space.in_channels, space.num_classes):
+        return space  # fits already (registered or not)
+    if base_name not in _SPACES:
+        raise UserError(
+            f"space {space.name!r} is not registered: a data variant derives from a registered "
+            f"space ({', '.join(list_spaces())}); register one for this data (`register_space`)"
+        )
+    base = _SPACES[base_name]()
+    if (channels, classes) == (base.in_channels, base.num_classes):
+        return base
+    name = base_name
+    parts = []
+    if channels != base.in_channels:
+        name += f"-{channels}ch"
+        parts.append(f"{channels}-channel images")
+    if classes != base.num_classes:
+        name += f"-{classes}class"
+        parts.append(f"{classes} classes")
+    if len(name) > 64:
+        raise UserError(f"space {name!r}: a variant's name must be at most 64 characters (register the space)")
+    return replace(
+        base,
+        name=name,
+        in_channels=channels,
+        num_classes=classes,
+        description=f"'{base_name}' for {' and '.join(parts)} (a data variant)",
+    )
 
 
 @register_space
