@@ -231,7 +231,11 @@ def test_three_class_data_searches_trains_and_exports_its_own_network(cli, tmp_p
 
     # RGB data of 3 classes on the 1-channel network the run searched: one line, exit 2
     np.savez(tmp_path / "rgb.npz", x=np.zeros((12, 8, 8, 3), dtype=np.uint8), y=np.arange(12) % 3)
+    # (the run itself refuses other data than it searched; its architecture file takes any)
     code, _, err = cli("train", tmp_path / "s", "--dataset", f"npz:{tmp_path / 'rgb.npz'}", "--epochs", "1",
                        "--out", tmp_path / "t2", "--device", "cpu")  # fmt: skip
+    assert code == 2 and "architecture.json --dataset" in err
+    code, _, err = cli("train", tmp_path / "s" / "architecture.json", "--dataset", f"npz:{tmp_path / 'rgb.npz'}",
+                       "--epochs", "1", "--out", tmp_path / "t2", "--device", "cpu")  # fmt: skip
     assert code == 2 and "no axis of 1 channels for space 'digits-3class'" in err and "`hwnas search`" in err
     assert not (tmp_path / "t2").exists()
