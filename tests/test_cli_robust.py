@@ -66,3 +66,104 @@ def test_every_listed_command_module_exists():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(cli.COMMAND_MODULES) <= set(sub.choices)
+
+
+# -- numeric options: every one range-checked, one line and exit 2 (issue 21, items 3 and 9) --
+_NOPE = "NOPE"  # a path that does not exist: the range check must come before any file is read
+
+
+def _argv(cmd: str) -> list[str]:
+    base = {
+        "search": ["search", "--space", "digits", "--predictor", _NOPE, "--epochs", "1", "--out", _NOPE],
+        "train": ["train", _NOPE, "--epochs", "1", "--out", _NOPE],
+        "run": ["run", "--out", _NOPE],
+        "profile": ["profile", "--space", "digits", "--target", "ort-cpu", "--samples", "5", "--db", _NOPE],
+        "fit": ["predictor", "fit", "--db", _NOPE, "--target", "ort-cpu", "--out", _NOPE],
+        "repeat": ["db", "repeat", "--db", _NOPE, "-n", "3"],
+        "sample": ["arch", "sample", "--space", "digits", "--out", _NOPE],
+        "export": ["export", _NOPE, "--out", _NOPE],
+        "measure": ["measure", "x.onnx", "--target", "ort-cpu"],
+        "check": ["targets", "check", "ort-cpu"],
+    }
+    return list(base[cmd])
+
+
+@pytest.mark.parametrize(
+    ("cmd", "extra", "fragment"),
+    [
+        ("search", ["--arch-lr", "-1"], "--arch-lr must be a finite number > 0, got -1.0"),
+        ("search", ["--arch-lr", "nan"], "--arch-lr must be a finite number > 0, got nan"),
+        ("search", ["--threads", "0"], "--threads must be >= 1, got 0"),
+        ("search", ["--latency-weight", "nan"], "--latency-weight must be a finite number >= 0"),
+        ("search", ["--latency-budget", "-1"], "--latency-budget must be a finite number > 0"),
+        ("search", ["--latency-budget", "inf"], "--latency-budget must be a finite number > 0"),
+        ("search", ["--subset", "0"], "--subset must be an integer >= 2"),
+        ("search", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("search", ["--max-param-free", "99"], "--max-param-free 99: a cell of space 'digits' has 8 edges"),
+        ("search", ["--epochs", "0"], "--epochs must be >= 1"),
+        ("train", ["--aux-weight", "nan"], "--aux-weight must be a finite number >= 0, got nan"),
+        ("train", ["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+        ("train", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("train", ["--threads", "0"], "--threads must be >= 1, got 0"),
+        ("run", ["--repeat", "-1"], "--repeat must be an integer >= 0"),
+        ("run", ["--fresh", "-1"], "--fresh must be an integer >= 0"),
+        ("run", ["--search-epochs", "0"], "--search-epochs must be an integer >= 1"),
+        ("run", ["--search-subset", "0"], "--search-subset must be an integer >= 2"),
+        ("run", ["--search-resolution", "2"], "--search-resolution must be an integer >= 4"),
+        ("run", ["--search-arch-lr", "nan"], "--search-arch-lr must be a finite number > 0"),
+        ("run", ["--train-epochs", "0"], "--train-epochs must be an integer >= 1"),
+        ("run", ["--train-subset", "0"], "--train-subset must be an integer >= 1"),
+        ("run", ["--latency-weight", "nan"], "--latency-weight must be a finite number >= 0"),
+        ("run", ["--latency-budget", "-3"], "--latency-budget must be a finite number > 0"),
+        ("run", ["--seed", "-3"], "--seed must be an integer >= 0"),
+        ("profile", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("fit", ["--max-train", "0"], "--max-train must be an integer >= 1"),
+        ("fit", ["--time-budget", "nan"], "--time-budget must be a finite number > 0"),
+        ("fit", ["--relaxed-points", "-1"], "--relaxed-points must be an integer >= 0"),
+        ("fit", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("repeat", ["--group-size", "0"], "--group-size must be an integer >= 1"),
+        ("repeat", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("sample", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("export", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("measure", ["--seed", "-1"], "--seed must be an integer >= 0"),
+        ("check", ["--seed", "-1"], "--seed must be an integer >= 0"),
+    ],
+)
+def test_out_of_range_number_is_one_line_exit_2(cmd, extra, fragment, tmp_path, monkeypatch, capsys):
+    """NaN, inf, negative or impossible values: refused before anything is read or written."""
+    monkeypatch.chdir(tmp_path)
+    code = cli.main([*_argv(cmd), *extra])  # an uncaught exception (a traceback) fails the test here
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("hwnas: error: ") and err.count("\n") == 1, err
+    assert fragment in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_python_configs_refuse_out_of_range_numbers():
+    """The same rules hold for Python users, who never pass through argparse."""
+    from hwnas.mainjob.config import MainJobConfig
+    from hwnas.search.config import SearchConfig
+    from hwnas.space import get_space
+    from hwnas.train.recipe import TrainConfig
+    from profiling.runner import ProfileSettings
+    from targets.basics import UserError
+
+    for cfg in (
+        SearchConfig(space="digits", a_lr=float("nan")),
+        SearchConfig(space="digits", w_lr=-1.0),
+        SearchConfig(space="digits", tau_min=2.0, tau_max=1.0),
+        SearchConfig(space="digits", latency_weight=float("inf"), predictor="p.pt"),
+    ):
+        with pytest.raises(UserError):
+            cfg.check()
+    with pytest.raises(UserError, match="has 8 edges"):
+        SearchConfig(space="digits", max_param_free=9).check_space(get_space("digits"))
+    SearchConfig(space="digits", max_param_free=8).check_space(get_space("digits"))  # all 8: allowed
+    for bad in ({"aux_weight": float("nan")}, {"momentum": 1.5}, {"grad_clip": 0.0}):
+        with pytest.raises(UserError):
+            TrainConfig(**bad).validate()
+    with pytest.raises(UserError, match="--search-arch-lr"):
+        MainJobConfig(search_arch_lr=float("nan")).resolved()
+    with pytest.raises(UserError, match="--seed"):
+        ProfileSettings(seed=-1)

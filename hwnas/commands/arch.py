@@ -15,7 +15,7 @@ from hwnas.space import (
     sample_architectures,
     save_architecture,
 )
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
+    check_range("--seed", args.seed, 0)
     space = get_space(args.space)
     archs = sample_architectures(space, args.seed, args.n)
     written = []
@@ -122,6 +123,7 @@ def _export(args: argparse.Namespace) -> int:
     arch = load_architecture(args.file)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_range("--seed", args.seed, 0)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     export_onnx(build_network(arch), args.out, batch_size=args.batch_size)

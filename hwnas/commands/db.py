@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -145,6 +145,8 @@ def _repeat(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
+    check_range("--group-size", args.group_size, 1)
+    check_range("--seed", args.seed, 0)
     if not args.db.exists():
         raise UserError(f"no profile store at {args.db}; create one with hwnas profile")
     with ProfileStore(args.db) as store:

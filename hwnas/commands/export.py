@@ -38,9 +38,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         format_comparison,
         measure_exports,
     )
-    from targets.basics import atomic_write_text
+    from targets.basics import atomic_write_text, check_range
     from targets.registry import load_target
 
+    check_range("--seed", args.seed, 0)
     spec = load_target(args.target)
     result = export_for_target(
         args.source, spec, args.out, predictor=args.predictor, dataset=args.dataset,

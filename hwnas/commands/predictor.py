@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -160,8 +160,13 @@ def _fit(args: argparse.Namespace) -> int:
     from predictor.baselines import BASELINES
     from predictor.dataset import min_samples
 
-    if args.members < 1 or args.max_epochs < 1:
-        raise UserError("--members and --max-epochs must be at least 1")
+    for flag, value, low in (
+        ("--members", args.members, 1), ("--max-epochs", args.max_epochs, 1), ("--max-train", args.max_train, 1),
+        ("--seed", args.seed, 0), ("--relaxed-points", args.relaxed_points, 0),
+        ("--relaxed-samples", args.relaxed_samples, 1),
+    ):  # fmt: skip
+        check_range(flag, value, low)
+    check_range("--time-budget", args.time_budget, 0, above=True)
     device = resolve_device(args.device)
     init = load_predictor(args.init) if args.init is not None else None
     query = ProfileQuery(

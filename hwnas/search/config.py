@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 MODES = ("full", "sampled")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
@@ -119,8 +119,32 @@ class SearchConfig:
             raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
         if self.max_param_free is not None and self.max_param_free < 0:
             raise UserError(f"--max-param-free must be >= 0, got {self.max_param_free}")
+        check_range("--latency-weight", self.latency_weight, 0)
+        check_range("--latency-budget", self.latency_budget_ms, 0, above=True)
+        check_range("--arch-lr", self.a_lr, 0, above=True)
+        check_range("--subset", self.subset, 2)  # split 50/50 between weights and architecture
+        check_range("--seed", self.seed, 0)
+        # settings only Python sets: the same rule, named by their field
+        for name in ("w_lr", "tau_min"):
+            check_range(f"SearchConfig.{name}", getattr(self, name), 0, above=True)
+        for name in ("w_lr_min", "w_weight_decay", "w_grad_clip", "a_weight_decay"):
+            check_range(f"SearchConfig.{name}", getattr(self, name), 0)
+        check_range("SearchConfig.w_momentum", self.w_momentum, 0, 1, below=True)
+        check_range("SearchConfig.tau_max", self.tau_max, self.tau_min)
+        for beta in self.a_betas:
+            check_range("SearchConfig.a_betas", beta, 0, 1, below=True)
         if (self.latency_weight is not None or self.latency_budget_ms is not None) and self.predictor is None:
             raise UserError("a latency weight or budget needs --predictor FILE (a fitted latency predictor)")
+
+    def check_space(self, space: SpaceConfig) -> None:
+        """UserError for settings the space bounds: a cell keeps two input edges per node, so
+        the collapse guard cannot keep more parameter-free edges than 2 x nodes."""
+        edges = 2 * space.nodes
+        if self.max_param_free is not None and self.max_param_free > edges:
+            raise UserError(
+                f"--max-param-free {self.max_param_free}: a cell of space '{space.name}' has {edges} "
+                f"edges ({space.nodes} nodes x 2 inputs); give 0..{edges}, or -1 for no guard"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -83,6 +83,7 @@ def _resolve(
 
     cfg.check()
     space = get_space(cfg.space)
+    cfg.check_space(space)
     term = penalty = None
     resolved: dict[str, Any] = {
         "space": space.to_dict(),
