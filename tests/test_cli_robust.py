@@ -167,3 +167,55 @@ def test_python_configs_refuse_out_of_range_numbers():
         MainJobConfig(search_arch_lr=float("nan")).resolved()
     with pytest.raises(UserError, match="--seed"):
         ProfileSettings(seed=-1)
+
+
+# -- damaged torch files: our one line, never torch's text (issue 21, item 8) --------------------
+def _damaged(tmp_path: Path, how: str) -> Path:
+    """A real torch checkpoint cut in half, or a text file where one is expected."""
+    import torch
+
+    path = tmp_path / "checkpoint.pt"
+    if how == "truncated":
+        torch.save({"format": "x", "model": {"w": torch.zeros(64, 64)}}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_text("epoch,loss\n1,0.5\n")
+    return path
+
+
+def _load_search(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwnas.search import run as search_run
+
+    monkeypatch.setattr(search_run.rundir, "prepare", lambda *a, **k: "resume")  # a run to resume
+    search_run._check_run_dir(path.parent, {}, resume=True)
+
+
+def _load_train(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwnas.train.runs import load_checkpoint  # export reads a train run through it too
+
+    load_checkpoint(path)
+
+
+def _load_predictor(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from predictor import load_predictor
+
+    load_predictor(path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "text"])
+@pytest.mark.parametrize(
+    ("loader", "what"),
+    [(_load_search, "search checkpoint"), (_load_train, "train checkpoint"), (_load_predictor, "hwnas predictor file")],
+)
+def test_damaged_torch_file_is_one_clean_line(loader, what, how, tmp_path, monkeypatch):
+    from targets.basics import UserError
+
+    path = _damaged(tmp_path, how)
+    before = path.read_bytes()
+    with pytest.raises(UserError) as info:
+        loader(path, monkeypatch)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: not a readable {what} (truncated, corrupted or not written by hwnas); ")
+    assert "\n" not in msg and "weights_only" not in msg and "If you" not in msg, msg
+    assert path.read_bytes() == before  # left as it was

@@ -36,7 +36,7 @@ from hwnas.search.step import CHECKPOINT_FORMAT, Searcher
 from hwnas.space import Architecture, SpaceConfig, get_space
 from hwnas.space.encoding import ArchParameters
 from predictor import load_predictor
-from targets.basics import UserError, atomic_write_bytes, atomic_write_text
+from targets.basics import UserError, atomic_write_bytes, atomic_write_text, load_torch_file
 from targets.progress import Progress
 
 CONFIG_FILE = rundir.CONFIG
@@ -160,15 +160,10 @@ def _check_run_dir(out: Path, doc: dict[str, Any], resume: bool) -> dict[str, An
     ck = out / CHECKPOINT_FILE
     if not ck.exists():
         return None
-    try:
-        st = torch.load(ck, map_location="cpu", weights_only=True)
-        if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a search checkpoint")
-    except Exception as exc:  # noqa: BLE001 (any unpickling failure means a damaged file)
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(
-            f"--resume: {ck} is corrupted ({first}); restore it, or delete it to restart the run from epoch 0"
-        ) from None
+    fix = "restore it, or delete it to restart the run from epoch 0"
+    st = load_torch_file(ck, "search checkpoint", fix)
+    if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{ck}: not a search checkpoint of this hwnas version; {fix}")
     return st
 
 
