@@ -23,7 +23,7 @@ from predictor.dataset import training_hashes
 from predictor.features import FeatureLayout
 from predictor.model import LatencyPredictor, MLPConfig
 from profiling.space_config import version_mismatch
-from targets.basics import UserError, atomic_path, load_torch_file
+from targets.basics import UserError, atomic_path, load_torch_file, strict_json
 
 FORMAT = "hwnas-latency-predictor"
 VERSION = 1
@@ -82,7 +82,7 @@ def save_predictor(
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"header": json.dumps(header, sort_keys=True, allow_nan=True), "state_dict": state}
+    payload = {"header": strict_json(header, sort_keys=True), "state_dict": state}  # undefined metrics: null
     payload[CHECKSUM_KEY] = payload_checksum(payload["header"], state)
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)

@@ -8,11 +8,11 @@ summary.json); `--resume` continues a run killed at any moment with the same res
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hwnas.commands.common import add_run_flags, set_up_process
 from hwnas.search.config import SearchConfig
+from targets.basics import strict_json
 
 _D = SearchConfig(space="")  # the defaults, in one place: hwnas.search.config
 
@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0  # under torchrun rank 0 reports
     s = res.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(strict_json(s, indent=2))
     else:
         lat = s.get("predicted_latency_ms")
         print(

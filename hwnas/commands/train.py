@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hwnas.commands.common import add_run_flags, set_up_process
 from hwnas.train.recipe import TrainConfig
+from targets.basics import strict_json
 
 _D = TrainConfig()
 
@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(source, cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     s = result.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(strict_json(s, indent=2))
         return 0
     if result.resumed_from:
         print(f"resumed at epoch {result.resumed_from}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import sys
@@ -36,7 +35,13 @@ from hwnas.search.step import CHECKPOINT_FORMAT, Searcher
 from hwnas.space import Architecture, SpaceConfig, get_space
 from hwnas.space.encoding import ArchParameters
 from predictor import load_predictor
-from targets.basics import UserError, atomic_write_bytes, atomic_write_text, load_torch_file
+from targets.basics import (
+    UserError,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_torch_file,
+    strict_json,
+)
 from targets.progress import Progress
 
 CONFIG_FILE = rundir.CONFIG
@@ -236,7 +241,7 @@ def run_search(
     if out_path is not None and info.main:
         out_path.mkdir(parents=True, exist_ok=True)
         if state is None:
-            atomic_write_text(out_path / CONFIG_FILE, json.dumps(doc, indent=2) + "\n")
+            atomic_write_text(out_path / CONFIG_FILE, strict_json(doc, indent=2) + "\n")
     show = sys.stderr.isatty() if progress is None else progress
     spe = searcher.steps_per_epoch
     bar = Progress(
@@ -312,5 +317,5 @@ def run_search(
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
     if out_path is not None and info.main:
         atomic_write_text(out_path / ARCH_FILE, arch.to_json() + "\n")
-        atomic_write_text(out_path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_path / SUMMARY_FILE, strict_json(summary, indent=2) + "\n")
     return SearchResult(arch, summary, searcher.rows, out_path, searcher.alpha)
