@@ -219,3 +219,91 @@ def test_damaged_torch_file_is_one_clean_line(loader, what, how, tmp_path, monke
     assert msg.startswith(f"{path}: not a readable {what} (truncated, corrupted or not written by hwnas); ")
     assert "\n" not in msg and "weights_only" not in msg and "If you" not in msg, msg
     assert path.read_bytes() == before  # left as it was
+
+
+# -- help and README match behaviour (issue 21, item 7) ------------------------------------------
+def _parsers(parser=None, prefix=()):
+    """(command words, parser) for every parser under `hwnas`, the top one included."""
+    import argparse
+
+    parser = parser or cli.build_parser()
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*prefix, name))
+
+
+def test_every_option_and_command_has_help_text():
+    import argparse
+
+    missing = []
+    for words, parser in _parsers():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{' '.join((*words, c.dest.split()[0]))}" for c in action._choices_actions if not c.help]
+            elif not action.help:
+                missing.append(f"{' '.join(words)} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_help_says_what_run_does_and_what_search_resolution_costs():
+    import argparse
+
+    subs = dict(_parsers())
+    commands = next(a for a in subs[()]._actions if isinstance(a, argparse._SubParsersAction))
+    line = next(c.help for c in commands._choices_actions if c.dest == "run")  # `hwnas --help`'s line
+    for step in ("profile", "predictor", "search", "train", "export", "report"):
+        assert step in line, line
+    res = " ".join(subs[("search",)].format_help().split())
+    assert "16x" not in res and "32 for digits" in res and "4-6x cheaper" in res
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_readme_lists_every_dataset_spec():
+    from hwnas.data.datasets import PATH_KINDS, parse_spec
+
+    text = _readme()
+    assert "| `digits` |" in text and parse_spec("digits") == ("digits", None)
+    for kind in PATH_KINDS:
+        assert f"| `{kind}:PATH` |" in text, kind
+        assert parse_spec(f"{kind}:x")[0] == kind
+
+
+def test_readme_synopsis_flags_exist():
+    """Every --flag the README's command-line synopsis shows is a flag of that command."""
+    import re
+
+    block = _readme().split("## Command line", 1)[1].split("```", 2)[1]
+    entries, current = [], None
+    for line in block.splitlines():
+        if line.startswith("hwnas "):
+            current = [line]
+            entries.append(current)
+        elif current is not None and line.startswith(" "):
+            current.append(line)
+    parsers = dict(_parsers())
+    bad = []
+    for entry in entries:
+        words = entry[0].split()[1:3]
+        key = tuple(words) if tuple(words) in parsers else tuple(words[:1])
+        known = {o for a in parsers[key]._actions for o in a.option_strings}
+        bad += [f"{' '.join(key)} {f}" for f in re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(entry)) if f not in known]
+    assert bad == []
+    run = next(" ".join(e) for e in entries if e[0].startswith("hwnas run"))
+    for flag in ("--dataset", "--no-deploy", "--search-subset", "--train-subset"):
+        assert flag in run
+
+
+def test_search_says_when_the_default_resolution_is_the_upsampled_one():
+    from hwnas.search.config import SearchConfig, resolution_note
+    from hwnas.space import get_space
+
+    note = resolution_note(SearchConfig(space="digits"), get_space("digits"))
+    assert note is not None and "32x32" in note and "--search-resolution 8" in note
+    assert resolution_note(SearchConfig(space="digits", search_resolution=8), get_space("digits")) is None

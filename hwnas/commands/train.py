@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=_D.dataset, help="digits | cifar10:PATH | imagefolder:PATH | npz:PATH")
     p.add_argument("--epochs", type=int, required=True, help="epochs [DARTS: 600]")
     p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--seed", type=int, default=_D.seed, help=f"seed of the data subset, weights and augmentation (default {_D.seed})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start again in an --out that holds another run")
     p.add_argument("--subset", type=int, default=None, help="train on N examples (stratified, seeded)")

@@ -26,7 +26,7 @@ from hwnas import devices, rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
 from hwnas.search import schedule as S
-from hwnas.search.config import SearchConfig, search_channels, search_resolution
+from hwnas.search.config import SearchConfig, resolution_note, search_channels, search_resolution
 from hwnas.search.derive import derive, param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
 from hwnas.search.predictor_check import check_predictor_for_search
@@ -242,6 +242,9 @@ def run_search(
         out_path.mkdir(parents=True, exist_ok=True)
         if state is None:
             atomic_write_text(out_path / CONFIG_FILE, strict_json(doc, indent=2) + "\n")
+    note = resolution_note(cfg, space)
+    if note is not None and info.main:
+        print(note, file=sys.stderr, flush=True)
     show = sys.stderr.isatty() if progress is None else progress
     spe = searcher.steps_per_epoch
     bar = Progress(
