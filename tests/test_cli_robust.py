@@ -131,6 +131,14 @@ def _argv(cmd: str) -> list[str]:
 )
 def test_out_of_range_number_is_one_line_exit_2(cmd, extra, fragment, tmp_path, monkeypatch, capsys):
     """NaN, inf, negative or impossible values: refused before anything is read or written."""
+    import hwnas.mainjob.job
+    import profiling.runner
+
+    def missed(*a, **k):
+        raise AssertionError("the range check let the command start its work")
+
+    monkeypatch.setattr(hwnas.mainjob.job, "_profile", missed)  # a missed check fails fast, never profiles
+    monkeypatch.setattr(profiling.runner, "run_profile", missed)
     monkeypatch.chdir(tmp_path)
     code = cli.main([*_argv(cmd), *extra])  # an uncaught exception (a traceback) fails the test here
     err = capsys.readouterr().err
