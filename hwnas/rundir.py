@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError, atomic_write_text
+from targets.basics import UserError, atomic_write_text, strict_json
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -109,7 +109,7 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 
 def write_config(directory: Path, config: Mapping[str, Any]) -> None:
-    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
+    atomic_write_text(directory / CONFIG, strict_json(config, indent=2, default=str) + "\n")
 
 
 def prepare(
@@ -190,4 +190,4 @@ def key_diffs(old: Mapping[str, Any], new: Mapping[str, Any], keys: Any = None) 
 
 def write_summary(directory: Path, summary: Mapping[str, Any]) -> None:
     """summary.json: written last, so its presence means the run finished."""
-    atomic_write_text(directory / SUMMARY, json.dumps(summary, indent=2, default=float) + "\n")
+    atomic_write_text(directory / SUMMARY, strict_json(summary, indent=2, default=float) + "\n")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from predictor.dataset import training_hashes
 from predictor.features import FeatureLayout
 from predictor.model import LatencyPredictor, MLPConfig
 from profiling.space_config import version_mismatch
-from targets.basics import UserError, atomic_path
+from targets.basics import UserError, atomic_path, load_torch_file, strict_json
 
 FORMAT = "hwnas-latency-predictor"
 VERSION = 1
@@ -83,7 +82,7 @@ def save_predictor(
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"header": json.dumps(header, sort_keys=True, allow_nan=True), "state_dict": state}
+    payload = {"header": strict_json(header, sort_keys=True), "state_dict": state}  # undefined metrics: null
     payload[CHECKSUM_KEY] = payload_checksum(payload["header"], state)
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
@@ -98,18 +97,8 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         raise UserError(
             f"predictor file {p} does not exist (create one with `hwnas predictor fit ... --out {p}`)"
         )
-    try:
-        payload = torch.load(p, weights_only=True, map_location="cpu")
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        # Our words, never torch's: its advice (weights_only=False) would run the file's code.
-        if zipfile.is_zipfile(p) and "global" in str(exc).lower():
-            why = "it holds Python objects, which a predictor file never does (refused unread)"
-        else:
-            why = "it is corrupted, truncated or in another format"
-        raise UserError(
-            f"{p} is not a readable hwnas predictor file: {why}; give a file written by "
-            "`hwnas predictor fit --out FILE`"
-        ) from None
+    # Our words, never torch's: its advice (weights_only=False) would run the file's code.
+    payload = load_torch_file(p, "hwnas predictor file", "give a file written by `hwnas predictor fit --out FILE`")
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise UserError(
             f"{p} is not an hwnas predictor file (no header); fit one with `hwnas predictor fit`"

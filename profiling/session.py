@@ -25,7 +25,7 @@ from profiling.claims import CandidateStream, Claimer
 from profiling.groups import REMEASURE_UNSTABLE
 from profiling.results import GroupOutcome, Prepared, ProfileSummary, Result, write_rows
 from profiling.store import ProfileStore, pid_alive
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 from targets.progress import Progress
 from targets.protocol import Protocol
 from targets.spec import TargetSpec
@@ -59,6 +59,7 @@ class ProfileSettings:
     num_cpus: float = 1.0
 
     def __post_init__(self) -> None:
+        check_range("--seed", self.seed, 0)
         if self.group_size < 1:
             raise UserError(f"--group-size must be >= 1, got {self.group_size}")
         if self.remeasure_unstable < 0:

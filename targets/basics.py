@@ -9,10 +9,13 @@ writes (architectures, predictors, stores' exports, checkpoints, summaries) goes
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class UserError(Exception):
@@ -21,6 +24,78 @@ class UserError(Exception):
 
 class RuntimeMissing(UserError):
     """A backend's runtime is not installed; the message names the pip extra."""
+
+
+def check_range(
+    flag: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: bool = False,
+    below: bool = False,
+) -> None:
+    """UserError unless `value` is a finite number within [low, high] (`above`/`below`: the
+    bound itself excluded); None passes (the caller's "not set"). One rule for every numeric
+    setting, so NaN, inf and negative values are refused where the setting is made, in the
+    CLI and in Python alike, instead of failing deep inside torch or landing in a file."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if above else value >= low
+    if ok and high is not None:
+        ok = value < high if below else value <= high
+    if ok:
+        return
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if above else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if below else '<='} {high:g}")
+    kind = "an integer" if isinstance(value, int) else "a finite number"
+    raise UserError(f"{flag} must be {kind} {' and '.join(parts)}, got {value}")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) as None: what strict JSON can hold
+    (a figure that is unknown is written as null, not as a bare NaN no JSON reader takes)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, **kwargs: Any) -> str:
+    """json.dumps for files hwnas writes: strict JSON (no NaN/Infinity tokens), non-finite
+    figures as null (json_safe). Objects json cannot encode go through `default` if given."""
+    default = kwargs.pop("default", None)
+    if default is not None:  # resolve the objects first, so their floats are made safe too
+        value = json.loads(json.dumps(value, default=default, allow_nan=True))
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+
+
+def load_torch_file(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """torch.load(weights_only=True) of a file hwnas wrote; a truncated, foreign or text file
+    is one UserError in our words ("<path>: not a readable <what> ...; <fix>"), never torch's
+    text, which is cut mid-sentence in one line and advises weights_only=False (running the
+    file's code). Callers check the loaded object's own format themselves."""
+    import zipfile
+
+    import torch
+
+    p = Path(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged or foreign file
+        if zipfile.is_zipfile(p) and "global" in str(exc).lower():
+            why = "it holds Python objects, which hwnas never writes there (refused unread)"
+        else:
+            why = "truncated, corrupted or not written by hwnas"
+        raise UserError(f"{p}: not a readable {what} ({why}); {fix}") from None
 
 
 def shareable(path: str | os.PathLike[str]) -> None:

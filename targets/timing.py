@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from targets.backends.base import DeviceTiming, ModelArtifact, Runner, compile_instances
-from targets.basics import UserError, atomic_write_bytes
+from targets.basics import UserError, atomic_write_bytes, strict_json
 from targets.cache import cache_dir
 from targets.fingerprint import fingerprint_key
 from targets.protocol import STAT_RE, Protocol
@@ -384,7 +384,7 @@ def check_reference_drift(
     store[key] = (history + [float(ref)])[-DRIFT_HISTORY:]
     # a read-only cache only disables drift detection, never a measurement
     with contextlib.suppress(OSError):
-        atomic_write_bytes(path, json.dumps(store, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(path, strict_json(store, indent=1, sort_keys=True).encode())
     if baseline is not None and ref > baseline * (1.0 + drift_allowance(out.values(), protocol)):
         out = {k: replace(m, stable=False) for k, m in out.items()}
     return out

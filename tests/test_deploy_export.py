@@ -138,7 +138,7 @@ def test_corrupted_checkpoint_is_refused(cli, trained_run: Path, tmp_path: Path)
     data = (run / "checkpoint.pt").read_bytes()
     (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
     code, _, stderr = cli("export", run, "--out", tmp_path / "e")
-    assert code == 2 and "corrupted checkpoint" in stderr
+    assert code == 2 and "not a readable train checkpoint" in stderr
     (run / "checkpoint.pt").unlink()
     code, _, stderr = cli("export", run, "--out", tmp_path / "e")
     assert code == 2 and "no checkpoint" in stderr

@@ -147,3 +147,49 @@ def test_every_refusal_gives_advice_that_works_when_followed(tmp_path: Path, for
         message = str(err.value)
         assert "--force" not in message or force_allowed or "contradict" in message, message
         assert _follow(message, out, kind, asked, old, **flags) in ("new", "resume"), message
+
+
+# -- strict JSON in every file written (issue 21) ------------------------------------------------
+def _strict(text: str) -> object:
+    """json.loads that refuses NaN/Infinity, as every JSON reader but Python's does."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_config_and_summary_are_strict_json_with_unknowns_as_null(tmp_path: Path) -> None:
+    nan, inf = float("nan"), float("inf")
+    rundir.write_config(tmp_path, {"kind": "train", "config": {"aux_weight": nan}, "at": Path("x")})
+    rundir.write_summary(tmp_path, {"test_accuracy": nan, "latency": [1.0, inf], "n": 3})
+    assert _strict((tmp_path / "config.json").read_text()) == {
+        "kind": "train", "config": {"aux_weight": None}, "at": "x"
+    }
+    assert _strict((tmp_path / "summary.json").read_text()) == {"test_accuracy": None, "latency": [1.0, None], "n": 3}
+
+
+def test_predictor_header_is_strict_json(tmp_path: Path) -> None:
+    import torch
+
+    from predictor.io import save_predictor
+
+    class Model(torch.nn.Module):
+        header: dict = {}
+
+    path = save_predictor(tmp_path / "p.pt", Model(), {"metrics": {"test": {"kendall_tau": float("nan")}}})
+    payload = torch.load(path, weights_only=True)
+    assert _strict(payload["header"]) == {"metrics": {"test": {"kendall_tau": None}}}
+
+
+def test_no_library_file_is_written_with_plain_json_dumps() -> None:
+    """Every JSON file hwnas writes goes through targets.basics.strict_json (no bare NaN)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for layer in ("targets", "profiling", "predictor", "hwnas")
+        for p in sorted((root / layer).rglob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "json.dumps(" in line and ("atomic_write" in line or "write_text(" in line or '"header"' in line)
+    ]
+    assert offenders == []

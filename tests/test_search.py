@@ -268,7 +268,7 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
         "--search-channels", "4", "--epochs", "2", "--subset", "64", "--batch-size", "16", "--mode", "sampled",
         "--out", out, "--resume", "--seed", "3", "--search-resolution", "8", "--arch-lr", "0.003",
     )
-    assert code == 2 and "corrupted" in err and "checkpoint.pt" in err and _snapshot(out) == before
+    assert code == 2 and "not a readable search checkpoint" in err and "checkpoint.pt" in err and _snapshot(out) == before
     assert len(err.strip().splitlines()) == 1
 
 

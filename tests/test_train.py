@@ -171,7 +171,7 @@ def test_corrupted_checkpoint_and_missing_source(cli, arch_file: Path, tmp_path:
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
     (out / "summary.json").unlink()
     code, _, stderr = cli("train", arch_file, "--epochs", "2", "--out", out, "--resume", *FAST)
-    assert code == 2 and "corrupted checkpoint" in stderr
+    assert code == 2 and "not a readable train checkpoint" in stderr
     assert (out / "checkpoint.pt").read_bytes() == b"not a checkpoint"
     code, _, stderr = cli("train", tmp_path / "nope.json", "--epochs", "1", "--out", tmp_path / "r2", *FAST)
     assert code == 2 and "no such file" in stderr

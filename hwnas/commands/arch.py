@@ -15,7 +15,7 @@ from hwnas.space import (
     sample_architectures,
     save_architecture,
 )
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,26 +23,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
 
     sample = s.add_parser("sample", help="sample architectures uniformly, one JSON file each")
-    sample.add_argument("--space", required=True)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--space", required=True, help="search space name (hwnas space list)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the draw (the same seed, the same architectures)")
     sample.add_argument("-n", type=int, default=1, help="how many")
     sample.add_argument("--out", required=True, type=Path, help="output directory")
     sample.add_argument("--json", action="store_true", help="print the written files as JSON")
     sample.set_defaults(func=_sample)
 
     validate = s.add_parser("validate", help="check architecture files; names the bad field")
-    validate.add_argument("files", nargs="+", type=Path)
-    validate.add_argument("--json", action="store_true")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="architecture JSON files")
+    validate.add_argument("--json", action="store_true", help="print each file's result as JSON")
     validate.set_defaults(func=_validate)
 
     show = s.add_parser("show", help="print an architecture per stage")
-    show.add_argument("file", type=Path)
+    show.add_argument("file", type=Path, help="architecture JSON file")
     show.set_defaults(func=_show)
 
     export = s.add_parser("export", help="write the deploy network as a static-shape ONNX file")
-    export.add_argument("file", type=Path)
-    export.add_argument("--out", required=True, type=Path)
-    export.add_argument("--batch-size", type=int, default=1)
+    export.add_argument("file", type=Path, help="architecture JSON file")
+    export.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    export.add_argument("--batch-size", type=int, default=1, help="batch size of the exported graph (default 1)")
     export.add_argument("--seed", type=int, default=0, help="seed of the (untrained) weights")
     export.set_defaults(func=_export)
 
@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
+    check_range("--seed", args.seed, 0)
     space = get_space(args.space)
     archs = sample_architectures(space, args.seed, args.n)
     written = []
@@ -122,6 +123,7 @@ def _export(args: argparse.Namespace) -> int:
     arch = load_architecture(args.file)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_range("--seed", args.seed, 0)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     export_onnx(build_network(arch), args.out, batch_size=args.batch_size)

@@ -19,7 +19,7 @@ def add_run_flags(p: argparse.ArgumentParser, json_help: str) -> None:
     p.add_argument("--precision", default=None, metavar="bf16|fp32",
                    help="default: bf16 autocast on a CUDA device that has it, else fp32 (the CPU is always fp32)")
     p.add_argument("--json", action="store_true", help=json_help)
-    p.add_argument("--no-progress", action="store_true")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines (stderr)")
 
 
 def set_up_process(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
 
     stats = s.add_parser("stats", help="rows, architectures and latencies per target")
-    stats.add_argument("--db", required=True, type=Path)
+    stats.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=_stats)
 
     export = s.add_parser("export", help="write every row to a CSV or Parquet file")
-    export.add_argument("--db", required=True, type=Path)
-    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
     export.add_argument(
         "--out", required=True, type=Path, help="file to write, or - for standard output (csv)"
     )
@@ -32,15 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "repeat",
         help="re-measure K stored architectures in this process and report the agreement",
     )
-    repeat.add_argument("--db", required=True, type=Path)
+    repeat.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
     repeat.add_argument("-n", type=int, required=True, help="architectures to re-measure")
     repeat.add_argument("--seed", type=int, default=0, help="which stored architectures")
     repeat.add_argument(
         "--target", help="target name or .toml file (default: the store's only target)"
     )
-    repeat.add_argument("--group-size", type=int, default=8)
-    repeat.add_argument("--no-progress", action="store_true")
-    repeat.add_argument("--json", action="store_true")
+    repeat.add_argument("--group-size", type=int, default=8, help="candidates timed together (interleaved; default 8)")
+    repeat.add_argument("--no-progress", action="store_true", help="no progress bar or lines (stderr)")
+    repeat.add_argument("--json", action="store_true", help="print the report as JSON")
     repeat.set_defaults(func=_repeat)
 
 
@@ -145,6 +145,8 @@ def _repeat(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
+    check_range("--group-size", args.group_size, 1)
+    check_range("--seed", args.seed, 0)
     if not args.db.exists():
         raise UserError(f"no profile store at {args.db}; create one with hwnas profile")
     with ProfileStore(args.db) as store:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -38,9 +37,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         format_comparison,
         measure_exports,
     )
-    from targets.basics import atomic_write_text
+    from targets.basics import atomic_write_text, check_range, strict_json
     from targets.registry import load_target
 
+    check_range("--seed", args.seed, 0)
     spec = load_target(args.target)
     result = export_for_target(
         args.source, spec, args.out, predictor=args.predictor, dataset=args.dataset,
@@ -52,9 +52,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             [result.onnx_path], spec, [info["predicted_latency_ms"]], info["reference_baseline_ms"]
         )
         info["measurement"] = cmp.to_dict()
-        atomic_write_text(args.out / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(args.out / EXPORT_INFO, strict_json(info, indent=2) + "\n")
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(strict_json(info, indent=2))
         return 0
     print(
         f"{result.onnx_path}: {info['weights']} weights, architecture {info['arch_hash'][:12]}, target "

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(subparsers: Any) -> None:
@@ -107,6 +107,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from targets.registry import create_backend, load_target
     from targets.timing import Protocol, fingerprint_key, measure_onnx, measurement_fingerprint
 
+    check_range("--seed", args.seed, 0)
     spec = load_target(args.target)
     if args.seed is not None:
         spec = replace(spec, options={**spec.options, "input_seed": args.seed})

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--features", choices=("counts", "raw"), default="counts", help="MLP input features"
     )
     fit.add_argument("--members", type=int, default=4, help="MLP ensemble members")
-    fit.add_argument("--max-epochs", type=int, default=300)
+    fit.add_argument("--max-epochs", type=int, default=300, help="most MLP epochs (early stopping usually ends sooner; default 300)")
     fit.add_argument(
         "--time-budget",
         type=float,
@@ -66,8 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "scaled known predictor (ridge), then average it with a predictor fitted from scratch "
         "on the same rows when there are 50 or more; docs/benchmarks.md)",
     )
-    fit.add_argument("--val-frac", type=float, default=0.15)
-    fit.add_argument("--test-frac", type=float, default=0.15)
+    fit.add_argument("--val-frac", type=float, default=0.15, help="share of architectures held out for early stopping (default 0.15)")
+    fit.add_argument("--test-frac", type=float, default=0.15, help="share held out for the reported test metrics (default 0.15)")
     fit.add_argument("--seed", type=int, default=0, help="split and training seed")
     fit.add_argument(
         "--label",
@@ -120,12 +120,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--allow-mixed", action="store_true", help="score on other fingerprints of the target too"
     )
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.set_defaults(func=_eval)
 
     pr = s.add_parser("predict", help="predicted latency of architecture JSON files")
     pr.add_argument("file", type=Path, help="predictor file")
-    pr.add_argument("archs", nargs="+", type=Path, metavar="ARCH.json")
+    pr.add_argument("archs", nargs="+", type=Path, metavar="ARCH.json", help="architecture JSON files")
     pr.add_argument(
         "--json",
         action="store_true",
@@ -160,8 +160,13 @@ def _fit(args: argparse.Namespace) -> int:
     from predictor.baselines import BASELINES
     from predictor.dataset import min_samples
 
-    if args.members < 1 or args.max_epochs < 1:
-        raise UserError("--members and --max-epochs must be at least 1")
+    for flag, value, low in (
+        ("--members", args.members, 1), ("--max-epochs", args.max_epochs, 1), ("--max-train", args.max_train, 1),
+        ("--seed", args.seed, 0), ("--relaxed-points", args.relaxed_points, 0),
+        ("--relaxed-samples", args.relaxed_samples, 1),
+    ):  # fmt: skip
+        check_range(flag, value, low)
+    check_range("--time-budget", args.time_budget, 0, above=True)
     device = resolve_device(args.device)
     init = load_predictor(args.init) if args.init is not None else None
     query = ProfileQuery(

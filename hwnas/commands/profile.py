@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", required=True, type=int, help="architectures the store should hold")
     p.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate stream")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default: this machine) or ray (a Ray cluster's workers, see --address)")
     p.add_argument("--address", help="Ray cluster address (HEAD:6379) for --executor ray")
     p.add_argument(
         "--group-size", type=int, default=8, help="candidates timed together (interleaved)"

@@ -17,7 +17,13 @@ from hwnas.search.config import LATENCY_AWARE_WEIGHT
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="end to end: profile, repeat, fit the predictor, check it on fresh architectures",
+        help="end to end: profile, fit the latency predictor, search, train, export and report",
+        description=(
+            "The main job on one target: profile sampled architectures, re-measure some, fit the "
+            "latency predictor and check it on fresh architectures; then (unless --no-deploy) search "
+            "twice (plain and latency-aware), train both found networks, export and measure them, "
+            "and write report.html. Rerun the same command to continue."
+        ),
     )
     p.add_argument("--out", type=Path, default=D.out, help="run directory")
     p.add_argument("--space", default=D.space,
@@ -27,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=D.samples, help="architectures to profile")
     p.add_argument("--repeat", type=int, default=D.repeat, help="architectures to re-measure")
     p.add_argument("--fresh", type=int, default=D.fresh, help="fresh architectures to predict + measure")
-    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--seed", type=int, default=D.seed, help=f"seed of every step (default {D.seed})")
     p.add_argument(
         "--init",
         type=Path,
@@ -44,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-samples", type=int, default=D.max_samples, metavar="N",
         help="profile at most N architectures to reach the fit's floor of usable ones (default 3 x --samples)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines (stderr)")
     _deploy_arguments(p)
     p.set_defaults(func=_run, on_interrupt=continue_run_dir(resume_flag=False))
 

@@ -8,11 +8,11 @@ summary.json); `--resume` continues a run killed at any moment with the same res
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hwnas.commands.common import add_run_flags, continue_run_dir, set_up_process
 from hwnas.search.config import SearchConfig
+from targets.basics import strict_json
 
 _D = SearchConfig(space="")  # the defaults, in one place: hwnas.search.config
 
@@ -45,17 +45,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sampled mode: every candidate input of a node, only its ops drawn (GDAS)")
     p.add_argument("--search-channels", type=int, default=None, metavar="C", help="proxy supernet width")
     p.add_argument("--search-resolution", type=int, default=None, metavar="R",
-                   help="proxy input size of the supernet (default: the deployed network's, e.g. 32 "
-                   "for digits, whose network upsamples its 8x8 input; 8 searches 16x cheaper)")
+                   help="proxy input size of the supernet (default: the deployed network's input size, "
+                   "32 for digits, whose network upsamples its 8x8 images 4x; `hwnas run` searches digits "
+                   "at 8, measured 4-6x cheaper a step: docs/benchmarks.md)")
     p.add_argument("--arch-lr", type=float, default=_D.a_lr,
                    help="Adam lr of the architecture logits (DARTS: 3e-4, sized for ~20k steps; "
                    "raise it for short searches)")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True, help="epochs of the search (with --schedule hdas: of both phases together)")
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--seed", type=int, default=_D.seed, help=f"seed of the data split, weights and sampling (default {_D.seed})")
     p.add_argument("--subset", type=int, default=None, metavar="N", help="N training images (stratified)")
-    p.add_argument("--batch-size", type=int, default=_D.batch_size)
+    p.add_argument("--batch-size", type=int, default=_D.batch_size, help=f"default {_D.batch_size}")
     p.add_argument("--second-order", action="store_true", help="DARTS's unrolled architecture step")
     p.add_argument("--schedule", default=None, metavar="NAME",
                    help="hdas: H-DAS's phases (cells in a fixed chain, then connections and depth with "
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0  # under torchrun rank 0 reports
     s = res.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(strict_json(s, indent=2))
     else:
         lat = s.get("predicted_latency_ms")
         print(

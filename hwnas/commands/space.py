@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("space", help="inspect search spaces")
     s = p.add_subparsers(dest="space_command", metavar="ACTION", required=True)
     ls = s.add_parser("list", help="list the registered spaces")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the names as a JSON list")
     ls.set_defaults(func=_list)
     show = s.add_parser("show", help="print a space's config and size")
     show.add_argument(

@@ -12,6 +12,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from targets.basics import check_range
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -87,6 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         measure_runners,
     )
 
+    check_range("--seed", args.seed, 0)
     spec = load_target(args.target)
     if args.seed is not None:
         spec = replace(spec, options={**spec.options, "input_seed": args.seed})

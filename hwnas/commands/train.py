@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hwnas.commands.common import add_run_flags, continue_run_dir, set_up_process
 from hwnas.train.recipe import TrainConfig
+from targets.basics import strict_json
 
 _D = TrainConfig()
 
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, required=True, help="epochs [DARTS: 600]")
     p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--seed", type=int, default=_D.seed, help=f"seed of the data subset, weights and augmentation (default {_D.seed})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start again in an --out that holds another run")
     p.add_argument("--subset", type=int, default=None, help="train on N examples (stratified, seeded)")
@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(source, cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     s = result.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(strict_json(s, indent=2))
         return 0
     if result.resumed_from:
         print(f"resumed at epoch {result.resumed_from}")

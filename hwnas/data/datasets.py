@@ -51,6 +51,8 @@ from targets.basics import UserError
 
 HOLDOUT_FRAC = 0.2  # test share held out when a source has no test split
 HOLDOUT_SEED = 0  # fixed: the same test images whatever the search seed
+#: The spec kinds that take a path (`KIND:PATH`); `digits` takes none. README.md lists each.
+PATH_KINDS = ("cifar10", "imagefolder", "npz")
 SPEC_HELP = "use digits, cifar10:PATH, imagefolder:PATH or npz:PATH"
 
 
@@ -252,7 +254,7 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     kind = kind.strip().lower()
     if kind == "digits" and not sep:
         return kind, None
-    if kind in ("cifar10", "imagefolder", "npz"):
+    if kind in PATH_KINDS:
         if not rest:
             raise UserError(f"dataset {spec!r}: {kind} needs a path ({kind}:PATH)")
         return kind, Path(rest).expanduser()

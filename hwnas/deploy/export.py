@@ -31,7 +31,7 @@ from hwnas.space.encoding import encode
 from hwnas.train.runs import load_trained, resolve_source
 from predictor import check_space, load_predictor
 from predictor.drift import corrected_ms, predictor_baseline
-from targets.basics import RuntimeMissing, UserError, atomic_write_text
+from targets.basics import RuntimeMissing, UserError, atomic_write_text, strict_json
 from targets.registry import create_backend
 from targets.spec import TargetSpec
 from targets.timing import fingerprint_key, measure_onnx
@@ -297,7 +297,7 @@ def export_for_target(
                 (t / name).replace(out / name)
         if engine is None:
             (out / ENGINE).unlink(missing_ok=True)
-    atomic_write_text(out / EXPORT_INFO, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / EXPORT_INFO, strict_json(record, indent=2) + "\n")
     return ExportResult(out, out / MODEL, record, out / ENGINE if engine is not None else None, notes)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError, atomic_write_text
+from targets.basics import UserError, atomic_write_text, strict_json
 
 
 def _child_main(
@@ -39,7 +39,7 @@ def _child_main(
         sys.stdout = sys.stderr = f
         try:
             value = fn(**kwargs)
-            atomic_write_text(result, json.dumps(value, default=str) + "\n")
+            atomic_write_text(result, strict_json(value, default=str) + "\n")
         except UserError as exc:
             print(f"hwnas: error: {exc}", flush=True)
             sys.exit(2)

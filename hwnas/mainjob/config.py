@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.search.config import DEFAULT_SCHEDULE, LATENCY_AWARE_WEIGHT, SHORT_SEARCH_ARCH_LR
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 MAIN_KIND = "main"
 #: What makes a main-job run directory another run (its profile store belongs to these).
@@ -51,8 +51,25 @@ class MainJobConfig:
     force: bool = False
     progress: bool = True
 
+    def check(self) -> None:
+        """UserError for an out-of-range number (NaN, inf, negative, zero where it cannot be),
+        before anything is profiled or written."""
+        check_range("--samples", self.samples, 1)
+        check_range("--repeat", self.repeat, 0)
+        check_range("--fresh", self.fresh, 0)
+        check_range("--seed", self.seed, 0)
+        check_range("--search-epochs", self.search_epochs, 1)
+        check_range("--search-subset", self.search_subset, 2)
+        check_range("--search-resolution", self.search_resolution, 4)
+        check_range("--search-arch-lr", self.search_arch_lr, 0, above=True)
+        check_range("--train-epochs", self.train_epochs, 1)
+        check_range("--train-subset", self.train_subset, 1)
+        check_range("--latency-weight", self.latency_weight, 0)
+        check_range("--latency-budget", self.latency_budget, 0, above=True)
+
     def resolved(self) -> MainJobConfig:
         """The dataset filled in (digits for the digits space); UserError when one is needed."""
+        self.check()
         dataset = self.dataset
         if dataset is None and self.space == "digits":
             dataset = "digits"

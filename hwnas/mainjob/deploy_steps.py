@@ -37,7 +37,7 @@ from hwnas.train.loop import train
 from hwnas.train.recipe import TrainConfig
 from hwnas.train.runs import resolve_source
 from predictor.io import read_header
-from targets.basics import UserError, atomic_write_text
+from targets.basics import UserError, atomic_write_text, strict_json
 from targets.progress import Progress
 from targets.spec import TargetSpec
 
@@ -267,7 +267,7 @@ def _export_and_measure(
         print("   " + format_comparison(key.ljust(7), cmp))
         info = exports[key].info
         info["measurement"] = cmp.to_dict()
-        atomic_write_text(out / f"export-{key}" / "export.json", json.dumps(info, indent=2) + "\n")
+        atomic_write_text(out / f"export-{key}" / "export.json", strict_json(info, indent=2) + "\n")
         s, search = trained[key], searches[key]
         networks[key] = {
             "search_setting": settings[key], "search_dir": f"search-{key}", "train_dir": f"train-{key}",

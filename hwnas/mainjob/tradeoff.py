@@ -72,7 +72,7 @@ from predictor import (
 )
 from profiling.runner import ProfileSettings, run_profile
 from profiling.store import ProfileStore
-from targets.basics import UserError, atomic_write_text
+from targets.basics import UserError, atomic_write_text, strict_json
 from targets.protocol import Protocol
 from targets.registry import load_target
 
@@ -193,7 +193,7 @@ class Study:
                     f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out"
                 )
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(new, indent=2) + "\n")
+        atomic_write_text(path, strict_json(new, indent=2) + "\n")
 
     def term(self) -> LatencyTerm:
         if not self.latency_predictor.is_file():
@@ -659,7 +659,7 @@ def part_measure(st: Study) -> dict[str, Any]:
         doc = {"target": spec.name, "date": _now(), "networks": len(hashes), "export_s": t_export,
                "measure_s": time.perf_counter() - t - t_export,
                "results": {h: c.to_dict() for h, c in zip(hashes, cmps, strict=True)}}  # fmt: skip
-        atomic_write_text(st.out / f"measure-{spec.name}.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(st.out / f"measure-{spec.name}.json", strict_json(doc, indent=2) + "\n")
         info[spec.name] = {k: doc[k] for k in ("networks", "export_s", "measure_s")}
         print(f"   measured {len(hashes)} networks on {spec.name} in one run ({doc['measure_s']:.0f} s)", flush=True)
     return info
@@ -713,7 +713,7 @@ def part_report(st: Study) -> dict[str, Any]:
         "cpu_transfer": R.cpu_transfer(rows), "random_range": R.random_range(rows), "notes": list(dict.fromkeys(st.notes)),
         "title": f"{cfg.space} / {cfg.dataset} on {cfg.target}" + (f" ({cfg.label})" if cfg.label else ""),
     }  # fmt: skip
-    atomic_write_text(st.out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(st.out / "results.json", strict_json(results, indent=2, default=str) + "\n")
     atomic_write_text(st.out / "results.md", R.markdown(results))
     png = R.plot(results, st.out / "tradeoff.png")
     done = sum(R.complete(r) for r in rows)
@@ -744,7 +744,7 @@ def run_parts(cfg: TradeoffConfig, parts: list[str], command: list[str] | None =
         rec = {"part": part, "command": command, "started": started, "finished": _now(),
                "wall_s": time.perf_counter() - t0, "result": info, "notes": list(dict.fromkeys(st.notes))}  # fmt: skip
         stamp = started.replace(":", "").replace("-", "")
-        atomic_write_text(st.out / "parts" / f"{stamp}-{part}.json", json.dumps(rec, indent=2, default=str) + "\n")
+        atomic_write_text(st.out / "parts" / f"{stamp}-{part}.json", strict_json(rec, indent=2, default=str) + "\n")
         records[part] = rec
         if isinstance(info, dict) and info.get("stopped_at_deadline"):
             print(f"   part {part} stopped at its time limit: run it again to go on", flush=True)

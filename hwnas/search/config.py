@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig, variant_base
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 MODES = ("full", "sampled")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
@@ -49,6 +49,18 @@ def search_channels(cfg: SearchConfig, space: SpaceConfig) -> int:
     """The supernet's width C: --search-channels, else the space's usual proxy (a data
     variant's: its base space's), else its own."""
     return cfg.search_channels or PROXY_CHANNELS.get(variant_base(space.name), space.channels)
+
+
+def resolution_note(cfg: SearchConfig, space: SpaceConfig) -> str | None:
+    """A line for a search left at the default size of a space that upsamples its images:
+    digits then searches at 32x32, several times slower a step than at its 8x8 (benchmarks)."""
+    if cfg.search_resolution is not None or space.upsample <= 1:
+        return None
+    r, n = search_resolution(cfg, space), space.input_size
+    return (
+        f"note: searching at {r}x{r}, the deployed network's size ({n}x{n} images upsampled "
+        f"{space.upsample}x); --search-resolution {n} is several times cheaper a step (`hwnas run` uses it)"
+    )
 
 
 def search_resolution(cfg: SearchConfig, space: SpaceConfig) -> int:
@@ -120,8 +132,32 @@ class SearchConfig:
             raise UserError(f"--depth-penalty must be a finite number >= 0, got {self.depth_penalty}")
         if self.max_param_free is not None and self.max_param_free < 0:
             raise UserError(f"--max-param-free must be >= 0, got {self.max_param_free}")
+        check_range("--latency-weight", self.latency_weight, 0)
+        check_range("--latency-budget", self.latency_budget_ms, 0, above=True)
+        check_range("--arch-lr", self.a_lr, 0, above=True)
+        check_range("--subset", self.subset, 2)  # split 50/50 between weights and architecture
+        check_range("--seed", self.seed, 0)
+        # settings only Python sets: the same rule, named by their field
+        for name in ("w_lr", "tau_min"):
+            check_range(f"SearchConfig.{name}", getattr(self, name), 0, above=True)
+        for name in ("w_lr_min", "w_weight_decay", "w_grad_clip", "a_weight_decay"):
+            check_range(f"SearchConfig.{name}", getattr(self, name), 0)
+        check_range("SearchConfig.w_momentum", self.w_momentum, 0, 1, below=True)
+        check_range("SearchConfig.tau_max", self.tau_max, self.tau_min)
+        for beta in self.a_betas:
+            check_range("SearchConfig.a_betas", beta, 0, 1, below=True)
         if (self.latency_weight is not None or self.latency_budget_ms is not None) and self.predictor is None:
             raise UserError("a latency weight or budget needs --predictor FILE (a fitted latency predictor)")
+
+    def check_space(self, space: SpaceConfig) -> None:
+        """UserError for settings the space bounds: a cell keeps two input edges per node, so
+        the collapse guard cannot keep more parameter-free edges than 2 x nodes."""
+        edges = 2 * space.nodes
+        if self.max_param_free is not None and self.max_param_free > edges:
+            raise UserError(
+                f"--max-param-free {self.max_param_free}: a cell of space '{space.name}' has {edges} "
+                f"edges ({space.nodes} nodes x 2 inputs); give 0..{edges}, or -1 for no guard"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import sys
@@ -27,7 +26,7 @@ from hwnas import devices, rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
 from hwnas.search import schedule as S
-from hwnas.search.config import SearchConfig, search_channels, search_resolution
+from hwnas.search.config import SearchConfig, resolution_note, search_channels, search_resolution
 from hwnas.search.derive import derive, param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
 from hwnas.search.predictor_check import check_predictor_for_search, head_note
@@ -36,7 +35,13 @@ from hwnas.search.step import CHECKPOINT_FORMAT, Searcher
 from hwnas.space import Architecture, SpaceConfig, get_space
 from hwnas.space.encoding import ArchParameters
 from predictor import load_predictor
-from targets.basics import UserError, atomic_write_bytes, atomic_write_text
+from targets.basics import (
+    UserError,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_torch_file,
+    strict_json,
+)
 from targets.progress import Progress
 
 CONFIG_FILE = rundir.CONFIG
@@ -82,6 +87,7 @@ def _resolve(
     search's `device`, so the latency loss needs no host copy."""
 
     cfg.check()
+    cfg.check_space(get_space(cfg.space))  # before the data is read: a bad setting costs nothing
     # the space takes the data's channels and classes (a data variant, README 'Your own data'):
     # config.json's resolved space and architecture.json record it, so train and export rebuild it
     data = load_dataset(cfg.dataset, get_space(cfg.space), subset=cfg.subset, seed=cfg.seed, fit_space=True)
@@ -167,15 +173,10 @@ def _check_run_dir(out: Path, doc: dict[str, Any], resume: bool) -> dict[str, An
     ck = out / CHECKPOINT_FILE
     if not ck.exists():
         return None
-    try:
-        st = torch.load(ck, map_location="cpu", weights_only=True)
-        if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a search checkpoint")
-    except Exception as exc:  # noqa: BLE001 (any unpickling failure means a damaged file)
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(
-            f"--resume: {ck} is corrupted ({first}); restore it, or delete it to restart the run from epoch 0"
-        ) from None
+    fix = "restore it, or delete it to restart the run from epoch 0"
+    st = load_torch_file(ck, "search checkpoint", fix)
+    if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{ck}: not a search checkpoint of this hwnas version; {fix}")
     return st
 
 
@@ -248,7 +249,10 @@ def run_search(
     if out_path is not None and info.main:
         out_path.mkdir(parents=True, exist_ok=True)
         if state is None:
-            atomic_write_text(out_path / CONFIG_FILE, json.dumps(doc, indent=2) + "\n")
+            atomic_write_text(out_path / CONFIG_FILE, strict_json(doc, indent=2) + "\n")
+    note = resolution_note(cfg, space)
+    if note is not None and info.main:
+        print(note, file=sys.stderr, flush=True)
     show = sys.stderr.isatty() if progress is None else progress
     spe = searcher.steps_per_epoch
     bar = Progress(
@@ -324,5 +328,5 @@ def run_search(
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
     if out_path is not None and info.main:
         atomic_write_text(out_path / ARCH_FILE, arch.to_json() + "\n")
-        atomic_write_text(out_path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_path / SUMMARY_FILE, strict_json(summary, indent=2) + "\n")
     return SearchResult(arch, summary, searcher.rows, out_path, searcher.alpha)

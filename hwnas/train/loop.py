@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -61,7 +60,7 @@ from hwnas.train.runs import (
     resolve_dataset,
     resolve_source,
 )
-from targets.basics import UserError, atomic_write_bytes, atomic_write_text
+from targets.basics import UserError, atomic_write_bytes, atomic_write_text, strict_json
 from targets.progress import Progress
 
 
@@ -324,7 +323,7 @@ def train(
         for name in OWN_FILES:
             (out / name).unlink(missing_ok=True)
         save_architecture(arch, out / ARCHITECTURE)
-        atomic_write_text(out / CONFIG, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(out / CONFIG, strict_json(record, indent=2) + "\n")
 
     # the loader draws its base seed from the run's generator each epoch, as it always drew
     # it from the stream augmentation uses: the same figures as before runs had generators
@@ -380,7 +379,7 @@ def train(
     summary: dict[str, Any] = {}
     if run.rows and int(run.rows[-1]["epoch"]) == cfg.epochs:
         summary = _summary(run, arch, cfg, data, source)
-        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / SUMMARY, strict_json(summary, indent=2) + "\n")
     return TrainResult(net=run.net, summary=summary, resumed_from=run.start)
 
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from targets.basics import UserError
+from targets.basics import UserError, check_range
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ class TrainConfig:
             raise bad("lr_min", f"must lie in [0, lr={self.lr}], got {self.lr_min}")
         if not 0.0 <= self.drop_path < 1.0:
             raise bad("drop_path", f"must lie in [0, 1), got {self.drop_path}")
-        if self.aux_weight < 0:
-            raise bad("aux_weight", f"must be >= 0, got {self.aux_weight}")
+        check_range("--aux-weight", self.aux_weight, 0)
+        check_range("--weight-decay", self.weight_decay, 0)
+        check_range("--seed", self.seed, 0)
+        check_range("TrainConfig.momentum", self.momentum, 0, 1, below=True)
+        check_range("TrainConfig.grad_clip", self.grad_clip, 0, above=True)
         if self.cutout < -1:
             raise bad("cutout", f"must be -1 (auto), 0 (off) or a side in pixels, got {self.cutout}")
         if self.subset is not None and self.subset < 1:

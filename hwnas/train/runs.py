@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hwnas import rundir
 from hwnas.data.datasets import parse_spec
 from hwnas.nets.network import Network, build_network
@@ -17,7 +15,7 @@ from hwnas.rundir import describe_kind, run_kind
 from hwnas.rundir import read_json as _read_json
 from hwnas.space import Architecture, load_architecture
 from hwnas.train.recipe import TrainConfig
-from targets.basics import UserError
+from targets.basics import UserError, load_torch_file
 
 RUN_KIND = "train"
 SCHEMA = "hwnas.train/1"
@@ -171,13 +169,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by `train` (weights_only=True); a damaged file is a UserError."""
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint; the run never finished an epoch (train it again)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise UserError(
-            f"{path}: corrupted checkpoint ({exc.__class__.__name__}); delete it and train again "
-            "(--force), or restore a copy"
-        ) from None
+    ckpt = load_torch_file(path, "train checkpoint", "restore a copy, or train again (--force)")
     if not isinstance(ckpt, dict) or ckpt.get("schema") != SCHEMA or "model" not in ckpt:
         raise UserError(f"{path}: not a train checkpoint of this hwnas version; train again (--force)")
     return ckpt
