@@ -220,7 +220,9 @@ def test_an_unfinished_run_names_the_command_that_continues_it(cli, tmp_path: Pa
     from hwnas.mainjob import job
 
     run = tmp_path / "r1"
-    asked = MainJobConfig(out=run, space="tiny", samples=60, dataset="npz:d.npz", search_epochs=2, deploy=False)
+    data = tmp_path / "d.npz"  # the main job reads the data's shape first (its space variant)
+    np.savez(data, x=np.zeros((20, 8, 8, 3), dtype=np.uint8), y=np.arange(20) % 10)
+    asked = MainJobConfig(out=run, space="tiny", samples=60, dataset=f"npz:{data}", search_epochs=2, deploy=False)
     run.mkdir()
     rundir.write_config(run, asked.resolved().to_json())
     code, _, stderr = cli("report", run)
