@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from hwnas import devices
-from hwnas.data.datasets import ImageTensorDataset, augment_batch
+from hwnas.data.augment import ImageTensorDataset, augment_batch
 from hwnas.search import dist as D
 from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, search_channels, search_resolution

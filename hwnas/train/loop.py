@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from hwnas import devices
-from hwnas.data.datasets import LoadedData, augment_batch, load_dataset
+from hwnas.data.augment import augment_batch
+from hwnas.data.datasets import LoadedData, load_dataset
 from hwnas.nets.network import Network, build_network
 from hwnas.space import Architecture, save_architecture
 from hwnas.train.aux_head import AuxiliaryHead, AuxTap, anchor_channels, aux_anchor
