@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hwnas.mainjob import tradeoff_report as R
-from hwnas.mainjob.tradeoff import darts_v2, with_optional_fields
+from hwnas.mainjob.tradeoff import darts_v2
+from hwnas.mainjob.tradeoff_study import with_optional_fields
 from hwnas.space import get_space
 from targets.basics import UserError
 
@@ -163,7 +164,7 @@ def test_flops_model_is_a_predictor_file_priced_like_latency(tmp_path: Path) -> 
     w x FLOPs / FLOPs at the centre, and run_search takes it as `predictor`."""
     import torch
 
-    from hwnas.mainjob.tradeoff import macs_of, mixed_nth
+    from hwnas.mainjob.tradeoff_study import macs_of, mixed_nth
     from hwnas.search.flops import FLOPS_UNIT, fit_flops_predictor, is_flops_predictor
     from hwnas.search.latency import LatencyTerm, WeightedLatency
     from hwnas.space.encoding import ArchParameters

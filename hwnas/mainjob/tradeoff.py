@@ -24,49 +24,45 @@ on where it stopped when run again. Each part's record (dates, command, wall tim
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import multiprocessing as mp
-import os
 import shutil
-import sys
 import time
-import traceback
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hwnas.deploy.export import export_for_target, measure_exports
 from hwnas.mainjob import tradeoff_report as R
+from hwnas.mainjob.tradeoff_pool import Pool
+from hwnas.mainjob.tradeoff_study import (
+    MixedCandidates,
+    Study,
+    TradeoffConfig,
+    macs_of,
+    mixed_nth,
+    now,
+    with_optional_fields,
+)
 from hwnas.nets.network import build_network
-from hwnas.nets.profile_source import SpaceCandidates
-from hwnas.search import SearchConfig, run_search
+from hwnas.search import SearchConfig
 from hwnas.search.flops import FLOPS_TARGET, fit_flops_predictor
-from hwnas.search.latency import LatencyTerm
 from hwnas.space import (
     Architecture,
     SpaceConfig,
-    get_space,
     load_architecture,
-    sample_fast_biased,
     sample_nth,
 )
 from hwnas.space.encoding import encode
-from hwnas.train.evaluate import count_macs, count_params
-from hwnas.train.loop import train
+from hwnas.train.evaluate import count_params
 from hwnas.train.recipe import TrainConfig
-from hwnas.train.runs import resolve_source
 from predictor import (
     MLPConfig,
     ProfileQuery,
     build_header,
     fit_predictor,
-    load_predictor,
     load_profiles,
     save_predictor,
 )
@@ -78,151 +74,6 @@ from targets.registry import load_target
 
 PARTS = ("predictor", "search", "train", "measure", "report")
 DARTS_V2 = Path(__file__).resolve().parents[2] / "examples" / "darts_v2_cifar.json"
-#: What makes an output folder another study (its sub-runs belong to these).
-IDENTITY = ("space", "dataset", "target", "seed")
-
-
-@dataclass(frozen=True)
-class TradeoffConfig:
-    """Every setting of the study (written to study.json); defaults: a CPU-sized digits run."""
-
-    out: Path
-    space: str = "digits"
-    dataset: str = "digits"
-    target: str = "ort-cpu"
-    cpu_target: str | None = "ort-cpu"  # also measured there (skipped when it is the target)
-    seed: int = 0
-    predictor: Path | None = None  # a fitted latency predictor of `target`; None: profile and fit
-    cpu_predictor: Path | None = None  # optional: predictions on the CPU target too
-    profile_samples: int = 300
-    profile_protocol: dict[str, Any] | None = None  # overrides of the target's protocol
-    profile_include_unstable: bool = False  # a busy host flags most figures; fit on them anyway
-    predictor_mlp: dict[str, Any] = field(default_factory=dict)  # MLPConfig overrides
-    flops_samples: int = 300
-    weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-    flops_weights: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # candidates matched at match_weight
-    match_weight: float = 1.0
-    budget_fracs: tuple[float, ...] = (0.8, 0.6)  # of the weight-0 network's predicted latency
-    random_count: int = 8
-    random_pool: int = 2000
-    search: dict[str, Any] = field(default_factory=dict)  # SearchConfig fields (epochs, subset, ...)
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (epochs, subset, ...)
-    device: str | None = None  # passed to SearchConfig/TrainConfig only where they have the field
-    precision: str | None = None
-    workers: int = 2  # searches/trainings at once (child processes)
-    threads: int = 1  # torch threads per child
-    deadline_s: float | None = None  # stop starting work after this; running children are stopped
-    label: str = ""  # what kind of run this is (shown in the results)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("out", "predictor", "cpu_predictor"):
-            d[k] = None if d[k] is None else str(d[k])
-        for k in ("weights", "flops_weights", "budget_fracs"):
-            d[k] = list(d[k])
-        return d
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def with_optional_fields(cls: type, kwargs: dict[str, Any], **optional: Any) -> tuple[dict[str, Any], list[str]]:
-    """`kwargs` plus each `optional` value (not None) that `cls` has a field for; the names it
-    lacks (a device/precision setting before the dataclass has one) are returned for a note."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    out, missing = dict(kwargs), []
-    for k, v in optional.items():
-        if v is None:
-            continue
-        if k in names:
-            out[k] = v
-        else:
-            missing.append(k)
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise UserError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    return out, missing
-
-
-# -- the study folder ----------------------------------------------------------------------------------
-class Study:
-    """Paths and shared state of one study folder."""
-
-    def __init__(self, cfg: TradeoffConfig) -> None:
-        self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.space: SpaceConfig = get_space(cfg.space)
-        self.notes: list[str] = []
-        self._macs: dict[str, int] = {}
-
-    def macs(self, arch: Architecture) -> int:
-        """`macs_of`, once per architecture (every part lists the networks again)."""
-        if arch.hash not in self._macs:
-            self._macs[arch.hash] = macs_of(arch)
-        return self._macs[arch.hash]
-
-    # paths
-    @property
-    def latency_predictor(self) -> Path:
-        return Path(self.cfg.predictor) if self.cfg.predictor else self.out / "predictor" / "latency.pt"
-
-    @property
-    def flops_predictor(self) -> Path:
-        return self.out / "predictor" / "flops.pt"
-
-    def search_dir(self, name: str) -> Path:
-        return self.out / "search" / name
-
-    def train_dir(self, arch_hash: str) -> Path:
-        return self.out / "train" / arch_hash[:12]
-
-    def arch_file(self, arch_hash: str) -> Path:
-        return self.out / "nets" / f"{arch_hash[:12]}.json"
-
-    def check_identity(self) -> None:
-        """UserError if the folder holds a study of another space/dataset/target/seed."""
-        path = self.out / "study.json"
-        new = self.cfg.to_json()
-        if path.is_file():
-            old = json.loads(path.read_text())
-            diff = [k for k in IDENTITY if old.get(k) != new.get(k)]
-            if diff:
-                raise UserError(
-                    f"{self.out} holds a study of another {', '.join(diff)} "
-                    f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out"
-                )
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, strict_json(new, indent=2) + "\n")
-
-    def term(self) -> LatencyTerm:
-        if not self.latency_predictor.is_file():
-            raise UserError(f"no latency predictor at {self.latency_predictor}: run --part predictor first")
-        return LatencyTerm(load_predictor(self.latency_predictor), self.space)
-
-
-def macs_of(arch: Architecture) -> int:
-    """Analytic multiply-adds of the deploy network at batch 1 (weights do not matter)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return count_macs(build_network(arch), arch.space.input_shape)
-
-
-# -- sampling that reaches the fast end ------------------------------------------------------------
-def mixed_nth(space: SpaceConfig, seed: int, index: int) -> Architecture:
-    """Even indices uniform (`sample_nth`), odd ones fast-biased: a pool that spans the space's
-    whole latency range."""
-    return sample_nth(space, seed, index) if index % 2 == 0 else sample_fast_biased(space, seed, index)
-
-
-class MixedCandidates(SpaceCandidates):
-    """Profiling candidates from `mixed_nth`, so the predictor has seen the fast end the
-    latency-aware searches go to."""
-
-    def sample(self, seed: int, index: int) -> Any:
-        return self.candidate(mixed_nth(self.space, seed, index))
-
-
 # -- part: predictor ----------------------------------------------------------------------------------
 def part_predictor(st: Study) -> dict[str, Any]:
     """Profile the space on the target and fit the latency MLP (unless one was given); fit
@@ -259,83 +110,6 @@ def part_predictor(st: Study) -> dict[str, Any]:
         info["flops_fit_s"] = time.perf_counter() - t
         print(f"   FLOPs model: test {json.dumps(info['flops_predictor_test'], default=str)}", flush=True)
     return info
-
-
-# -- the worker pool -------------------------------------------------------------------------------------
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _job(kind: str, kwargs: dict[str, Any], log: str) -> dict[str, Any]:
-    """One search or training in a pool worker; its messages go to `log`."""
-    old = sys.stdout, sys.stderr
-    with open(log, "w") as f:
-        sys.stdout = sys.stderr = f
-        try:
-            if kind == "search":
-                res = run_search(kwargs["cfg"], kwargs["run"], resume=kwargs["resume"], progress=False)
-                return res.summary
-            result = train(resolve_source(kwargs["source"]), kwargs["cfg"], kwargs["run"],
-                           resume=kwargs["resume"], force=kwargs["force"], progress=False)  # fmt: skip
-            return dict(result.summary) if hasattr(result, "summary") else {}
-        except UserError as exc:
-            print(f"hwnas: error: {exc}", flush=True)
-            raise UserError(str(exc)) from None
-        except BaseException:
-            traceback.print_exc()
-            raise
-        finally:
-            sys.stdout, sys.stderr = old
-
-
-class Pool:
-    """A few long-lived child processes (spawned, `threads` torch threads each) that run
-    searches and trainings; jobs can be added while others run (budgets wait for weight 0)."""
-
-    def __init__(self, workers: int, threads: int, deadline: float | None) -> None:
-        old = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        try:
-            self.pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(threads,))
-        finally:
-            if old is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = old
-        self.deadline = deadline
-        self.pending: dict[str, Any] = {}
-        self.logs: dict[str, Path] = {}
-
-    def submit(self, name: str, kind: str, kwargs: dict[str, Any], log: Path) -> None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.logs[name] = log
-        self.pending[name] = self.pool.apply_async(_job, (kind, kwargs, str(log)))
-
-    def next_done(self) -> tuple[str, dict[str, Any]] | None:
-        """The next finished job (name, summary); None when the deadline passed (the pool is
-        stopped: interrupted runs resume on the next part). UserError if a job failed."""
-        while self.pending:
-            for name, res in list(self.pending.items()):
-                if res.ready():
-                    del self.pending[name]
-                    try:
-                        return name, res.get()
-                    except Exception as exc:  # noqa: BLE001 (a child's failure, with its log)
-                        self.close(kill=True)
-                        raise UserError(f"{name} failed: {str(exc).splitlines()[-1] if str(exc) else exc!r} "
-                                        f"(see {self.logs[name]})") from None  # fmt: skip
-            if self.deadline is not None and time.time() > self.deadline:
-                self.close(kill=True)
-                return None
-            time.sleep(0.2)
-        return None
-
-    def close(self, kill: bool = False) -> None:
-        if kill:
-            self.pool.terminate()
-        else:
-            self.pool.close()
-        self.pool.join()
 
 
 # -- part: search --------------------------------------------------------------------------------------
@@ -656,7 +430,7 @@ def part_measure(st: Study) -> dict[str, Any]:
         t_export = time.perf_counter() - t
         cmps = measure_exports([e.onnx_path for e in exports], spec, [e.info["predicted_latency_ms"] for e in exports],
                                exports[0].info["reference_baseline_ms"])  # fmt: skip
-        doc = {"target": spec.name, "date": _now(), "networks": len(hashes), "export_s": t_export,
+        doc = {"target": spec.name, "date": now(), "networks": len(hashes), "export_s": t_export,
                "measure_s": time.perf_counter() - t - t_export,
                "results": {h: c.to_dict() for h, c in zip(hashes, cmps, strict=True)}}  # fmt: skip
         atomic_write_text(st.out / f"measure-{spec.name}.json", strict_json(doc, indent=2) + "\n")
@@ -707,7 +481,7 @@ def part_report(st: Study) -> dict[str, Any]:
     rows = collect_rows(st)
     cpu = cfg.cpu_target if cfg.cpu_target and cfg.cpu_target != cfg.target else None
     results = {
-        "schema": "hwnas.tradeoff/1", "date": _now(), "space": cfg.space, "dataset": cfg.dataset,
+        "schema": "hwnas.tradeoff/1", "date": now(), "space": cfg.space, "dataset": cfg.dataset,
         "target": cfg.target, "cpu_target": cpu, "label": cfg.label, "config": cfg.to_json(),
         "flops_matching": flops_matching(st), "rows": rows, "goals": R.goals(rows),
         "cpu_transfer": R.cpu_transfer(rows), "random_range": R.random_range(rows), "notes": list(dict.fromkeys(st.notes)),
@@ -738,10 +512,10 @@ def run_parts(cfg: TradeoffConfig, parts: list[str], command: list[str] | None =
         parts = [*parts, "report"]
     records = {}
     for part in parts:
-        t0, started = time.perf_counter(), _now()
+        t0, started = time.perf_counter(), now()
         print(f"\n== tradeoff: part {part}", flush=True)
         info = PART_FUNCTIONS[part](st)
-        rec = {"part": part, "command": command, "started": started, "finished": _now(),
+        rec = {"part": part, "command": command, "started": started, "finished": now(),
                "wall_s": time.perf_counter() - t0, "result": info, "notes": list(dict.fromkeys(st.notes))}  # fmt: skip
         stamp = started.replace(":", "").replace("-", "")
         atomic_write_text(st.out / "parts" / f"{stamp}-{part}.json", strict_json(rec, indent=2, default=str) + "\n")
