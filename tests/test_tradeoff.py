@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hwnas.mainjob import tradeoff_report as R
-from hwnas.mainjob.tradeoff import darts_v2
+from hwnas.mainjob.tradeoff_networks import darts_v2
 from hwnas.mainjob.tradeoff_study import with_optional_fields
 from hwnas.space import get_space
 from targets.basics import UserError

@@ -168,3 +168,16 @@ class MixedCandidates(SpaceCandidates):
 
     def sample(self, seed: int, index: int) -> Any:
         return self.candidate(mixed_nth(self.space, seed, index))
+
+
+def run_name(prefix: str, w: float) -> str:
+    """A search's folder name in the study: `lat-w0.5`, `flops-w2`."""
+    return f"{prefix}-w{w:g}"
+
+
+def summary_of(run: Path) -> dict[str, Any] | None:
+    """A sub-run's summary.json (None while it is unfinished or unreadable)."""
+    try:
+        return json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
