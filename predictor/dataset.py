@@ -110,14 +110,13 @@ def _split_u(arch_hash: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _split_at(u: float, val_frac: float, test_frac: float) -> int:
+    return 2 if u < test_frac else 1 if u < test_frac + val_frac else 0
+
+
 def split_of(arch_hash: str, seed: int, val_frac: float, test_frac: float) -> int:
     """0/1/2 for train/val/test, from a seeded hash of the architecture hash."""
-    u = _split_u(arch_hash, seed)
-    if u < test_frac:
-        return 2
-    if u < test_frac + val_frac:
-        return 1
-    return 0
+    return _split_at(_split_u(arch_hash, seed), val_frac, test_frac)
 
 
 def assign_splits(
@@ -133,7 +132,7 @@ def assign_splits(
     their own split, so a store that grows keeps its splits as it did before.
     """
     u = np.array([_split_u(h, seed) for h in hashes], dtype=np.float64)
-    split = np.array([split_of(h, seed, val_frac, test_frac) for h in hashes], dtype=np.int64)
+    split = np.array([_split_at(v, val_frac, test_frac) for v in u], dtype=np.int64)
     if len(hashes) < 2 * floor + MIN_EVAL * 4:
         return split
     for target in (2, 1):  # test first: it takes from val, which then takes from train

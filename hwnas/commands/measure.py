@@ -217,9 +217,8 @@ def _predict_rows(
 
     import numpy as np
 
-    from hwnas.space import head_variant_note
+    from hwnas.deploy.export import check_predictor_space
     from hwnas.space.encoding import encode
-    from predictor import check_space
     from predictor.drift import compare, corrected_ms, predictor_baseline
 
     header = predictor.header
@@ -244,10 +243,8 @@ def _predict_rows(
         )
         if arch is None:
             continue  # an ONNX file without hwnas metadata: nothing to encode
-        note = head_variant_note(predictor.header.get("space_config"), arch.space)
-        if note is None:
-            check_space(predictor, arch.space.key, what=f"{row['path']} (space '{arch.space.name}')")
-        else:
+        note = check_predictor_space(predictor, arch, what=f"{row['path']} (space '{arch.space.name}')")
+        if note is not None:
             print(f"note: {row['path']}: {note}", file=sys.stderr)
         todo.append((i, encode(arch)))
     if not todo:

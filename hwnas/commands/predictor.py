@@ -319,26 +319,25 @@ def _predict(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from predictor import check_space, load_predictor
+    from predictor import load_predictor
     from predictor.drift import predictor_baseline
 
     try:
         from hwnas.space.encoding import encode
     except ImportError:  # older layout: encode lived in hwnas.space
         from hwnas.space import encode  # type: ignore[attr-defined,no-redef]
-    from hwnas.space import head_variant_note, load_architecture
+    from hwnas.deploy.export import check_predictor_space
+    from hwnas.space import load_architecture
 
     model = load_predictor(args.file)
     rows = []
     encs = []
     for path in args.archs:
         arch = load_architecture(path)
-        note = head_variant_note(model.header.get("space_config"), arch.space)
-        if note is None:
-            check_space(
-                model, arch.space.key, what=f"{path} (space '{arch.space.name}')", space_config=arch.space.to_dict()
-            )
-        else:
+        note = check_predictor_space(
+            model, arch, what=f"{path} (space '{arch.space.name}')", space_config=arch.space.to_dict()
+        )
+        if note is not None:
             print(f"note: {path}: {note}", file=sys.stderr)
         enc = np.asarray(encode(arch), dtype=np.float32)
         if enc.shape[-1] != model.dim:

@@ -181,6 +181,18 @@ def parity_check(net: Network, model_bytes: bytes, x: torch.Tensor, batch_size: 
     return worst
 
 
+def check_predictor_space(
+    model: Any, arch: Architecture, *, what: str, space_config: dict[str, Any] | None = None
+) -> str | None:
+    """None when `model` was fitted on `arch`'s space; a note when that space is the fitted one
+    with another class count (its predictions hold: `head_variant_note`); else check_space's
+    UserError. The one rule of export, `hwnas measure` and `hwnas predictor predict`."""
+    note = head_variant_note(model.header.get("space_config"), arch.space)
+    if note is None:
+        check_space(model, arch.space.key, what=what, space_config=space_config)
+    return note
+
+
 def _predict(
     predictor: Path | None, arch: Architecture, spec: TargetSpec
 ) -> tuple[float | None, float | None, str | None]:
@@ -190,9 +202,7 @@ def _predict(
         return None, None, None
 
     model = load_predictor(predictor)
-    note = head_variant_note(model.header.get("space_config"), arch.space)
-    if note is None:
-        check_space(model, arch.space.key, what=f"architecture {arch.hash[:12]}")
+    note = check_predictor_space(model, arch, what=f"architecture {arch.hash[:12]}")
     target = model.header.get("target_name")
     if target != spec.name:
         raise UserError(
