@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Predicted latency of each sweep run's architecture: derived with the collapse guard (as
-written) and without it (the plain DARTS argmax), from the run's final architecture logits.
+"""Predicted latency of each sweep run's architecture, from the run's final architecture
+logits: derived with the collapse guard alone, with the guard and the latency price (the
+run's loss per ms: weight / latency_0, or lambda / budget; `derive(..., price=)`), and
+without a guard (the plain DARTS argmax).
 
     python bench/sweep_guard_check.py PREDICTOR.pt RUN [RUN ...]   (digits search runs)
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -19,12 +23,22 @@ from predictor import load_predictor
 
 space = get_space("digits")
 term = LatencyTerm(load_predictor(sys.argv[1]), space)
-for run in sys.argv[2:]:
-    st = torch.load(f"{run}/checkpoint.pt", weights_only=True, map_location="cpu")
+for run in map(Path, sys.argv[2:]):
+    st = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
+    summary = json.loads((run / "summary.json").read_text())
+    if summary.get("latency_budget_ms") is not None:
+        price = (summary.get("final_latency_weight") or 0.0) / summary["latency_budget_ms"]
+    else:
+        price = (summary.get("latency_weight") or 0.0) / term.latency0_ms
     alpha = ArchParameters(space)
     alpha.load_state_dict(st["alpha"])
     alpha.requires_grad_(False)
     g, _ = derive(alpha, 2)
+    w, log = derive(alpha, 2, term=term, price=price)
     u, _ = derive(alpha, None)
-    print(f"{run}: guarded {term.derived_ms(g):.3f} ms ({param_free_share(g):.0%} param-free), "
-          f"unguarded {term.derived_ms(u):.3f} ms ({param_free_share(u):.0%}), relaxed {float(term.predicted_ms(alpha)):.3f}")
+    print(
+        f"{run}: guarded {term.derived_ms(g):.3f} ms ({param_free_share(g):.0%} param-free), "
+        f"priced {term.derived_ms(w):.3f} ({param_free_share(w):.0%}; price {price:.3g}/ms, "
+        f"{sum(line.startswith('latency price') for line in log)} changes), "
+        f"unguarded {term.derived_ms(u):.3f} ({param_free_share(u):.0%}), relaxed {float(term.predicted_ms(alpha)):.3f}"
+    )

@@ -249,6 +249,12 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["search"]["latency_weight"] == 0.5 and cfg["resolved"]["latency"]["latency0_ms"] > 0
     assert cfg["resolved"]["search_resolution"] == 8 and cfg["search"]["a_lr"] == 0.003
+    # the derive priced latency at the run's own rate, and says what it changed
+    assert cfg["search"]["derive"] == "priced" and summary["derive"] == "priced"
+    latency0 = cfg["resolved"]["latency"]["latency0_ms"]
+    assert summary["latency_price_per_ms"] == pytest.approx(0.5 / latency0)
+    assert isinstance(summary["priced_changes"], list) and isinstance(summary["collapse_guard"], list)
+    assert all(line.startswith("latency price") for line in summary["priced_changes"])
     # the same run again without --resume is refused, and nothing changes
     before = _snapshot(out)
     code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--epochs", "2", "--out", out)
@@ -279,6 +285,9 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor
         "--latency-budget", "2", "--epochs", "1", "--out", out,
     )
     assert code == 2 and "both given" in err and not out.exists()
+    code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--derive", "best", "--epochs", "1",
+                       "--out", out)
+    assert code == 2 and "--derive" in err and "priced" in err and not out.exists()
     with pytest.raises(UserError, match="both given"):
         SearchConfig(space="digits", predictor=str(predictor), latency_weight=1, latency_budget_ms=2).check()
     # a predictor fitted on another space

@@ -17,7 +17,7 @@ from hwnas.search.derive import PARAM_FREE_OPS, derive
 from hwnas.search.discrete import reachable_range
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
 from hwnas.search.repair import repair_to_budget, score_cost
-from hwnas.space import Architecture, SpaceConfig, get_space, sample_architectures
+from hwnas.space import CELL_OPS, Architecture, SpaceConfig, get_space, sample_architectures
 from hwnas.space.encoding import ArchParameters, encode, encoding_layout
 from predictor import (
     MLPConfig,
@@ -266,3 +266,73 @@ def test_repair_keeps_the_collapse_guard_cap_unless_it_must_lift_it(
     arch0, log0 = repair_to_budget(guarded, alpha, term, low, max_param_free=0)
     assert any("cap lifted" in line for line in log0)
     assert term.derived_ms(arch0) <= 1.05 * low
+
+
+# -- the priced derive (issue 18: the sweep's prediction rose from weight 2 to 8) ---------------
+def _cell_free(arch: Architecture) -> list[int]:
+    return _free_per_cell(arch)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_priced_derive_is_the_guarded_argmax_at_price_zero_and_each_change_pays(
+    term: LatencyTerm, seed: int
+) -> None:
+    alpha = _alpha(seed, scale=1.0)
+    guarded, log = derive(alpha, 2)
+    assert derive(alpha, 2, term=term, price=0.0) == (guarded, log)
+    base = term.derived_ms(guarded)
+    for weight in (0.5, 2.0, 8.0):
+        price = weight / term.latency0_ms
+        priced, plog = derive(alpha, 2, term=term, price=price)
+        ms = term.derived_ms(priced)
+        changes = [line for line in plog if line.startswith("latency price")]
+        assert ms <= base and (ms < base) == bool(changes)
+        assert max(_cell_free(priced)) <= 2  # the collapse guard's cap holds
+        # what it gave up in architecture score is less than the latency it bought, at that price
+        assert score_cost(priced, alpha) - score_cost(guarded, alpha) < price * (base - ms) + 1e-9
+
+
+def test_priced_derive_breaks_near_ties_toward_speed_and_leaves_clear_choices_alone(term: LatencyTerm) -> None:
+    """A near-tie (sep_conv_5x5 a hair above dil_conv_3x3, half its cost in this store) goes
+    to the faster op; the same ranking by a wide margin is the search's decision and stays."""
+
+    def alpha_with(gap: float) -> ArchParameters:
+        alpha = ArchParameters(SPACE, init_scale=0.0)
+        with torch.no_grad():
+            for p in alpha.alpha:
+                p[:, CELL_OPS.index("sep_conv_5x5")] = 1.0 + gap
+                p[:, CELL_OPS.index("dil_conv_3x3")] = 1.0
+        return alpha
+
+    price = 2.0 / term.latency0_ms
+    near = alpha_with(0.02)
+    argmax, _ = derive(near, 2)
+    priced, log = derive(near, 2, term=term, price=price)
+    ops = lambda a: [op for g in [s.cell for s in a.stages] + list(a.reductions) for n in g for op, _ in n]  # noqa: E731
+    assert set(ops(argmax)) == {"sep_conv_5x5"}
+    assert ops(priced).count("sep_conv_5x5") < len(ops(priced)) // 2
+    assert term.derived_ms(priced) < 0.9 * term.derived_ms(argmax) and log
+    clear = alpha_with(5.0)
+    kept, klog = derive(clear, 2, term=term, price=price)
+    assert ops(kept) == ops(derive(clear, 2)[0]) and not any("cell node" in line for line in klog)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_priced_derive_is_never_slower_at_a_higher_price(term: LatencyTerm, seed: int) -> None:
+    alpha = _alpha(seed, scale=0.5)
+    ms = [term.derived_ms(derive(alpha, 2, term=term, price=w / term.latency0_ms)[0]) for w in (0, 0.5, 2, 8, 32)]
+    assert all(b <= a + 1e-9 for a, b in zip(ms, ms[1:], strict=False)), ms
+
+
+def test_priced_derive_changes_only_the_choices_a_phase_searches(term: LatencyTerm) -> None:
+    alpha = _alpha(2, scale=0.3)
+    guarded, _ = derive(alpha, 2)
+    price = 8.0 / term.latency0_ms
+    stages_only, _ = derive(alpha, 2, term=term, price=price, kinds=frozenset({"depth", "slot"}))
+    cells_only, _ = derive(alpha, 2, term=term, price=price, kinds=frozenset({"node"}))
+    assert [s.cell for s in stages_only.stages] == [s.cell for s in guarded.stages]
+    assert stages_only.reductions == guarded.reductions
+    assert [(s.depth, s.connections) for s in cells_only.stages] == [(s.depth, s.connections) for s in guarded.stages]
+    both, _ = derive(alpha, 2, term=term, price=price)
+    assert term.derived_ms(both) <= min(term.derived_ms(stages_only), term.derived_ms(cells_only)) + 1e-9
+    assert both != guarded

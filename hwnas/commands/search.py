@@ -66,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="x expected cells per stage (default: H-DAS's 0.4 with --schedule hdas, 0 with joint)")
     p.add_argument("--max-param-free", type=int, default=_D.max_param_free,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
+    p.add_argument("--derive", default=_D.derive, metavar="RULE",
+                   help="priced: DARTS's argmax and the collapse guard, then each change whose latency "
+                   "saving is worth its loss of architecture score at the search's latency price "
+                   "(default); argmax: DARTS's argmax and the guard only (docs/search.md)")
     add_run_flags(p, "print summary.json")
     p.set_defaults(func=_run, on_interrupt=continue_run_dir(resume_flag=True))
 
@@ -94,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         depth_penalty=args.depth_penalty,
         **({} if args.schedule is None else {"schedule": args.schedule}),
         max_param_free=None if args.max_param_free < 0 else args.max_param_free,
+        derive=args.derive,
         target=args.target,
         device=args.device,
         precision=args.precision,

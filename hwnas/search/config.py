@@ -12,6 +12,10 @@ from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig, variant_base
 from targets.basics import UserError, check_range
 
 MODES = ("full", "sampled")
+#: How the discrete architecture is read from the logits (hwnas.search.derive): "priced" =
+#: DARTS's argmax and the collapse guard, then the changes worth their latency at the search's
+#: price; "argmax" = DARTS's argmax and the guard only (runs made before the rule existed).
+DERIVE_RULES = ("priced", "argmax")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
 PROXY_CHANNELS = {"cifar": 16}
 SCHEDULES = ("hdas", "joint")
@@ -103,6 +107,7 @@ class SearchConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (hwnas.devices); config.json records the resolved type
     precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
     schedule: str = DEFAULT_SCHEDULE  # "hdas": H-DAS's phases; "joint": everything at once (schedule.py)
+    derive: str = "priced"  # DERIVE_RULES
 
     @property
     def depth_weight(self) -> float:
@@ -118,6 +123,8 @@ class SearchConfig:
             )
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.derive not in DERIVE_RULES:
+            raise UserError(f"--derive must be one of {', '.join(DERIVE_RULES)}, got {self.derive!r}")
         for name, low in (("epochs", 1), ("batch_size", 2), ("samples", 1)):
             if int(getattr(self, name)) < low:
                 raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")

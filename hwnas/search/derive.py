@@ -7,15 +7,29 @@ pooling), and a latency term pushes the same way. The guard is P-DARTS's remedy,
 from skips to every parameter-free op: a cell keeps at most `max_param_free` parameter-free
 edges (default 2 of its 2 x nodes); the weakest extra ones (lowest op probability) take the
 most likely op with parameters on the same edge. Each change is logged.
+
+A latency-aware search also prices the derive (`price` > 0: the search's loss per ms of
+predicted latency): after the guard, `repair.weigh_latency` makes the single changes that
+lower the predicted latency by more than they cost in architecture score at that price.
+Without it the argmax picks among the near-ties a strong latency term leaves at random: in
+the session-5 sweep the guarded prediction at weight 8 was 1-6 % above weight 2's
+(docs/benchmarks.md, issue 18). At price 0 (no latency term) the derive is DARTS's plus the
+guard, unchanged.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from hwnas.search.config import DEFAULT_MAX_PARAM_FREE, PARAM_FREE_OPS
+from hwnas.search.repair import weigh_latency
 from hwnas.space import CELL_OPS, NUM_STAGES, Architecture, Genotype, Stage
 from hwnas.space.encoding import ArchParameters
+
+if TYPE_CHECKING:
+    from hwnas.search.latency import LatencyTerm
 
 
 def _cell_name(c: int) -> str:
@@ -62,9 +76,26 @@ def _guard(g: Genotype, c: int, alpha: ArchParameters, cap: int, log: list[str])
     return tuple(tuple(node) for node in nodes)  # type: ignore[return-value]
 
 
-def derive(alpha: ArchParameters, max_param_free: int | None = DEFAULT_MAX_PARAM_FREE) -> tuple[Architecture, list[str]]:
+def derive(
+    alpha: ArchParameters,
+    max_param_free: int | None = DEFAULT_MAX_PARAM_FREE,
+    *,
+    term: LatencyTerm | None = None,
+    price: float = 0.0,
+    kinds: frozenset[str] = frozenset({"node", "depth", "slot"}),
+) -> tuple[Architecture, list[str]]:
     """The discrete architecture of `alpha` (DARTS rule) with at most `max_param_free`
-    parameter-free edges per cell (None: no guard); returns it and the guard's changes."""
+    parameter-free edges per cell (None: no guard), then, with `term` and `price` > 0, the
+    changes worth their latency at that price (to choices of `kinds`: `weigh_latency`);
+    returns it and the changes made."""
+    arch, log = _guarded(alpha, max_param_free)
+    if term is None or price <= 0:
+        return arch, log
+    arch, priced = weigh_latency(arch, alpha, term, price, max_param_free=max_param_free, kinds=kinds)
+    return arch, log + priced
+
+
+def _guarded(alpha: ArchParameters, max_param_free: int | None) -> tuple[Architecture, list[str]]:
     arch = alpha.derive()
     if max_param_free is None:
         return arch, []

@@ -107,6 +107,12 @@ class LatencyPenalty(abc.ABC):
     def weight(self) -> float:
         """The current weight (lambda) on the normalised latency."""
 
+    @property
+    @abc.abstractmethod
+    def price_per_ms(self) -> float:
+        """What one ms of predicted latency adds to the loss now (the derive's exchange rate
+        between latency and architecture score: `derive(..., price=)`)."""
+
     def update(self, relaxed_ms: float, derived_ms: float) -> None:  # noqa: B027 (optional hook)
         """Called after each architecture step with the latest predictions."""
 
@@ -137,6 +143,10 @@ class WeightedLatency(LatencyPenalty):
     @property
     def weight(self) -> float:
         return self._weight
+
+    @property
+    def price_per_ms(self) -> float:
+        return self._weight / self.term.latency0_ms
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": "weight", "weight": self._weight}
@@ -197,6 +207,10 @@ class BudgetLatency(LatencyPenalty):
     @property
     def weight(self) -> float:
         return self._weight
+
+    @property
+    def price_per_ms(self) -> float:
+        return self._weight / self.budget_ms
 
     def update(self, relaxed_ms: float, derived_ms: float) -> None:
         """Dual ascent: lambda grows while the relaxed prediction is over budget, shrinks under."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hwnas.search.derive import PARAM_FREE_OPS
+from hwnas.search.config import PARAM_FREE_OPS
 from hwnas.space import (
     CELL_OPS,
     NUM_STAGES,
@@ -127,6 +127,108 @@ def _describe_change(dec: tuple[Any, ...], old: Any, new: Any, space: SpaceConfi
     )
 
 
+_FREE_OPS = np.array([op in PARAM_FREE_OPS for op in CELL_OPS])
+
+
+def _free_edges(pair: Pair) -> int:
+    return int(_FREE_OPS[pair[0][0]]) + int(_FREE_OPS[pair[1][0]])
+
+
+def _free_limits(st: _State, cap: int | None) -> list[int | None]:
+    """Per cell: the cap, or the count it starts with if above (a change never adds to it)."""
+    return [None if cap is None else max(cap, sum(_free_edges(p) for p in cell)) for cell in st.cells]
+
+
+#: How each line of `weigh_latency`'s log begins (summary.json keeps them apart from the guard's).
+PRICED_PREFIX = "latency price"
+
+Move = tuple[float, float, tuple[Any, ...], Any, int, np.ndarray]  # ms, d regret, decision, option, row, X
+
+
+def _single_moves(
+    term: LatencyTerm, blocks: _Blocks, scores: _Scores, st: _State, x: np.ndarray,
+    limits: list[int | None], seen: set[bytes], kinds: frozenset[str] = frozenset({"node", "depth", "slot"}),
+) -> list[Move]:
+    """Every single change of `st` (one node, one depth, one connection pair) within the
+    per-cell limits of parameter-free edges and not in `seen`: its predicted latency and its
+    change in score regret (one batch of predictions per choice). `kinds`: which choices
+    may change ("node": the cells' ops and inputs; "depth", "slot": the stage level)."""
+    option_free = [np.array([_free_edges(o) for o in opts]) for opts in blocks.node_options]
+    moves: list[Move] = []
+    for dec in blocks.decisions(st):
+        if dec[0] not in kinds:
+            continue
+        X = blocks.candidates(st, x, dec)
+        ms = term.batch_ms(X)
+        cur = scores.option_cost(dec, blocks.current(st, dec))
+        allowed = None
+        if dec[0] == "node" and limits[dec[1]] is not None:
+            c, i = dec[1], dec[2]
+            others = sum(_free_edges(p) for n, p in enumerate(st.cells[c]) if n != i)
+            allowed = option_free[i] + others <= limits[c]
+        for o_i, opt in enumerate(blocks.options(dec)):
+            if (allowed is not None and not allowed[o_i]) or X[o_i].tobytes() in seen:
+                continue
+            d_cost = scores.option_cost(dec, opt) - cur
+            if dec[0] == "depth":  # the slots that appear or vanish with the depth
+                s = dec[1]
+                old_d, new_d = blocks.space.depth_choices[st.depth[s]], blocks.space.depth_choices[opt]
+                sign = 1.0 if new_d > old_d else -1.0
+                d_cost += sign * sum(
+                    scores.slot[s][k][st.slots[s][k]] for k in range(min(old_d, new_d), max(old_d, new_d))
+                )
+            moves.append((float(ms[o_i]), d_cost, dec, opt, o_i, X))
+    return moves
+
+
+def weigh_latency(
+    arch: Architecture,
+    alpha: ArchParameters,
+    term: LatencyTerm,
+    price: float,
+    *,
+    max_param_free: int | None = None,
+    max_moves: int = 200,
+    kinds: frozenset[str] = frozenset({"node", "depth", "slot"}),
+) -> tuple[Architecture, list[str]]:
+    """Single changes of `arch` that lower its predicted latency by more than they cost in
+    architecture score at `price` (score per ms: the search's loss per ms of latency), the
+    best first, until none does; never above `max_param_free` parameter-free edges in a cell
+    (None: no cap) unless the cell already was; only choices of `kinds` change (a phase that
+    holds the cells, or the stage level, leaves them as they are).
+
+    Why: DARTS's argmax ignores latency, and where the search leaves near-ties (logits within
+    a few per cent, as in cells the latency term has flattened) it picks among them at
+    random, faster or slower. Every change lowers the prediction, so the result is never
+    slower than `arch` and, at price 0, is `arch` itself. Returns it and one line per change.
+    """
+    if price <= 0:
+        return arch, []
+    term.check_space(arch.space)
+    blocks = _Blocks(arch.space)
+    scores = _Scores(alpha, blocks)
+    st = blocks.from_arch(arch, fill=scores.best_slots())
+    limits = _free_limits(st, max_param_free)
+    x = blocks.encode(st)
+    lat = float(term.batch_ms(x[None])[0])
+    log: list[str] = []
+    for _ in range(max_moves):
+        moves = [
+            m for m in _single_moves(term, blocks, scores, st, x, limits, set(), kinds)
+            if m[0] < lat - 1e-9 and price * (lat - m[0]) > m[1] + 1e-12
+        ]
+        if not moves:
+            break
+        new_lat, d_cost, dec, opt, o_i, X = max(moves, key=lambda m: price * (lat - m[0]) - m[1])
+        log.append(
+            f"{PRICED_PREFIX} {price:.4g}/ms: {_describe_change(dec, blocks.current(st, dec), opt, blocks.space)}: "
+            f"{lat:.4g} -> {new_lat:.4g} ms, score regret {d_cost:+.3g}"
+        )
+        st = blocks.apply(st, dec, opt)
+        x, lat = X[o_i].copy(), new_lat
+    return (blocks.to_arch(st, arch.space), log) if log else (arch, log)
+
+
 def score_cost(arch: Architecture, alpha: ArchParameters) -> float:
     """Architecture-score regret of `arch` under `alpha` (0 = every choice the most likely)."""
     blocks = _Blocks(arch.space)
@@ -162,25 +264,16 @@ def repair_to_budget(
     blocks = _Blocks(arch.space)
     scores = _Scores(alpha, blocks)
     st = blocks.from_arch(arch, fill=scores.best_slots())
-    free_ops = np.array([op in PARAM_FREE_OPS for op in CELL_OPS])
-
-    def free_edges(pair: Pair) -> int:
-        return int(free_ops[pair[0][0]]) + int(free_ops[pair[1][0]])
-
     cap: int | None
     if max_param_free == "keep":
-        cap = max(sum(free_edges(p) for p in cell) for cell in st.cells)
+        cap = max(sum(_free_edges(p) for p in cell) for cell in st.cells)
     else:
         cap = None if max_param_free is None else int(max_param_free)
-    option_free = [np.array([free_edges(o) for o in opts]) for opts in blocks.node_options]
-    # per cell: the cap, or the count it starts with if above (a repair never adds to it)
-    limits = [
-        None if cap is None else max(cap, sum(free_edges(p) for p in cell)) for cell in st.cells
-    ]
+    limits = _free_limits(st, cap)
 
     def within_cap(state: _State) -> bool:
         return all(
-            lim is None or sum(free_edges(p) for p in cell) <= lim
+            lim is None or sum(_free_edges(p) for p in cell) <= lim
             for lim, cell in zip(limits, state.cells, strict=True)
         )
 
@@ -203,32 +296,7 @@ def repair_to_budget(
             break
         if lat <= hi_b and (best_under is None or lat > best_under[0]):
             best_under = (lat, cost, st.copy())
-        moves = []  # (new latency, d cost, decision, option, encoding)
-        for dec in blocks.decisions(st):
-            X = blocks.candidates(st, x, dec)
-            ms = term.batch_ms(X)
-            cur = scores.option_cost(dec, blocks.current(st, dec))
-            allowed = None
-            if dec[0] == "node" and limits[dec[1]] is not None:
-                c, i = dec[1], dec[2]
-                others = sum(free_edges(p) for n, p in enumerate(st.cells[c]) if n != i)
-                allowed = option_free[i] + others <= limits[c]
-            for o_i, opt in enumerate(blocks.options(dec)):
-                if (allowed is not None and not allowed[o_i]) or X[o_i].tobytes() in seen:
-                    continue
-                d_cost = scores.option_cost(dec, opt) - cur
-                if dec[0] == "depth":  # the slots that appear or vanish with the depth
-                    s = dec[1]
-                    old_d, new_d = (
-                        blocks.space.depth_choices[st.depth[s]],
-                        blocks.space.depth_choices[opt],
-                    )
-                    sign = 1.0 if new_d > old_d else -1.0
-                    d_cost += sign * sum(
-                        scores.slot[s][k][st.slots[s][k]]
-                        for k in range(min(old_d, new_d), max(old_d, new_d))
-                    )
-                moves.append((float(ms[o_i]), d_cost, dec, opt, o_i, X))
+        moves = _single_moves(term, blocks, scores, st, x, limits, seen)
         over = lat > hi_b
         eps = 1e-4 * budget_ms  # a move must shift the latency, not just the score
         in_band = [m for m in moves if lo_b <= m[0] <= hi_b]

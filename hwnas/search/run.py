@@ -27,10 +27,10 @@ from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
 from hwnas.search import schedule as S
 from hwnas.search.config import SearchConfig, resolution_note, search_channels, search_resolution
-from hwnas.search.derive import derive, param_free_share
+from hwnas.search.derive import param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
 from hwnas.search.predictor_check import check_predictor_for_search, head_note
-from hwnas.search.repair import repair_to_budget
+from hwnas.search.repair import PRICED_PREFIX, repair_to_budget
 from hwnas.search.step import CHECKPOINT_FORMAT, Searcher
 from hwnas.space import Architecture, SpaceConfig, get_space
 from hwnas.space.encoding import ArchParameters
@@ -144,7 +144,8 @@ def _differs(doc: dict[str, Any]) -> Any:
         old_search = old.get("search")
         if not isinstance(old_search, dict):
             return ["config.json has no 'search' section (damaged)"]
-        old_search = {"schedule": "joint", **old_search}  # runs made before schedules were joint
+        # runs made before schedules were joint, before the priced derive argmax
+        old_search = {"schedule": "joint", "derive": "argmax", **old_search}
         placed = ("device", "precision")  # compared as resolved below: a run resumes on any GPU of its type
         diff = rundir.key_diffs(
             {k: v for k, v in old_search.items() if k not in placed},
@@ -267,7 +268,7 @@ def run_search(
                     break
                 # the next phase holds the cells this one found (with the collapse guard, as
                 # the final derive): fresh weights and optimisers, H-DAS runs its phases apart
-                cells, _ = derive(searcher.alpha, cfg.max_param_free)
+                cells, _ = searcher.derive()
                 if out_path is not None and info.main:
                     atomic_write_text(out_path / CELLS_FILE, cells.to_json() + "\n")
                 rows = searcher.rows
@@ -289,7 +290,7 @@ def run_search(
                 on_epoch(searcher, row)
     finally:
         bar.close()
-    arch, guard_log = derive(searcher.alpha, cfg.max_param_free)
+    arch, derive_log = searcher.derive()
     repair_log: list[str] = []
     if penalty is not None and cfg.latency_budget_ms is not None:
         arch, repair_log = repair_to_budget(
@@ -314,7 +315,10 @@ def run_search(
         "second_order": cfg.second_order,
         "search_channels": resolved["search_channels"],
         "param_free_share": param_free_share(arch),
-        "collapse_guard": guard_log,
+        "derive": cfg.derive,
+        "latency_price_per_ms": searcher.price_per_ms(),
+        "collapse_guard": [line for line in derive_log if not line.startswith(PRICED_PREFIX)],
+        "priced_changes": [line for line in derive_log if line.startswith(PRICED_PREFIX)],
         "repair": repair_log,
         "ranks": info.world,
         "seconds_this_process": time.perf_counter() - t_start,

@@ -147,6 +147,22 @@ class Searcher:
         self.tau = cfg.tau_max
 
     # -- one step ----------------------------------------------------------------------------
+    def price_per_ms(self) -> float:
+        """The derive's latency price: the penalty's loss per ms now (0: no latency term, or
+        `--derive argmax`)."""
+        if self.penalty is None or self.cfg.derive != "priced":
+            return 0.0
+        return float(self.penalty.price_per_ms)
+
+    def derive(self) -> tuple[Architecture, list[str]]:
+        """The discrete architecture now, by the run's derive rule, and its changes' log (the
+        price changes only what this phase searches: held cells or stages stay held)."""
+        kinds = {"node"} if self.phase.train_cells else set()
+        kinds |= {"depth", "slot"} if self.phase.train_stages else set()
+        return derive(
+            self.alpha, self.cfg.max_param_free, term=self.term, price=self.price_per_ms(), kinds=frozenset(kinds)
+        )
+
     def relaxed(self) -> Any:
         r = relax(
             self.alpha, self.cfg.mode, k=self.cfg.samples, tau=self.tau, generator=self.gumbel,
@@ -311,7 +327,7 @@ class Searcher:
         keys = list(sums)
         tot = dict(zip(keys, D.all_sum([sums[k] for k in keys], self.info), strict=True))
         world = self.info.world
-        arch, _ = derive(self.alpha, cfg.max_param_free)
+        arch, _ = self.derive()
         raw = self.alpha.derive()
         depths = expected_depth(self.alpha)
         row: dict[str, Any] = {
