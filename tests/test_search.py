@@ -21,9 +21,11 @@ from hwnas.data.datasets import load_dataset
 from hwnas.nets.ops import Zero
 from hwnas.search import SearchConfig, Searcher, run_search
 from hwnas.search.derive import PARAM_FREE_OPS, derive, param_free_share
+from hwnas.search.latency import LatencyTerm
 from hwnas.search.relax import relax
 from hwnas.space import CELL_OPS, NUM_STAGES, SpaceConfig, get_space, load_architecture
 from hwnas.space.encoding import ArchParameters
+from predictor import load_predictor
 from targets.basics import UserError
 
 DIGITS = get_space("digits")
@@ -249,12 +251,10 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["search"]["latency_weight"] == 0.5 and cfg["resolved"]["latency"]["latency0_ms"] > 0
     assert cfg["resolved"]["search_resolution"] == 8 and cfg["search"]["a_lr"] == 0.003
-    # the derive priced latency at the run's own rate, and says what it changed
-    assert cfg["search"]["derive"] == "priced" and summary["derive"] == "priced"
-    latency0 = cfg["resolved"]["latency"]["latency0_ms"]
-    assert summary["latency_price_per_ms"] == pytest.approx(0.5 / latency0)
-    assert isinstance(summary["priced_changes"], list) and isinstance(summary["collapse_guard"], list)
-    assert all(line.startswith("latency price") for line in summary["priced_changes"])
+    # DARTS's argmax and the guard by default; the run's latency price is recorded
+    assert cfg["search"]["derive"] == "argmax" and summary["derive"] == "argmax"
+    assert summary["latency_price_per_ms"] == pytest.approx(0.5 / cfg["resolved"]["latency"]["latency0_ms"])
+    assert summary["priced_changes"] == [] and isinstance(summary["collapse_guard"], list)
     # the same run again without --resume is refused, and nothing changes
     before = _snapshot(out)
     code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--epochs", "2", "--out", out)
@@ -276,6 +276,26 @@ def test_cli_search_writes_the_run_directory(cli, predictor: Path, tmp_path: Pat
     )
     assert code == 2 and "not a readable search checkpoint" in err and "checkpoint.pt" in err and _snapshot(out) == before
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_search_derive_priced_is_never_slower_than_the_argmax_of_its_logits(
+    cli, predictor: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "search", "--space", "digits", "--predictor", predictor, "--latency-weight", "8", "--derive", "priced",
+        "--search-channels", "4", "--epochs", "1", "--subset", "64", "--batch-size", "16", "--out", out,
+        "--no-progress", "--seed", "1", "--search-resolution", "8", "--arch-lr", "0.003",
+    )
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["derive"] == "priced" and all(line.startswith("latency price") for line in summary["priced_changes"])
+    alpha = ArchParameters(DIGITS)
+    alpha.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["alpha"])
+    term = LatencyTerm(load_predictor(predictor), DIGITS)
+    argmax_ms = term.derived_ms(derive(alpha, 2)[0])
+    assert summary["predicted_latency_ms"] <= argmax_ms + 1e-6
+    assert (summary["predicted_latency_ms"] < argmax_ms - 1e-6) == bool(summary["priced_changes"])
 
 
 def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor: Path, tmp_path: Path) -> None:

@@ -204,13 +204,13 @@ def test_bad_schedule_input_is_refused_and_nothing_written(cli, predictor: Path,
     before = _snapshot(out)
     code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--resume")
     assert code == 2 and "schedule: run has 'joint'" in err and _snapshot(out) == before
-    # ... and, made before the priced derive (no "derive"), read its architecture by argmax
+    # ... and, made before --derive (no "derive"), read its architecture by argmax
     doc["search"]["schedule"] = "hdas"
     del doc["search"]["derive"]
     (out / "config.json").write_text(json.dumps(doc))
     before = _snapshot(out)
-    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--resume")
+    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--derive", "priced", "--resume")
     assert code == 2 and "derive: run has 'argmax'" in err and _snapshot(out) == before
-    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--derive", "argmax", "--resume")
+    code, _, err = cli("search", *common, "--epochs", "2", "--schedule", "hdas", "--resume")
     assert code == 0, err
 

@@ -67,9 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-param-free", type=int, default=_D.max_param_free,
                    help="collapse guard: parameter-free edges kept per cell (-1: off)")
     p.add_argument("--derive", default=_D.derive, metavar="RULE",
-                   help="priced: DARTS's argmax and the collapse guard, then each change whose latency "
-                   "saving is worth its loss of architecture score at the search's latency price "
-                   "(default); argmax: DARTS's argmax and the guard only (docs/search.md)")
+                   help="argmax: DARTS's argmax and the collapse guard (default); priced: then each "
+                   "change whose predicted latency saving is worth its loss of architecture score at "
+                   "the search's latency price (lowers the prediction; measured no faster on digits: "
+                   "docs/search.md)")
     add_run_flags(p, "print summary.json")
     p.set_defaults(func=_run, on_interrupt=continue_run_dir(resume_flag=True))
 

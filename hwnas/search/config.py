@@ -12,10 +12,11 @@ from hwnas.space import PARAM_FREE_CELL_OPS, SpaceConfig, variant_base
 from targets.basics import UserError, check_range
 
 MODES = ("full", "sampled")
-#: How the discrete architecture is read from the logits (hwnas.search.derive): "priced" =
-#: DARTS's argmax and the collapse guard, then the changes worth their latency at the search's
-#: price; "argmax" = DARTS's argmax and the guard only (runs made before the rule existed).
-DERIVE_RULES = ("priced", "argmax")
+#: How the discrete architecture is read from the logits (hwnas.search.derive): "argmax" =
+#: DARTS's argmax and the collapse guard (default: the priced rule lowered the prediction,
+#: not the measured latency, docs/benchmarks.md issue 18); "priced" = then the changes worth
+#: their latency at the search's price.
+DERIVE_RULES = ("argmax", "priced")
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
 PROXY_CHANNELS = {"cifar": 16}
 SCHEDULES = ("hdas", "joint")
@@ -107,7 +108,7 @@ class SearchConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (hwnas.devices); config.json records the resolved type
     precision: str | None = None  # bf16 | fp32; None: bf16 on a CUDA device that has it, else fp32
     schedule: str = DEFAULT_SCHEDULE  # "hdas": H-DAS's phases; "joint": everything at once (schedule.py)
-    derive: str = "priced"  # DERIVE_RULES
+    derive: str = "argmax"  # DERIVE_RULES
 
     @property
     def depth_weight(self) -> float:

@@ -8,13 +8,12 @@ from skips to every parameter-free op: a cell keeps at most `max_param_free` par
 edges (default 2 of its 2 x nodes); the weakest extra ones (lowest op probability) take the
 most likely op with parameters on the same edge. Each change is logged.
 
-A latency-aware search also prices the derive (`price` > 0: the search's loss per ms of
-predicted latency): after the guard, `repair.weigh_latency` makes the single changes that
-lower the predicted latency by more than they cost in architecture score at that price.
-Without it the argmax picks among the near-ties a strong latency term leaves at random: in
-the session-5 sweep the guarded prediction at weight 8 was 1-6 % above weight 2's
-(docs/benchmarks.md, issue 18). At price 0 (no latency term) the derive is DARTS's plus the
-guard, unchanged.
+`--derive priced` also prices the derive (`price` > 0: the search's loss per ms of predicted
+latency): after the guard, `repair.weigh_latency` makes the single changes that lower the
+predicted latency by more than they cost in architecture score at that price, where the
+argmax would pick among a latency search's near-ties at random. At price 0 the derive is
+DARTS's plus the guard. Opt-in: on digits it lowered the prediction, not the measured
+latency (docs/benchmarks.md, issue 18).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def _differs(doc: dict[str, Any]) -> Any:
         old_search = old.get("search")
         if not isinstance(old_search, dict):
             return ["config.json has no 'search' section (damaged)"]
-        # runs made before schedules were joint, before the priced derive argmax
+        # runs made before schedules were joint, before --derive argmax
         old_search = {"schedule": "joint", "derive": "argmax", **old_search}
         placed = ("device", "precision")  # compared as resolved below: a run resumes on any GPU of its type
         diff = rundir.key_diffs(

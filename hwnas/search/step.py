@@ -148,20 +148,17 @@ class Searcher:
 
     # -- one step ----------------------------------------------------------------------------
     def price_per_ms(self) -> float:
-        """The derive's latency price: the penalty's loss per ms now (0: no latency term, or
-        `--derive argmax`)."""
-        if self.penalty is None or self.cfg.derive != "priced":
-            return 0.0
-        return float(self.penalty.price_per_ms)
+        """The latency penalty's loss per ms now (0 without a latency term): the exchange
+        rate `--derive priced` uses."""
+        return 0.0 if self.penalty is None else float(self.penalty.price_per_ms)
 
     def derive(self) -> tuple[Architecture, list[str]]:
         """The discrete architecture now, by the run's derive rule, and its changes' log (the
         price changes only what this phase searches: held cells or stages stay held)."""
         kinds = {"node"} if self.phase.train_cells else set()
         kinds |= {"depth", "slot"} if self.phase.train_stages else set()
-        return derive(
-            self.alpha, self.cfg.max_param_free, term=self.term, price=self.price_per_ms(), kinds=frozenset(kinds)
-        )
+        price = self.price_per_ms() if self.cfg.derive == "priced" else 0.0
+        return derive(self.alpha, self.cfg.max_param_free, term=self.term, price=price, kinds=frozenset(kinds))
 
     def relaxed(self) -> Any:
         r = relax(
