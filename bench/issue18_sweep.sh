@@ -1,7 +1,8 @@
 #!/bin/bash
 # Issue 18 (session 6): the latency sweep (weights 0/0.5/2/8 + a budget, 3 seeds) with the
 # current code, then every architecture of OLD and NEW sweeps measured together (3 passes).
-#   PREDICTOR=... OLD=/tmp/m18 NEW=/tmp/m18b bash bench/issue18_sweep.sh [sweep|measure]
+#   PREDICTOR=... OLD=/tmp/m18 NEW=/tmp/m18b [DERIVE=priced] bash bench/issue18_sweep.sh [sweep|measure]
+# (the session-6 NEW sweep ran at commit 91301e9, where priced was the default: DERIVE=priced now)
 set -eu
 : "${PREDICTOR:?a fitted digits predictor}" "${NEW:?output folder}"
 PY=${PY:-python}
@@ -11,7 +12,7 @@ if [ "$what" = sweep ]; then
     sfx=$([ $s = 0 ] && echo "" || echo "-s$s")
     $PY bench/search_latency_sweep.py --predictor "$PREDICTOR" --out "$NEW/sweep$sfx" --weights 0,0.5,2,8 \
       --epochs 6 --subset 800 --seed $s --repeats 3 --parallel \
-      -- --threads 1 --mode full --search-resolution 8 --arch-lr 3e-3 > "$NEW/sweep$sfx.log" 2>&1
+      -- --threads 1 --mode full --search-resolution 8 --arch-lr 3e-3 --derive "${DERIVE:-argmax}" > "$NEW/sweep$sfx.log" 2>&1
   done
 else
   archs=()

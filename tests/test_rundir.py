@@ -193,3 +193,28 @@ def test_no_library_file_is_written_with_plain_json_dumps() -> None:
         if "json.dumps(" in line and ("atomic_write" in line or "write_text(" in line or '"header"' in line)
     ]
     assert offenders == []
+
+
+def test_searches_written_before_schedule_and_derive_are_reused_by_the_main_job_and_study(tmp_path: Path) -> None:
+    """A config.json without `schedule` or `derive` (older hwnas) is the same search as the
+    default config, not 'another' one to delete and redo."""
+    from hwnas.mainjob import deploy_steps, tradeoff
+    from hwnas.search import SearchConfig
+
+    predictor = tmp_path / "p.pt"
+    predictor.write_bytes(b"weights")
+    cfg = SearchConfig(space="digits", predictor=str(predictor), latency_weight=1.0)
+    run = tmp_path / "search-latency"
+    run.mkdir()
+    old = {k: v for k, v in cfg.to_json().items() if k not in ("schedule", "derive")}
+    old["predictor"] = str(predictor.resolve())
+    (run / "config.json").write_text(json.dumps({"search": old, "resolved": {"predictor_sha256": "x"}}))
+    deploy_steps._stamp_path(run).write_text("stamp")
+    for name in ("summary.json", "architecture.json"):
+        (run / name).write_text("{}")
+    assert deploy_steps._search_state(run, cfg, "stamp") == "done"
+    assert deploy_steps._search_state(run, SearchConfig(**{**cfg.__dict__, "derive": "priced"}), "stamp") == "other"
+    sha = tradeoff._sha256(predictor)
+    (run / "config.json").write_text(json.dumps({"search": {**old, "predictor": str(predictor)},
+                                                 "resolved": {"predictor_sha256": sha}}))
+    assert tradeoff.search_state(run, cfg) != "new" and run.exists()

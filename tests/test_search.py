@@ -308,6 +308,9 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(cli, predictor
     code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--derive", "best", "--epochs", "1",
                        "--out", out)
     assert code == 2 and "--derive" in err and "priced" in err and not out.exists()
+    code, _, err = cli("search", "--space", "digits", "--predictor", predictor, "--derive", "priced", "--epochs", "1",
+                       "--out", out)
+    assert code == 2 and "--latency-weight" in err and not out.exists()
     with pytest.raises(UserError, match="both given"):
         SearchConfig(space="digits", predictor=str(predictor), latency_weight=1, latency_budget_ms=2).check()
     # a predictor fitted on another space

@@ -318,7 +318,9 @@ def test_priced_derive_breaks_near_ties_toward_speed_and_leaves_clear_choices_al
 
 
 @pytest.mark.parametrize("seed", [1, 4])
-def test_priced_derive_is_never_slower_at_a_higher_price(term: LatencyTerm, seed: int) -> None:
+def test_priced_derive_gets_faster_as_the_price_rises_on_these_logits(term: LatencyTerm, seed: int) -> None:
+    """A regression check on two seeds, not a theorem: the greedy walk at a higher price may
+    take another path, but it should not, in the ordinary case, end slower."""
     alpha = _alpha(seed, scale=0.5)
     ms = [term.derived_ms(derive(alpha, 2, term=term, price=w / term.latency0_ms)[0]) for w in (0, 0.5, 2, 8, 32)]
     assert all(b <= a + 1e-9 for a, b in zip(ms, ms[1:], strict=False)), ms
@@ -333,6 +335,8 @@ def test_priced_derive_changes_only_the_choices_a_phase_searches(term: LatencyTe
     assert [s.cell for s in stages_only.stages] == [s.cell for s in guarded.stages]
     assert stages_only.reductions == guarded.reductions
     assert [(s.depth, s.connections) for s in cells_only.stages] == [(s.depth, s.connections) for s in guarded.stages]
-    both, _ = derive(alpha, 2, term=term, price=price)
-    assert term.derived_ms(both) <= min(term.derived_ms(stages_only), term.derived_ms(cells_only)) + 1e-9
-    assert both != guarded
+    # each did change what it may change (else the checks above would hold trivially)
+    assert [(s.depth, s.connections) for s in stages_only.stages] != [(s.depth, s.connections) for s in guarded.stages]
+    assert [s.cell for s in cells_only.stages] + list(cells_only.reductions) != [
+        s.cell for s in guarded.stages
+    ] + list(guarded.reductions)

@@ -32,6 +32,7 @@ from hwnas.mainjob.children import Child
 from hwnas.mainjob.config import MainJobConfig
 from hwnas.mainjob.summary import compare_networks, describe_comparison
 from hwnas.search import SearchConfig, run_search
+from hwnas.search.config import stored_search
 from hwnas.space import get_space
 from hwnas.train.loop import train
 from hwnas.train.recipe import TrainConfig
@@ -73,7 +74,7 @@ def predictor_weights_sha256(path: Path) -> str:
 def _search_state(run: Path, cfg: Any, stamp: str) -> str:
     """'done' (finished, same config and predictor), 'resume' (same, unfinished), 'other'."""
     try:
-        old = json.loads((run / "config.json").read_text())["search"]
+        old = stored_search(json.loads((run / "config.json").read_text())["search"])
         old_stamp = _stamp_path(run).read_text().strip()
     except (OSError, ValueError, KeyError, TypeError):
         return "other"

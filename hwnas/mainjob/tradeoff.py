@@ -48,6 +48,7 @@ from hwnas.mainjob.tradeoff_study import (
 )
 from hwnas.nets.network import build_network
 from hwnas.search import SearchConfig
+from hwnas.search.config import stored_search
 from hwnas.search.flops import FLOPS_TARGET, fit_flops_predictor
 from hwnas.space import (
     sample_nth,
@@ -131,7 +132,7 @@ def search_state(run: Path, cfg: SearchConfig) -> str:
         return "new"
     try:
         doc = json.loads((run / "config.json").read_text())
-        same = doc["search"] == cfg.to_json() and doc["resolved"].get("predictor_sha256") == _sha256(
+        same = stored_search(doc["search"]) == cfg.to_json() and doc["resolved"].get("predictor_sha256") == _sha256(
             Path(str(cfg.predictor))
         )
     except (OSError, ValueError, KeyError, TypeError):

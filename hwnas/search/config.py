@@ -17,6 +17,14 @@ MODES = ("full", "sampled")
 #: not the measured latency, docs/benchmarks.md issue 18); "priced" = then the changes worth
 #: their latency at the search's price.
 DERIVE_RULES = ("argmax", "priced")
+#: What a config.json written before a setting existed meant by leaving it out.
+LEGACY_SEARCH_DEFAULTS: dict[str, Any] = {"schedule": "joint", "derive": "argmax"}
+
+
+def stored_search(section: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored `search` section with the settings older hwnas did not write filled in
+    as they were then, so it compares equal to `SearchConfig.to_json()` of the same search."""
+    return {**LEGACY_SEARCH_DEFAULTS, **section}
 #: The usual proxy width when --search-channels is not given (DARTS/H-DAS search CIFAR at C=16).
 PROXY_CHANNELS = {"cifar": 16}
 SCHEDULES = ("hdas", "joint")
@@ -126,6 +134,11 @@ class SearchConfig:
             raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.derive not in DERIVE_RULES:
             raise UserError(f"--derive must be one of {', '.join(DERIVE_RULES)}, got {self.derive!r}")
+        if self.derive == "priced" and self.latency_weight is None and self.latency_budget_ms is None:
+            raise UserError(
+                "--derive priced prices latency at the search's own rate: give --latency-weight W or "
+                "--latency-budget MS (with --predictor), or leave --derive at argmax"
+            )
         for name, low in (("epochs", 1), ("batch_size", 2), ("samples", 1)):
             if int(getattr(self, name)) < low:
                 raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")

@@ -26,7 +26,13 @@ from hwnas import devices, rundir
 from hwnas.data.datasets import load_dataset
 from hwnas.search import dist as D
 from hwnas.search import schedule as S
-from hwnas.search.config import SearchConfig, resolution_note, search_channels, search_resolution
+from hwnas.search.config import (
+    SearchConfig,
+    resolution_note,
+    search_channels,
+    search_resolution,
+    stored_search,
+)
 from hwnas.search.derive import param_free_share
 from hwnas.search.latency import BudgetLatency, LatencyTerm, WeightedLatency
 from hwnas.search.predictor_check import check_predictor_for_search, head_note
@@ -144,8 +150,7 @@ def _differs(doc: dict[str, Any]) -> Any:
         old_search = old.get("search")
         if not isinstance(old_search, dict):
             return ["config.json has no 'search' section (damaged)"]
-        # runs made before schedules were joint, before --derive argmax
-        old_search = {"schedule": "joint", "derive": "argmax", **old_search}
+        old_search = stored_search(old_search)  # settings older runs did not write
         placed = ("device", "precision")  # compared as resolved below: a run resumes on any GPU of its type
         diff = rundir.key_diffs(
             {k: v for k, v in old_search.items() if k not in placed},
