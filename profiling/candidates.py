@@ -26,7 +26,12 @@ class Candidate:
 
 @runtime_checkable
 class CandidateSource(Protocol):
-    """Supplies candidates of one space config; picklable (it holds a name, not a model)."""
+    """Supplies candidates of one space config; picklable (it holds a name, not a model).
+
+    A finite source (given architectures) also has `size`: indices 0..size-1 are all it
+    holds, whatever the seed; `run_profile(..., samples=None)` then measures every one of
+    them the store lacks.
+    """
 
     space_name: str
     space_key: str  # sha256 of the canonical space config

@@ -22,17 +22,24 @@ class CandidateStream:
     """The seeded stream of candidates, minus those already seen or done.
 
     Stops (`exhausted`) after `max_scan` indices in a row bring nothing new: a small space
-    (or N larger than the space) must end the run, not spin.
+    (or N larger than the space) must end the run, not spin; and at `stop_at`, the end of a
+    finite source (given architectures).
     """
 
     def __init__(
-        self, source: CandidateSource, seed: int, skip: set[str], max_scan: int = 2000
+        self,
+        source: CandidateSource,
+        seed: int,
+        skip: set[str],
+        max_scan: int = 2000,
+        stop_at: int | None = None,
     ) -> None:
         self.source = source
         self.seed = seed
         self.seen = set(skip)
         self.index = 0
         self.max_scan = max_scan
+        self.stop_at = stop_at
         self.exhausted = False
         self.sample_s = 0.0
         self.sample_errors = 0
@@ -41,6 +48,9 @@ class CandidateStream:
         out: list[Candidate] = []
         misses = 0
         while len(out) < k and not self.exhausted:
+            if self.stop_at is not None and self.index >= self.stop_at:
+                self.exhausted = True
+                break
             t0 = time.perf_counter()
             index = self.index
             self.index += 1

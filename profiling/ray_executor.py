@@ -181,7 +181,7 @@ def run_profile_ray(
     source: CandidateSource,
     spec: TargetSpec,
     store: ProfileStore,
-    samples: int,
+    samples: int | None,
     *,
     settings: ProfileSettings,
     breaker: FailureBreaker | None = None,

@@ -56,17 +56,18 @@ def run_profile(
     source: CandidateSource,
     spec: TargetSpec,
     store: ProfileStore,
-    samples: int,
+    samples: int | None,
     *,
     settings: ProfileSettings | None = None,
 ) -> ProfileSummary:
-    """Measure candidates until the store holds `samples` architectures for this target.
+    """Measure candidates until the store holds `samples` architectures for this target
+    (None: every candidate of a finite source, one with `size`, that it lacks).
 
     Counts architectures with a 'profile' row under the target's fingerprint (failed ones
     too, unless `settings.retry_failed`), so a rerun continues where the last one stopped.
     """
     settings = settings or ProfileSettings()
-    if samples < 0:
+    if samples is not None and samples < 0:
         raise UserError(f"--samples must be >= 0, got {samples}")
     store.bind_space(
         source.space_name, source.space_key, source.space_config, source.encoding_layout
@@ -82,7 +83,7 @@ def _run_local(
     source: CandidateSource,
     spec: TargetSpec,
     store: ProfileStore,
-    samples: int,
+    samples: int | None,
     *,
     settings: ProfileSettings,
     breaker: FailureBreaker,
@@ -147,10 +148,10 @@ def _run_local(
             reference.close()
         run.close()
     summary = run.finish(t_start)
-    if summary.exhausted and summary.done_after < samples:
+    if summary.exhausted and summary.done_after < run.samples and run.stream.stop_at is None:
         warnings.warn(
             f"space '{source.space_name}' yielded no new architecture in {run.stream.max_scan} "
-            f"samples in a row; stopped at {summary.done_after} of {samples}",
+            f"samples in a row; stopped at {summary.done_after} of {run.samples}",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -121,17 +121,24 @@ class ProfileRun:
         source: CandidateSource,
         spec: TargetSpec,
         key: str,
-        samples: int,
+        samples: int | None,
         settings: ProfileSettings,
         *,
         breaker: FailureBreaker,
         show_waits: bool = False,
     ) -> None:
         self.store, self.source, self.spec, self.key = store, source, spec, key
-        self.samples, self.breaker = samples, breaker
         self.include_failed = not settings.retry_failed
         executor = settings.executor
         done_before = store.count_done(key, include_failed=self.include_failed)
+        done = store.done_hashes(key, include_failed=self.include_failed)
+        size = getattr(source, "size", None)
+        if samples is None:  # every candidate of a finite source that the store lacks
+            if size is None:
+                raise ValueError("samples=None needs a finite candidate source (one with `size`)")
+            given = {source.sample(settings.seed, i).arch_hash for i in range(size)}
+            samples = done_before + len(given - done)
+        self.samples, self.breaker = samples, breaker
         self.summary = ProfileSummary(
             run_id=uuid.uuid4().hex,
             executor=executor,
@@ -148,9 +155,7 @@ class ProfileRun:
             samples, label, initial=min(done_before, samples), enabled=settings.progress
         )
         self.unstable = 0  # figures the protocol marked unstable so far (a bar counter)
-        self.stream = CandidateStream(
-            source, settings.seed, store.done_hashes(key, include_failed=self.include_failed)
-        )
+        self.stream = CandidateStream(source, settings.seed, done, stop_at=size)
         on_wait = self._show if show_waits else None
         self.claimer = Claimer(
             store, self.stream, key, self.summary.run_id, samples, self.include_failed,

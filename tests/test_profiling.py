@@ -521,3 +521,40 @@ def test_repeat_applies_the_reference_drift_check(tmp_path: Path, debug) -> None
         repeat_measurements(SyntheticCandidates(), spec, st, 3, progress=False, protocol=FAST)
         rows = list(st.rows(kind="repeat", status="ok"))
     assert len(rows) == 3 and all(r["stable"] == 0 for r in rows)
+
+
+def test_cli_profile_given_architectures_measures_those_the_store_lacks(cli, tmp_path: Path, fast_target: Path) -> None:
+    """`--architectures`: profile where a search went (its derived architectures), each once."""
+    from hwnas.space import get_space, sample_architectures, save_architecture
+
+    db = tmp_path / "p.db"
+    args = ["profile", "--space", "tiny", "--target", fast_target, "--db", db, "--no-progress"]
+    assert cli(*args, "--samples", "2", "--seed", "5")[0] == 0
+    with ProfileStore(db) as st:
+        stored = sorted(st.done_hashes(st.rows(kind="profile").__next__()["fingerprint_key"], include_failed=True))
+    archs = sample_architectures(get_space("tiny"), 5, 2) + sample_architectures(get_space("tiny"), 77, 2)
+    assert sorted(a.hash for a in archs[:2]) == stored  # the first two are in the store already
+    files = []
+    for i, a in enumerate(archs + archs[-1:]):  # the last one twice
+        files.append(tmp_path / f"a{i}.json")
+        save_architecture(a, files[-1])
+    code, out, err = cli(*args, "--architectures", *files, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["written"] == 2 and data["done_after"] == 4
+    with ProfileStore(db) as st:
+        assert {r["arch_hash"] for r in st.rows(kind="profile")} == {a.hash for a in archs}
+    code, out, err = cli(*args, "--architectures", *files)  # again: nothing left to do
+    assert code == 0 and "profiled 0 architectures" in out and "4 distinct architectures given, 4" in out
+    # bad input: another space's architecture, a missing file, both ways of choosing
+    other = tmp_path / "digits.json"
+    save_architecture(sample_architectures(get_space("digits"), 0, 1)[0], other)
+    code, _, err = cli(*args, "--architectures", files[0], other)
+    assert code == 2 and str(other) in err and "'digits'" in err and "--space digits" in err
+    code, _, err = cli(*args, "--architectures", tmp_path / "missing.json")
+    assert code == 2 and "no such file" in err
+    with pytest.raises(SystemExit) as exc:  # argparse: one way of choosing what to profile
+        cli(*args, "--samples", "3", "--architectures", files[0])
+    assert exc.value.code == 2
+    with ProfileStore(db) as st:
+        assert st.count_rows() == 4 and st.integrity_check() == "ok"

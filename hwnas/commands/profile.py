@@ -27,7 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--space", required=True, help="search space name (hwnas space list)")
     p.add_argument("--target", required=True, help="target name or .toml file (hwnas targets list)")
-    p.add_argument("--samples", required=True, type=int, help="architectures the store should hold")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--samples", type=int, help="architectures the store should hold (sampled uniformly)")
+    what.add_argument(
+        "--architectures", nargs="+", type=Path, metavar="FILE",
+        help="these architecture.json files instead of samples (those the store lacks): profile "
+        "where a search went, then fit again (docs/search.md)",
+    )
     p.add_argument("--db", required=True, type=Path, help="profile store (SQLite file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate stream")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -57,11 +63,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_profile, on_interrupt=same_command("every measurement taken is stored"))
 
 
-def space_source(space_name: str) -> Any:
-    """The candidate source of a named space (hwnas supplies it; imported late)."""
-    from hwnas.nets.profile_source import SpaceCandidates
+def space_source(space_name: str, architectures: list[Path] | None = None) -> Any:
+    """The candidate source of a named space, or of given architecture files of it (hwnas
+    supplies it; imported late)."""
+    from hwnas.nets.profile_source import GivenCandidates, SpaceCandidates
+    from hwnas.space import get_space, load_architecture
 
-    return SpaceCandidates(space_name)
+    if architectures is None:
+        return SpaceCandidates(space_name)
+    space = get_space(space_name)
+    archs, seen = [], set()
+    for path in architectures:
+        arch = load_architecture(path)  # UserError naming the file when it is not one
+        if arch.space.key != space.key:
+            raise UserError(
+                f"{path}: an architecture of space '{arch.space.name}', not of --space {space_name}; "
+                f"profile it into a store of its own space (--space {arch.space.name})"
+            )
+        if arch.hash not in seen:
+            seen.add(arch.hash)
+            archs.append(arch)
+    return GivenCandidates(space_name, archs)
 
 
 def _unstable(store: Any, fingerprint_key: str, run_id: str) -> dict[str, int]:
@@ -80,7 +102,7 @@ def _profile(args: argparse.Namespace) -> int:
     from profiling.store import ProfileStore
     from targets.registry import load_target
 
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise UserError(
             f"--samples must be at least 1, got {args.samples} (it is the number of "
             f"architectures the store should hold; {samples_rule()})"
@@ -96,7 +118,7 @@ def _profile(args: argparse.Namespace) -> int:
         remeasure_unstable=args.remeasure_unstable,
     )
     spec = load_target(args.target)
-    source = space_source(args.space)
+    source = space_source(args.space, args.architectures)
     with ProfileStore(args.db) as store:
         summary = run_profile(source, spec, store, args.samples, settings=settings)
         unstable = _unstable(store, summary.fingerprint_key, summary.run_id)
@@ -112,10 +134,17 @@ def _profile(args: argparse.Namespace) -> int:
         f"{spec.name} ({summary.ok} ok, {summary.failed} failed) in {summary.wall_s:.1f} s: "
         f"{summary.archs_per_minute:.1f} per minute"
     )
-    print(
-        f"store {args.db} holds {summary.done_after} of {summary.requested} architectures "
-        f"for this target (fingerprint {summary.fingerprint_key[:12]})"
-    )
+    if args.architectures:
+        print(
+            f"{source.size} distinct architectures given, {source.size - (summary.requested - summary.done_before)} "
+            f"of them already in the store; store {args.db} holds {summary.done_after} architectures "
+            f"for this target (fingerprint {summary.fingerprint_key[:12]})"
+        )
+    else:
+        print(
+            f"store {args.db} holds {summary.done_after} of {summary.requested} architectures "
+            f"for this target (fingerprint {summary.fingerprint_key[:12]})"
+        )
     if summary.wall_s > 0 and summary.written:
         split = ", ".join(
             f"{k} {v / summary.wall_s:.0%}" for k, v in summary.phases.items() if v > 0
@@ -135,7 +164,7 @@ def _profile(args: argparse.Namespace) -> int:
             f"{summary.kept_as_repeat} architectures were measured by another profiler at the "
             "same time; kept as 'repeat' rows"
         )
-    if summary.exhausted and summary.done_after < summary.requested:
+    if summary.exhausted and summary.done_after < summary.requested and not args.architectures:
         print(f"the space yields no new architectures: stopped at {summary.done_after}")
     if summary.done_after < MIN_SAMPLES_INIT:
         print(f"note: {samples_rule()}; profile more before fitting")

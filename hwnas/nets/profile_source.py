@@ -60,3 +60,29 @@ class SpaceCandidates:
 
     def build_torch(self, arch_json: str) -> nn.Module:
         return build_network(self._arch(arch_json)).eval()
+
+
+class GivenCandidates(SpaceCandidates):
+    """Exactly the given architectures of a space (index i: the i-th, whatever the seed):
+    profile where a search went, e.g. its derived architectures, before fitting again."""
+
+    def __init__(self, space_name: str, archs: list[Architecture]):
+        super().__init__(space_name)
+        for a in archs:
+            if a.space.key != self.space.key:
+                raise ValueError(f"architecture {a.hash[:12]} is of space '{a.space.name}', not '{space_name}'")
+        self.archs = list(archs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"space_name": self.space_name, "archs": [a.to_json(indent=None) for a in self.archs]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        archs = [Architecture.from_json(j, where="given architecture") for j in state["archs"]]
+        self.__init__(state["space_name"], archs)  # type: ignore[misc]
+
+    @property
+    def size(self) -> int:
+        return len(self.archs)
+
+    def sample(self, seed: int, index: int) -> Candidate:
+        return self.candidate(self.archs[index])
