@@ -4,10 +4,11 @@
 #   PREDICTOR=... OLD=/tmp/m18 NEW=/tmp/m18b [DERIVE=priced] bash bench/issue18_sweep.sh [sweep|measure]
 # (the session-6 NEW sweep ran at commit 91301e9, where priced was the default: DERIVE=priced now)
 set -eu
-: "${PREDICTOR:?a fitted digits predictor}" "${NEW:?output folder}"
+: "${NEW:?output folder}"
 PY=${PY:-python}
 what=${1:-sweep}
 if [ "$what" = sweep ]; then
+  : "${PREDICTOR:?a fitted digits predictor}"
   for s in 0 1 2; do
     sfx=$([ $s = 0 ] && echo "" || echo "-s$s")
     $PY bench/search_latency_sweep.py --predictor "$PREDICTOR" --out "$NEW/sweep$sfx" --weights 0,0.5,2,8 \
