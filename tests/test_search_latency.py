@@ -269,10 +269,6 @@ def test_repair_keeps_the_collapse_guard_cap_unless_it_must_lift_it(
 
 
 # -- the priced derive (issue 18: the sweep's prediction rose from weight 2 to 8) ---------------
-def _cell_free(arch: Architecture) -> list[int]:
-    return _free_per_cell(arch)
-
-
 @pytest.mark.parametrize("seed", [0, 3, 7])
 def test_priced_derive_is_the_guarded_argmax_at_price_zero_and_each_change_pays(
     term: LatencyTerm, seed: int
@@ -287,7 +283,7 @@ def test_priced_derive_is_the_guarded_argmax_at_price_zero_and_each_change_pays(
         ms = term.derived_ms(priced)
         changes = [line for line in plog if line.startswith("latency price")]
         assert ms <= base and (ms < base) == bool(changes)
-        assert max(_cell_free(priced)) <= 2  # the collapse guard's cap holds
+        assert max(_free_per_cell(priced)) <= 2  # the collapse guard's cap holds
         # what it gave up in architecture score is less than the latency it bought, at that price
         assert score_cost(priced, alpha) - score_cost(guarded, alpha) < price * (base - ms) + 1e-9
 

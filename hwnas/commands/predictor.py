@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from targets.basics import UserError, check_range
+from targets.basics import UserError, check_range, strict_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -134,17 +133,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_predict)
 
 
-def _clean(obj: Any) -> Any:
-    """JSON without NaN (undefined rank correlations become null)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _fit(args: argparse.Namespace) -> int:
     from hwnas.devices import resolve_device
     from predictor import (
@@ -213,7 +201,7 @@ def _fit(args: argparse.Namespace) -> int:
     header["relaxed_correction"] = calibration
     save_predictor(args.out, result.model, header)
     if args.json:
-        print(json.dumps(_clean({**result.report, "out": str(args.out)}), indent=2))
+        print(strict_json({**result.report, "out": str(args.out)}, indent=2))  # undefined ranks: null
     else:
         print(render_report(result.report))
         if calibration is not None:
@@ -308,7 +296,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, ds, args.split, fitted_on=fitted_on if isinstance(fitted_on, list) else None
     )
     if args.json:
-        print(json.dumps(_clean(report), indent=2))
+        print(strict_json(report, indent=2))
     else:
         print(render_report(report))
     return 0

@@ -291,7 +291,7 @@ def export_for_target(
     # Stage everything in a temp dir beside `out`, then move file by file (each an atomic
     # rename), export.json last: a crash leaves no export.json claiming a half export.
     out.mkdir(parents=True, exist_ok=True)
-    if run_kind(out) in rundir.KINDS and run_kind(out) != RUN_KIND:
+    if (kind := run_kind(out)) in rundir.KINDS and kind != RUN_KIND:
         # --force over another hwnas run: its config.json would go on claiming the directory
         for name in (CONFIG, SUMMARY, rundir.CHECKPOINT, rundir.LOG):
             (out / name).unlink(missing_ok=True)

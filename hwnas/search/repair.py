@@ -134,6 +134,12 @@ def _free_edges(pair: Pair) -> int:
     return int(_FREE_OPS[pair[0][0]]) + int(_FREE_OPS[pair[1][0]])
 
 
+def _option_free(blocks: _Blocks) -> list[np.ndarray]:
+    """Per node: the parameter-free edges of each of its options (once per repair or pricing,
+    not per move)."""
+    return [np.array([_free_edges(o) for o in opts]) for opts in blocks.node_options]
+
+
 def _free_limits(st: _State, cap: int | None) -> list[int | None]:
     """Per cell: the cap, or the count it starts with if above (a change never adds to it)."""
     return [None if cap is None else max(cap, sum(_free_edges(p) for p in cell)) for cell in st.cells]
@@ -147,13 +153,14 @@ Move = tuple[float, float, tuple[Any, ...], Any, int, np.ndarray]  # ms, d regre
 
 def _single_moves(
     term: LatencyTerm, blocks: _Blocks, scores: _Scores, st: _State, x: np.ndarray,
-    limits: list[int | None], seen: set[bytes], kinds: frozenset[str] = frozenset({"node", "depth", "slot"}),
+    limits: list[int | None], option_free: list[np.ndarray], seen: set[bytes],
+    kinds: frozenset[str] = frozenset({"node", "depth", "slot"}),
 ) -> list[Move]:
     """Every single change of `st` (one node, one depth, one connection pair) within the
     per-cell limits of parameter-free edges and not in `seen`: its predicted latency and its
-    change in score regret (one batch of predictions per choice). `kinds`: which choices
-    may change ("node": the cells' ops and inputs; "depth", "slot": the stage level)."""
-    option_free = [np.array([_free_edges(o) for o in opts]) for opts in blocks.node_options]
+    change in score regret (one batch of predictions per choice). `option_free`: from
+    `_option_free(blocks)`; `kinds`: which choices may change ("node": the cells' ops and
+    inputs; "depth", "slot": the stage level)."""
     moves: list[Move] = []
     for dec in blocks.decisions(st):
         if dec[0] not in kinds:
@@ -208,13 +215,13 @@ def weigh_latency(
     blocks = _Blocks(arch.space)
     scores = _Scores(alpha, blocks)
     st = blocks.from_arch(arch, fill=scores.best_slots())
-    limits = _free_limits(st, max_param_free)
+    limits, option_free = _free_limits(st, max_param_free), _option_free(blocks)
     x = blocks.encode(st)
     lat = float(term.batch_ms(x[None])[0])
     log: list[str] = []
     for _ in range(max_moves):
         moves = [
-            m for m in _single_moves(term, blocks, scores, st, x, limits, set(), kinds)
+            m for m in _single_moves(term, blocks, scores, st, x, limits, option_free, set(), kinds)
             if m[0] < lat - 1e-9 and price * (lat - m[0]) > m[1] + 1e-12
         ]
         if not moves:
@@ -269,7 +276,7 @@ def repair_to_budget(
         cap = max(sum(_free_edges(p) for p in cell) for cell in st.cells)
     else:
         cap = None if max_param_free is None else int(max_param_free)
-    limits = _free_limits(st, cap)
+    limits, option_free = _free_limits(st, cap), _option_free(blocks)
 
     def within_cap(state: _State) -> bool:
         return all(
@@ -296,7 +303,7 @@ def repair_to_budget(
             break
         if lat <= hi_b and (best_under is None or lat > best_under[0]):
             best_under = (lat, cost, st.copy())
-        moves = _single_moves(term, blocks, scores, st, x, limits, seen)
+        moves = _single_moves(term, blocks, scores, st, x, limits, option_free, seen)
         over = lat > hi_b
         eps = 1e-4 * budget_ms  # a move must shift the latency, not just the score
         in_band = [m for m in moves if lo_b <= m[0] <= hi_b]

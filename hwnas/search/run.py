@@ -93,10 +93,11 @@ def _resolve(
     search's `device`, so the latency loss needs no host copy."""
 
     cfg.check()
-    cfg.check_space(get_space(cfg.space))  # before the data is read: a bad setting costs nothing
+    named = get_space(cfg.space)
+    cfg.check_space(named)  # before the data is read: a bad setting costs nothing
     # the space takes the data's channels and classes (a data variant, README 'Your own data'):
     # config.json's resolved space and architecture.json record it, so train and export rebuild it
-    data = load_dataset(cfg.dataset, get_space(cfg.space), subset=cfg.subset, seed=cfg.seed, fit_space=True)
+    data = load_dataset(cfg.dataset, named, subset=cfg.subset, seed=cfg.seed, fit_space=True)
     assert data.space is not None
     space = data.space
     term = penalty = None
